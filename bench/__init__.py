@@ -1,0 +1,1 @@
+"""bench of the guard server."""

@@ -1,0 +1,1 @@
+"""classifiers of the guard server."""

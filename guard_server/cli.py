@@ -1,0 +1,112 @@
+"""`guard-server serve`: vLLM's own serve flags plus the guard's, with embedded defaults."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from guard_server.models import cache_dir, default_embedding_model_dir, default_model_dir
+
+if TYPE_CHECKING:
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+PROCESSOR_FQCN = "logits_processors.forget:ForgetLogitsProcessor"
+DEFAULT_SERVED_NAME = "SmolLM2-135M-Instruct"
+# Engine options that make the default model run on a 2-core CPU machine. The CPU backend
+# reserves `gpu_memory_utilization` of a NUMA node for the KV cache, which fails on small
+# machines; a fixed 1 GiB is ample for a 135M model at 2k context.
+ENGINE_DEFAULTS = {
+    "max_model_len": 2048,
+    "enforce_eager": True,
+    "kv_cache_memory_bytes": 1 << 30,
+}
+
+
+def add_guard_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the guard's own flags to a parser that already holds vLLM's serve flags."""
+    group = parser.add_argument_group("guard")
+    group.add_argument(
+        "--embedding-model",
+        default=None,
+        help="sentence-transformers model folder (default: all-MiniLM-L6-v2 shipped on PyPI)",
+    )
+    group.add_argument(
+        "--admin-key",
+        default=os.environ.get("GUARD_ADMIN_KEY"),
+        help="bearer key for the admin API (env GUARD_ADMIN_KEY)",
+    )
+    group.add_argument(
+        "--db", default=None, help="SQLite file of the forget-target registry (WAL mode)"
+    )
+    return parser
+
+
+def make_parser() -> FlexibleArgumentParser:
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = FlexibleArgumentParser(
+        prog="guard-server serve",
+        description="OpenAI-compatible vLLM server with generation-time unlearning.",
+    )
+    parser = make_arg_parser(parser)
+    add_guard_args(parser)
+    # Defaults that make `guard-server serve` work on a 2-core CPU machine out of the box.
+    parser.set_defaults(
+        model=None,
+        host="127.0.0.1",
+        **ENGINE_DEFAULTS,
+    )
+    return parser
+
+
+def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Resolve defaults that depend on other flags; always registers the forget processor."""
+    if getattr(args, "model_tag", None):
+        args.model = args.model_tag
+    if not args.model:
+        args.model = str(default_model_dir())
+        if args.served_model_name is None:
+            args.served_model_name = [DEFAULT_SERVED_NAME]
+    if args.embedding_model is None:
+        args.embedding_model = str(default_embedding_model_dir())
+    if args.db is None:
+        args.db = str(cache_dir() / "guard.db")
+    processors = list(args.logits_processors or [])
+    if PROCESSOR_FQCN not in processors:
+        processors.append(PROCESSOR_FQCN)
+    args.logits_processors = processors
+    return args
+
+
+def serve(argv: list[str]) -> None:
+    import uvloop
+    from vllm.entrypoints.launchers.cli_args import validate_parsed_serve_args
+    from vllm.entrypoints.serve.utils.api_utils import cli_env_setup
+
+    from guard_server.server import run_server
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    cli_env_setup()
+    args = finalize_args(make_parser().parse_args(argv))
+    validate_parsed_serve_args(args)
+    uvloop.run(run_server(args))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: guard-server serve [options]   (guard-server serve --help for options)")
+        sys.exit(0 if argv else 2)
+    command, rest = argv[0], argv[1:]
+    if command == "serve":
+        serve(rest)
+    else:
+        print(f"guard-server: unknown command {command!r}; expected 'serve'", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Assemble the server: vLLM's engine and OpenAI app, with the guard's routes layered on."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import TYPE_CHECKING
+
+from fastapi.routing import APIRoute
+
+from guard_server import routes
+from guard_server.guard import Guard
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from vllm.engine.protocol import EngineClient
+
+logger = logging.getLogger("guard_server")
+
+# vLLM's handlers for these stay the ones doing the work; ours wrap them with detection.
+GUARDED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+
+
+async def build_guard_app(engine_client: EngineClient, args: argparse.Namespace) -> FastAPI:
+    """vLLM's OpenAI app, its state initialised, with the guarded routes replacing vLLM's."""
+    from vllm.entrypoints.launchers.api_server.app_state import init_app_state
+    from vllm.entrypoints.launchers.app import build_app
+
+    supported_tasks = await engine_client.get_supported_tasks()
+    app = build_app(args, supported_tasks, engine_client.model_config)
+    app.router.routes = [
+        r
+        for r in app.router.routes
+        if not (isinstance(r, APIRoute) and r.path in GUARDED_PATHS and "POST" in r.methods)
+    ]
+    routes.attach(app)
+    # build_app already built the middleware stack (SageMaker bootstrap), freezing the
+    # exception handlers it saw; drop it so Starlette rebuilds it with ours on first request.
+    app.middleware_stack = None
+    await init_app_state(engine_client, app.state, args, supported_tasks)
+    app.state.guard = Guard.from_args(args)
+    return app
+
+
+async def run_server(args: argparse.Namespace) -> None:
+    """Start the engine, build the app, serve until interrupted (mirrors vLLM's own)."""
+    import vllm.envs as envs
+    from vllm.entrypoints.launchers.api_server.entry import build_async_engine_client
+    from vllm.entrypoints.launchers.launcher import serve_http, setup_server
+
+    listen_address, sock = setup_server(args, reuse_port=False)
+    async with build_async_engine_client(args) as engine_client:
+        app = await build_guard_app(engine_client, args)
+        logger.info("guard server listening on %s", listen_address)
+        shutdown_task = await serve_http(
+            app,
+            sock=sock,
+            host=args.host,
+            port=args.port,
+            log_level=args.uvicorn_log_level,
+            access_log=not args.disable_uvicorn_access_log,
+            timeout_keep_alive=envs.VLLM_HTTP_TIMEOUT_KEEP_ALIVE,
+        )
+    try:
+        await shutdown_task
+    finally:
+        sock.close()

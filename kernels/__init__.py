@@ -1,0 +1,1 @@
+"""kernels of the guard server."""

@@ -1,0 +1,29 @@
+"""One real server for this tier, driven by the official `openai` client."""
+
+from __future__ import annotations
+
+import pytest
+from openai import OpenAI
+
+from tests.conftest import free_port
+from tests.server.harness import ADMIN_KEY, start_server
+
+MODEL = "SmolLM2-135M-Instruct"
+
+
+@pytest.fixture(scope="package")
+def server(tmp_path_factory, model_dir):
+    root = tmp_path_factory.mktemp("server")
+    proc = start_server(free_port(), root / "guard.db", root / "server.log")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="package")
+def client(server) -> OpenAI:
+    return OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="package")
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_KEY}"}

@@ -1,0 +1,64 @@
+"""Start and stop the real guard server as a subprocess on a loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ADMIN_KEY = "test-admin-key"
+START_TIMEOUT_S = 240
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen
+    port: int
+    log: Path
+    db: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_tail(self, n: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
+        if self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+
+def start_server(port: int, db: Path, log: Path, *extra: str) -> ServerProcess:
+    """Start `guard-server serve` in its own process group and wait for /health."""
+    env = dict(os.environ, GUARD_ADMIN_KEY=ADMIN_KEY, HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "-m", "guard_server.cli", "serve", "--port", str(port), "--db", str(db)]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [*cmd, *extra], stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    server = ServerProcess(proc, port, log, db)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log_tail()}")
+        try:
+            if httpx.get(f"{server.base_url}/health", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    server.stop(signal.SIGKILL)
+    raise RuntimeError(f"server did not become healthy in {START_TIMEOUT_S}s:\n{server.log_tail()}")
