@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from logits_processors.params import ACTION_KEY, TARGETS_KEY, GUARD_KEYS
+from logits_processors.params import ACTION_KEY, GUARD_KEYS, TARGETS_KEY
 
 # A request's flagged targets travel as "<target id>@<version>": the worker loads the compiled
 # state of exactly that version, so a PATCH never races a request already in flight.
@@ -51,8 +51,12 @@ class Verdict:
             "flagged": self.flagged,
             "action": self.action,
             "targets": [
-                {"id": f.target_id, "version": f.version, "score": round(f.score, 4),
-                 "evidence": f.evidence}
+                {
+                    "id": f.target_id,
+                    "version": f.version,
+                    "score": round(f.score, 4),
+                    "evidence": f.evidence,
+                }
                 for f in self.flags
             ],
         }

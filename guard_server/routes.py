@@ -41,7 +41,9 @@ def _decorate(response: Response, verdict: Verdict) -> Response:
     return response
 
 
-@router.post("/v1/chat/completions", dependencies=[Depends(validate_json_request)], responses=_ERRORS)
+@router.post(
+    "/v1/chat/completions", dependencies=[Depends(validate_json_request)], responses=_ERRORS
+)
 async def create_chat_completion(request: ChatCompletionRequest, raw_request: Request):
     if not request.messages:
         raise errors.InvalidRequest(errors.ERR_EMPTY_MESSAGES, param="messages")

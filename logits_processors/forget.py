@@ -32,7 +32,9 @@ class ForgetLogitsProcessor(LogitsProcessor):
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:
         process_dict_updates(
-            self.rows, batch_update, lambda params, _prompt, _out: parse_guard_params(params.extra_args)
+            self.rows,
+            batch_update,
+            lambda params, _prompt, _out: parse_guard_params(params.extra_args),
         )
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,9 @@ MAX_TARGETS_PER_REQUEST = 64
 _TARGET_REF = re.compile(r"^(?P<id>[A-Za-z0-9_-]{1,64})@(?P<version>[0-9]{1,9})$")
 
 ERR_TARGETS_TYPE = "vllm_xargs.forget_targets must be a list of '<id>@<version>' strings"
-ERR_TARGET_REF = "vllm_xargs.forget_targets has a malformed entry {value!r}; expected '<id>@<version>'"
+ERR_TARGET_REF = (
+    "vllm_xargs.forget_targets has a malformed entry {value!r}; expected '<id>@<version>'"
+)
 ERR_TOO_MANY = "vllm_xargs.forget_targets names {n} targets; at most {limit} are allowed"
 ERR_ACTION = "vllm_xargs.forget_action must be one of {choices}, got {value!r}"
 

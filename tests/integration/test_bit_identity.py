@@ -11,4 +11,3 @@ def test_unflagged_batch_is_bit_identical_to_an_engine_without_the_processor(
     outputs = token_ids(llm.chat(chats(RETAIN_PROMPTS), greedy(), use_tqdm=False))
     assert outputs == reference_outputs
     assert all(len(ids) > 3 for ids in outputs)
-

@@ -96,7 +96,9 @@ def test_bad_inputs_get_the_error_envelope(client, override, status, param):
 )
 def test_malformed_bodies_are_4xx_never_5xx(server, body, content_type):
     r = httpx.post(
-        f"{server.base_url}/v1/chat/completions", content=body, headers={"content-type": content_type}
+        f"{server.base_url}/v1/chat/completions",
+        content=body,
+        headers={"content-type": content_type},
     )
     assert 400 <= r.status_code < 500
     assert set(r.json()["error"]) >= {"message", "type", "param", "code"}

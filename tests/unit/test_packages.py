@@ -1,9 +1,9 @@
 """Our top-level packages share names with PyPI projects: make sure ours are the ones loaded."""
 
 import importlib
+import importlib.metadata
 import json
 import subprocess
-import importlib.metadata
 import sys
 from pathlib import Path
 
