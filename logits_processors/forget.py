@@ -2,41 +2,133 @@
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 from vllm.v1.sample.logits_processor.builtin import process_dict_updates
 
-from logits_processors.params import GuardParams, parse_guard_params
+from kernels.forget_mask import forget_mask
+from logits_processors.automaton import EMPTY
+from logits_processors.params import parse_guard_params
+from logits_processors.snapshot import Plan, Snapshot
 
 if TYPE_CHECKING:
     from vllm import SamplingParams
     from vllm.config import VllmConfig
 
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RowState:
+    """One flagged request: its plan, automaton node and how much output it has consumed."""
+
+    plan: Plan
+    refuse: bool
+    output: list[int]  # vLLM's live reference to the request's generated tokens
+    node: int = 0
+    consumed: int = 0
+
+    def advance(self) -> None:
+        if self.consumed < len(self.output):
+            self.node = self.plan.automaton.feed(self.node, self.output[self.consumed :])
+            self.consumed = len(self.output)
+
+    def forced_token(self) -> int:
+        if not self.refuse:
+            return -1
+        refusal = self.plan.refusal
+        return refusal[min(len(self.output), len(refusal) - 1)]
+
 
 class ForgetLogitsProcessor(LogitsProcessor):
-    """Rows are batch slots, not requests: `update_state` keeps the slot -> request map."""
+    """Rows are batch slots, not requests: `update_state` keeps the slot -> state map.
+
+    Batch-shaped tensors (rows, strengths, penalty CSR) are rebuilt only when the batch
+    changes; per step only the forced tokens and the automaton's bans are gathered.
+    """
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
         parse_guard_params(sampling_params.extra_args)
 
     def __init__(self, vllm_config: VllmConfig, device: torch.device, is_pin_memory: bool):
-        self.device = device
-        self.rows: dict[int, GuardParams] = {}
+        self.device = torch.device(device)
+        self.snapshot = Snapshot.from_env()
+        self.states: dict[int, RowState] = {}
+        self._batch: tuple[torch.Tensor, ...] | None = None
 
     def is_argmax_invariant(self) -> bool:
         # Bans and penalties change the argmax: greedy requests must pass through apply().
         return False
 
-    def update_state(self, batch_update: BatchUpdate | None) -> None:
-        process_dict_updates(
-            self.rows,
-            batch_update,
-            lambda params, _prompt, _out: parse_guard_params(params.extra_args),
+    def _new_state(
+        self, params: SamplingParams, prompt: list[int] | None, output: list[int]
+    ) -> RowState | None:
+        guard = parse_guard_params(params.extra_args)
+        if guard is None:
+            return None
+        plan = self.snapshot.plan(guard.targets)
+        state = RowState(plan, guard.action == "refuse", output)
+        # A forbidden sequence may start in the prompt and end in the answer.
+        tail = (
+            (prompt or [])[-max(plan.automaton.max_len - 1, 0) :] if plan.automaton.max_len else []
         )
+        state.node = plan.automaton.feed(0, tail)
+        return state
+
+    def update_state(self, batch_update: BatchUpdate | None) -> None:
+        if process_dict_updates(self.states, batch_update, self._new_state):
+            self._batch = None
+
+    def _batch_tensors(self) -> tuple[torch.Tensor, ...]:
+        if self._batch is None:
+            order = sorted(self.states)
+            states = [self.states[i] for i in order]
+            counts = [0 if s.refuse else len(s.plan.penalty_ids) for s in states]
+            pen_ids = [s.plan.penalty_ids for s in states if not s.refuse] or [
+                np.zeros(0, np.int64)
+            ]
+            pen_vals = [s.plan.penalty_vals for s in states if not s.refuse] or [
+                np.zeros(0, np.float32)
+            ]
+            self._batch = (
+                torch.tensor(order, dtype=torch.int64),
+                torch.ones(len(order), dtype=torch.float32),
+                torch.from_numpy(np.concatenate(pen_ids)),
+                torch.from_numpy(np.concatenate(pen_vals)),
+                torch.tensor(np.concatenate([[0], np.cumsum(counts)]), dtype=torch.int64),
+            )
+            self._order = order
+        return self._batch
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
-        # Unflagged batches return the very tensor they got: bit-identical by construction.
-        return logits
+        if not self.states:
+            # Unflagged batches return the very tensor they got: bit-identical by construction.
+            return logits
+        rows, strength, pen_ids, pen_vals, pen_offsets = self._batch_tensors()
+        forced, bans, ban_counts = [], [], [0]
+        for index in self._order:
+            state = self.states[index]
+            state.advance()
+            forced.append(state.forced_token())
+            banned = EMPTY if state.refuse else state.plan.automaton.banned(state.node)
+            bans.append(banned)
+            ban_counts.append(ban_counts[-1] + len(banned))
+        ban_ids = np.concatenate(bans) if ban_counts[-1] else np.zeros(0, np.int64)
+        to = self.device
+        return forget_mask(
+            logits,
+            rows.to(to),
+            torch.tensor(forced, dtype=torch.int64, device=to),
+            strength.to(to),
+            pen_ids.to(to),
+            pen_vals.to(to),
+            pen_offsets.to(to),
+            torch.from_numpy(ban_ids.astype(np.int64)).to(to),
+            torch.tensor(ban_counts, dtype=torch.int64, device=to),
+        )

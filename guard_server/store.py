@@ -1,0 +1,197 @@
+"""Durable storage of forget targets: a small interface and its SQLite (WAL) implementation."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TargetRow:
+    """One stored forget target: the operator's spec plus its lifecycle."""
+
+    id: str
+    name: str
+    version: int
+    status: str  # "compiling" | "active" | "failed"
+    spec: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+class TargetStore(ABC):
+    """What the registry needs from storage; SQLite here, PostgreSQL for several replicas.
+
+    Every write is committed before it returns; `generation` grows with every write so a
+    reader (another replica, the engine worker) can tell cheaply that something changed.
+    """
+
+    @abstractmethod
+    def insert(self, row: TargetRow) -> None: ...
+
+    @abstractmethod
+    def update(self, row: TargetRow) -> None: ...
+
+    @abstractmethod
+    def delete(self, target_id: str) -> bool: ...
+
+    @abstractmethod
+    def get(self, target_id: str) -> TargetRow | None: ...
+
+    @abstractmethod
+    def find_by_name(self, name: str) -> TargetRow | None: ...
+
+    @abstractmethod
+    def list(self, limit: int, after: str | None = None) -> list[TargetRow]: ...
+
+    @abstractmethod
+    def put_compiled(self, target_id: str, version: int, blob: bytes) -> None: ...
+
+    @abstractmethod
+    def get_compiled(self, target_id: str, version: int) -> bytes | None: ...
+
+    @abstractmethod
+    def generation(self) -> int: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS targets (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    name_key TEXT NOT NULL UNIQUE,
+    version INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS compiled (
+    target_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    blob BLOB NOT NULL,
+    PRIMARY KEY (target_id, version)
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('generation', 0);
+"""
+_COLUMNS = "id, name, version, status, spec, error, created_at, updated_at"
+
+
+def name_key(name: str) -> str:
+    """Names are unique regardless of case and surrounding spaces."""
+    return " ".join(name.split()).casefold()
+
+
+def _row(record: tuple) -> TargetRow:
+    id_, name, version, status, spec, error, created, updated = record
+    return TargetRow(id_, name, version, status, json.loads(spec), error, created, updated)
+
+
+class SQLiteStore(TargetStore):
+    """SQLite in WAL mode with `synchronous=FULL`: a returned write survives a crash."""
+
+    def __init__(self, path: str | Path, readonly: bool = False):
+        self.path = Path(path)
+        self.readonly = readonly
+        self._local = threading.local()
+        if not readonly:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._tx() as db:
+                db.executescript(_SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self.readonly:
+                conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+            else:
+                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _bump(self, db: sqlite3.Connection) -> None:
+        db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+
+    def insert(self, row: TargetRow) -> None:
+        with self._tx() as db:
+            db.execute(
+                f"INSERT INTO targets ({_COLUMNS}, name_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (row.id, row.name, row.version, row.status, json.dumps(row.spec), row.error,
+                 row.created_at or time.time(), row.updated_at or time.time(), name_key(row.name)),
+            )  # fmt: skip
+            self._bump(db)
+
+    def update(self, row: TargetRow) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE targets SET name=?, name_key=?, version=?, status=?, spec=?, error=?,"
+                " updated_at=? WHERE id=?",
+                (row.name, name_key(row.name), row.version, row.status, json.dumps(row.spec),
+                 row.error, time.time(), row.id),
+            )  # fmt: skip
+            self._bump(db)
+
+    def delete(self, target_id: str) -> bool:
+        with self._tx() as db:
+            gone = db.execute("DELETE FROM targets WHERE id=?", (target_id,)).rowcount > 0
+            db.execute("DELETE FROM compiled WHERE target_id=?", (target_id,))
+            self._bump(db)
+        return gone
+
+    def get(self, target_id: str) -> TargetRow | None:
+        sql = f"SELECT {_COLUMNS} FROM targets WHERE id=?"
+        record = self._conn().execute(sql, (target_id,)).fetchone()
+        return _row(record) if record else None
+
+    def find_by_name(self, name: str) -> TargetRow | None:
+        sql = f"SELECT {_COLUMNS} FROM targets WHERE name_key=?"
+        record = self._conn().execute(sql, (name_key(name),)).fetchone()
+        return _row(record) if record else None
+
+    def list(self, limit: int, after: str | None = None) -> list[TargetRow]:
+        sql = f"SELECT {_COLUMNS} FROM targets WHERE id > ? ORDER BY id LIMIT ?"
+        return [_row(r) for r in self._conn().execute(sql, (after or "", limit)).fetchall()]
+
+    def put_compiled(self, target_id: str, version: int, blob: bytes) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO compiled (target_id, version, blob) VALUES (?, ?, ?)",
+                (target_id, version, blob),
+            )
+            # Older versions stay until the next one is active: in-flight requests name them.
+            db.execute(
+                "DELETE FROM compiled WHERE target_id=? AND version < ?", (target_id, version - 1)
+            )
+            self._bump(db)
+
+    def get_compiled(self, target_id: str, version: int) -> bytes | None:
+        sql = "SELECT blob FROM compiled WHERE target_id=? AND version=?"
+        record = self._conn().execute(sql, (target_id, version)).fetchone()
+        return bytes(record[0]) if record else None
+
+    def generation(self) -> int:
+        sql = "SELECT value FROM meta WHERE key='generation'"
+        return int(self._conn().execute(sql).fetchone()[0])
