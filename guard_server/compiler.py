@@ -25,8 +25,10 @@ _CAP_WORD = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]{4,}\b")
 # A single capitalised word from the documents is only forbidden when it recurs: one-off
 # words ("British", "School") are too common to ban without hurting unrelated answers.
 MIN_WORD_COUNT = 2
-_STOP = {"The", "This", "That", "These", "Those", "When", "Where", "What", "Which", "Who", "His",
-         "Her", "Their", "They", "There", "Some", "Many", "However", "After", "Before", "During"}  # fmt: skip
+_STOP = {
+    *("The", "This", "That", "These", "Those", "When", "Where", "What", "Which", "Who"),
+    *("His", "Her", "Their", "They", "There", "Some", "Many", "However", "After", "Before"),
+}
 
 
 def document_phrases(documents: list[str], limit: int = MAX_DOC_PHRASES) -> list[str]:
