@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from guard_server.models import cache_dir, default_embedding_model_dir, default_model_dir
@@ -87,11 +88,16 @@ def serve(argv: list[str]) -> None:
     from vllm.entrypoints.serve.utils.api_utils import cli_env_setup
 
     from guard_server.server import run_server
+    from guard_server.store import SQLiteStore
+    from logits_processors.snapshot import SNAPSHOT_DB_ENV
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     cli_env_setup()
     args = finalize_args(make_parser().parse_args(argv))
     validate_parsed_serve_args(args)
+    # The engine worker (a spawned process) reads compiled targets from the same file.
+    SQLiteStore(args.db)
+    os.environ[SNAPSHOT_DB_ENV] = str(Path(args.db).resolve())
     uvloop.run(run_server(args))
 
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
+import threading
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from guard_server import metrics
 from logits_processors.params import ACTION_KEY, GUARD_KEYS, TARGETS_KEY
 
-# A request's flagged targets travel as "<target id>@<version>": the worker loads the compiled
-# state of exactly that version, so a PATCH never races a request already in flight.
+if TYPE_CHECKING:
+    from classifiers.detector import Detector
+    from guard_server.store import TargetStore
+
 HEADER = "x-guard-targets"
 
 
@@ -36,6 +40,8 @@ class Verdict:
         return bool(self.flags)
 
     def xargs(self) -> dict[str, Any]:
+        # Targets travel as "<id>@<version>": the worker loads exactly that compiled version,
+        # so a PATCH never changes what a request already in flight is restricted by.
         if not self.flagged:
             return {}
         return {
@@ -47,19 +53,12 @@ class Verdict:
         return ",".join(f.target_id for f in self.flags)
 
     def report(self) -> dict[str, Any]:
-        return {
-            "flagged": self.flagged,
-            "action": self.action,
-            "targets": [
-                {
-                    "id": f.target_id,
-                    "version": f.version,
-                    "score": round(f.score, 4),
-                    "evidence": f.evidence,
-                }
-                for f in self.flags
-            ],
-        }
+        targets = [
+            {"id": f.target_id, "version": f.version, "score": round(f.score, 4),
+             "evidence": f.evidence}
+            for f in self.flags
+        ]  # fmt: skip
+        return {"flagged": self.flagged, "action": self.action, "targets": targets}
 
 
 def apply_verdict(xargs: dict[str, Any] | None, verdict: Verdict) -> dict[str, Any] | None:
@@ -89,18 +88,59 @@ def conversation_texts(messages: Iterable[Any]) -> list[str]:
     return [t for t in texts if t]
 
 
-@dataclass
 class Guard:
-    """Screens requests. Without registered targets every verdict is empty."""
+    """Screens requests against the registry's active targets, kept in sync with the store.
 
-    detector: Any = None
-    options: dict[str, Any] = field(default_factory=dict)
+    Every screen first compares the store's write generation with the one it last loaded:
+    a registration committed by this replica or any other is seen by the next request.
+    """
 
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> Guard:
-        return cls(options={"db": args.db, "embedding_model": args.embedding_model})
+    def __init__(self, store: TargetStore | None = None, detector: Detector | None = None):
+        self.store = store
+        self.detector = detector
+        self._generation = -1
+        self._sync_lock = threading.Lock()
+
+    def sync(self) -> None:
+        if self.store is None or self.detector is None:
+            return
+        generation = self.store.generation()
+        if generation == self._generation:
+            return
+        with self._sync_lock:
+            if generation == self._generation:
+                return
+            live: dict[str, Any] = {}
+            after = None
+            while batch := self.store.list(1000, after):
+                live.update({r.id: r for r in batch if _guarded(r)})
+                after = batch[-1].id
+            for target_id in set(self.detector.targets) - set(live):
+                self.detector.remove_target(target_id)
+            for row in live.values():
+                known = self.detector.targets.get(row.id)
+                if known is None or known.version != row.version:
+                    self.detector.add_target(row.id, row.version, row.spec)
+            self._generation = generation
 
     def screen(self, texts: list[str]) -> Verdict:
         if self.detector is None or not texts:
             return Verdict()
-        return self.detector.screen(texts)
+        start = time.perf_counter()
+        self.sync()
+        matches, mixed = self.detector.screen(texts)
+        metrics.DETECTION_SECONDS.observe(time.perf_counter() - start)
+        if not matches:
+            metrics.REQUESTS.labels("none").inc()
+            return Verdict()
+        policies = {self.detector.targets[m.target_id].policy for m in matches}
+        action = "refuse" if policies == {"refuse"} and not mixed else "restrict"
+        flags = tuple(Flag(m.target_id, m.version, m.score, m.evidence) for m in matches)
+        metrics.REQUESTS.labels(action).inc()
+        for flag in flags:
+            metrics.TARGET_HITS.labels(flag.target_id).inc()
+        return Verdict(flags, action)
+
+
+def _guarded(row: Any) -> bool:
+    return row.status == "active" and row.spec.get("mode", "guard") in ("guard", "both")

@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING
 
 from fastapi.routing import APIRoute
 
-from guard_server import routes
+from guard_server import admin, routes
 from guard_server.guard import Guard
+from guard_server.registry import Registry
+from guard_server.store import SQLiteStore
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -34,12 +36,31 @@ async def build_guard_app(engine_client: EngineClient, args: argparse.Namespace)
         if not (isinstance(r, APIRoute) and r.path in GUARDED_PATHS and "POST" in r.methods)
     ]
     routes.attach(app)
+    admin.attach(app)
     # build_app already built the middleware stack (SageMaker bootstrap), freezing the
     # exception handlers it saw; drop it so Starlette rebuilds it with ours on first request.
     app.middleware_stack = None
     await init_app_state(engine_client, app.state, args, supported_tasks)
-    app.state.guard = Guard.from_args(args)
+    build_guard_state(app, args)
     return app
+
+
+def build_guard_state(app: FastAPI, args: argparse.Namespace) -> None:
+    """Registry, compiler and detector; compiles whatever a crash left half-done."""
+    from classifiers.detector import Detector
+    from classifiers.encoder import Encoder
+    from guard_server.compiler import Compiler
+
+    store = SQLiteStore(args.db)
+    registry = Registry(store, Compiler.from_model_dir(args.model))
+    recovered = registry.recover()
+    if recovered:
+        logger.info("recompiled %d forget targets left half-done", recovered)
+    guard = Guard(store, Detector(Encoder(args.embedding_model)))
+    guard.sync()
+    app.state.guard = guard
+    app.state.guard_registry = registry
+    app.state.guard_admin_key = args.admin_key
 
 
 async def run_server(args: argparse.Namespace) -> None:

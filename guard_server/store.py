@@ -106,8 +106,7 @@ class SQLiteStore(TargetStore):
         self._local = threading.local()
         if not readonly:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._tx() as db:
-                db.executescript(_SCHEMA)
+            self._conn().executescript(_SCHEMA)  # idempotent; executescript commits itself
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

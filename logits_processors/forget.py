@@ -75,10 +75,8 @@ class ForgetLogitsProcessor(LogitsProcessor):
         plan = self.snapshot.plan(guard.targets)
         state = RowState(plan, guard.action == "refuse", output)
         # A forbidden sequence may start in the prompt and end in the answer.
-        tail = (
-            (prompt or [])[-max(plan.automaton.max_len - 1, 0) :] if plan.automaton.max_len else []
-        )
-        state.node = plan.automaton.feed(0, tail)
+        keep = plan.automaton.max_len - 1
+        state.node = plan.automaton.feed(0, prompt[-keep:] if prompt and keep > 0 else ())
         return state
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:

@@ -1,0 +1,79 @@
+"""Fuzzy lexical evidence: aliases and keywords found despite typos, case and punctuation."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import defaultdict
+
+MIN_FUZZY_LEN = 5  # shorter words must match exactly: "pot" is not "hot"
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_SKIP = {"the", "of", "and", "a", "an", "de", "van", "von", "in", "on", "at", "to", "for"}
+
+
+def normalize(text: str) -> list[str]:
+    """Lower-case words with accents folded: 'Hogwarts,' and 'hogwárts' give 'hogwarts'."""
+    folded = unicodedata.normalize("NFKD", text.casefold())
+    folded = "".join(c for c in folded if not unicodedata.combining(c))
+    return _WORD.findall(folded)
+
+
+def deletes(word: str) -> set[str]:
+    """The word and every form with one character removed (SymSpell's neighbourhood)."""
+    return {word} | {word[:i] + word[i + 1 :] for i in range(len(word))}
+
+
+class LexicalMatcher:
+    """Phrase -> target index with edit-distance tolerance per word, O(words) per query.
+
+    Two words match when their one-deletion neighbourhoods meet: that covers one insertion,
+    deletion or substitution, and a transposition. A phrase fires when every significant
+    word of it is present in the text.
+    """
+
+    def __init__(self) -> None:
+        self._exact: dict[str, set[str]] = defaultdict(set)  # short word -> phrase keys
+        self._fuzzy: dict[str, set[str]] = defaultdict(set)  # deletion form -> words
+        self._phrases: dict[str, tuple[str, tuple[str, ...]]] = {}  # key -> (target, words)
+        self._by_target: dict[str, list[str]] = defaultdict(list)
+
+    def add(self, target_id: str, phrases: list[str]) -> None:
+        self.remove(target_id)
+        for phrase in phrases:
+            words = tuple(w for w in normalize(phrase) if w not in _SKIP)
+            if not words or (len(words) == 1 and len(words[0]) < 4):
+                continue  # a lone short word ("HP") would fire on too much
+            key = f"{target_id}\x00{phrase}"
+            self._phrases[key] = (target_id, words)
+            self._by_target[target_id].append(key)
+            for word in words:
+                if len(word) >= MIN_FUZZY_LEN:
+                    for form in deletes(word):
+                        self._fuzzy[form].add(word)
+                self._exact[word].add(key)
+
+    def remove(self, target_id: str) -> None:
+        for key in self._by_target.pop(target_id, []):
+            _, words = self._phrases.pop(key)
+            for word in words:
+                self._exact[word].discard(key)
+        # Deletion forms are shared between targets; stale ones only cost a lookup.
+
+    def _present(self, text_words: list[str]) -> set[str]:
+        present = set(text_words)
+        for word in text_words:
+            if len(word) >= MIN_FUZZY_LEN - 1:
+                for form in deletes(word):
+                    present |= self._fuzzy.get(form, set())
+        return present
+
+    def match(self, text: str) -> dict[str, str]:
+        """Target id -> the phrase that fired, for every target whose phrase is present."""
+        present = self._present(normalize(text))
+        candidates = {key for word in present for key in self._exact.get(word, ())}
+        hits: dict[str, str] = {}
+        for key in sorted(candidates):
+            target_id, words = self._phrases[key]
+            if target_id not in hits and all(w in present for w in words):
+                hits[target_id] = key.split("\x00", 1)[1]
+        return hits

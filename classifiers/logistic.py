@@ -1,0 +1,88 @@
+"""Per-target logistic regression over sentence embeddings, calibrated to a target FPR."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from classifiers.base import PromptClassifier, register_classifier
+
+DEFAULT_FPR = 0.01
+
+
+def calibrate(negative_scores: np.ndarray, fpr: float) -> float:
+    """Smallest threshold whose false-positive rate on the held-out negatives is <= fpr."""
+    if negative_scores.size == 0:
+        return 0.5
+    ordered = np.sort(negative_scores)[::-1]
+    allowed = int(np.floor(fpr * ordered.size))  # negatives allowed at or above threshold
+    return float(np.nextafter(ordered[allowed], np.inf)) if allowed < ordered.size else 0.0
+
+
+def _train(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 300) -> np.ndarray:
+    """Weighted logistic regression by gradient descent (balanced classes); returns [w, b]."""
+    xb = np.hstack([x, np.ones((x.shape[0], 1), dtype=x.dtype)])
+    pos = max(float(y.sum()), 1.0)
+    neg = max(float((1 - y).sum()), 1.0)
+    weight = np.where(y > 0, 0.5 / pos, 0.5 / neg)
+    w = np.zeros(xb.shape[1], dtype=np.float64)
+    lr = 4.0
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-(xb @ w)))
+        grad = xb.T @ ((p - y) * weight) + l2 * np.r_[w[:-1], 0.0]
+        w -= lr * grad
+    return w.astype(np.float32)
+
+
+@register_classifier("logistic")
+class LogisticClassifier(PromptClassifier):
+    """One weight row per target: scoring every target is a single matrix product."""
+
+    def __init__(self, fpr: float = DEFAULT_FPR, holdout: float = 0.3, seed: int = 0):
+        self.fpr = fpr
+        self.holdout = holdout
+        self.seed = seed
+        self.validate()
+        self._ids: list[str] = []
+        self._weights: np.ndarray | None = None  # (targets, dim + 1)
+        self._thresholds: np.ndarray = np.zeros(0, dtype=np.float32)
+
+    def validate(self) -> None:
+        if not 0.0 < self.fpr < 1.0:
+            raise ValueError(f"fpr must be in (0, 1), got {self.fpr}")
+        if not 0.0 < self.holdout < 1.0:
+            raise ValueError(f"holdout must be in (0, 1), got {self.holdout}")
+
+    def fit(self, target_id: str, positives: np.ndarray, negatives: np.ndarray) -> float:
+        rng = np.random.default_rng(self.seed)
+        order = rng.permutation(len(negatives))
+        cut = max(1, int(len(negatives) * self.holdout))
+        held, train_neg = negatives[order[:cut]], negatives[order[cut:]]
+        x = np.vstack([positives, train_neg])
+        y = np.r_[np.ones(len(positives)), np.zeros(len(train_neg))]
+        w = _train(x, y)
+        held_scores = _sigmoid(held @ w[:-1] + w[-1])
+        threshold = calibrate(held_scores, self.fpr)
+        self.remove(target_id)
+        self._ids.append(target_id)
+        row = w[None, :]
+        self._weights = row if self._weights is None else np.vstack([self._weights, row])
+        self._thresholds = np.r_[self._thresholds, threshold].astype(np.float32)
+        return threshold
+
+    def remove(self, target_id: str) -> None:
+        if target_id in self._ids:
+            i = self._ids.index(target_id)
+            del self._ids[i]
+            self._weights = np.delete(self._weights, i, axis=0)
+            self._thresholds = np.delete(self._thresholds, i)
+
+    def scores(self, embeddings: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
+        if self._weights is None or not self._ids:
+            empty = np.zeros((len(embeddings), 0), dtype=np.float32)
+            return [], empty, self._thresholds
+        raw = _sigmoid(embeddings @ self._weights[:, :-1].T + self._weights[:, -1])
+        return list(self._ids), raw, self._thresholds
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))

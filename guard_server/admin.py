@@ -1,0 +1,82 @@
+"""Admin API routes for forget targets: thin; the work is in `Registry` and `Guard`."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+
+from guard_server import errors, metrics
+from guard_server.protocol import TargetCreate, TargetDeleted, TargetList, TargetPatch
+from guard_server.registry import Registry, to_wire
+
+ERR_NO_AUTH = "missing bearer token: send 'Authorization: Bearer <admin key>'"
+ERR_BAD_KEY = "the admin key is not valid"
+ERR_DISABLED = "the admin API is disabled: start the server with --admin-key or GUARD_ADMIN_KEY"
+
+
+def require_admin(request: Request) -> None:
+    """Bearer auth, constant-time: 401 without a token, 403 with a wrong one."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise errors.Unauthorized(ERR_NO_AUTH, "authorization")
+    key = request.app.state.guard_admin_key
+    if not key:
+        raise errors.Forbidden(ERR_DISABLED, "authorization")
+    if not hmac.compare_digest(token.strip().encode(), key.encode()):
+        raise errors.Forbidden(ERR_BAD_KEY, "authorization")
+
+
+router = APIRouter(prefix="/v1/forget-targets", dependencies=[Depends(require_admin)])
+
+
+def _registry(request: Request) -> Registry:
+    return request.app.state.guard_registry
+
+
+async def _write(request: Request, op: str, fn, *args):
+    """Run a registry write off the event loop, then make this replica's guard see it."""
+    row = await asyncio.to_thread(fn, *args)
+    await asyncio.to_thread(request.app.state.guard.sync)
+    metrics.REGISTRY_WRITES.labels(op).inc()
+    return row
+
+
+@router.post("", status_code=201)
+async def create_target(body: TargetCreate, request: Request):
+    row = await _write(request, "create", _registry(request).create, body)
+    return JSONResponse(to_wire(row), status_code=201)
+
+
+@router.get("", response_model=TargetList)
+async def list_targets(
+    request: Request,
+    limit: int = Query(20, ge=1, le=100),
+    after: str | None = Query(None, max_length=64),
+):
+    rows, more = _registry(request).list(limit, after)
+    data = [to_wire(r) for r in rows]
+    return {"data": data, "has_more": more, "last_id": data[-1]["id"] if data else None}
+
+
+@router.get("/{target_id}")
+async def get_target(target_id: str, request: Request):
+    return to_wire(_registry(request).get(target_id))
+
+
+@router.patch("/{target_id}")
+async def patch_target(target_id: str, body: TargetPatch, request: Request):
+    return to_wire(await _write(request, "patch", _registry(request).update, target_id, body))
+
+
+@router.delete("/{target_id}", response_model=TargetDeleted)
+async def delete_target(target_id: str, request: Request):
+    await _write(request, "delete", _registry(request).delete, target_id)
+    return {"id": target_id}
+
+
+def attach(app: FastAPI) -> None:
+    app.include_router(router)

@@ -1,0 +1,12 @@
+"""Prometheus metrics of the guard, exposed on vLLM's /metrics beside the engine's."""
+
+from prometheus_client import Counter, Histogram
+
+REQUESTS = Counter("guard_requests_total", "Requests screened by the guard", ["action"])
+TARGET_HITS = Counter("guard_target_hits_total", "Requests flagged per forget target", ["target"])
+DETECTION_SECONDS = Histogram(
+    "guard_detection_seconds",
+    "Detection latency per request",
+    buckets=(0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1.0),
+)
+REGISTRY_WRITES = Counter("guard_registry_writes_total", "Forget-target writes", ["op"])

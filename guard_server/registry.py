@@ -1,0 +1,115 @@
+"""Forget-target lifecycle: validate, store (committed before acknowledged), compile, activate."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sqlite3
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from guard_server import errors
+from guard_server.store import TargetRow, TargetStore
+
+if TYPE_CHECKING:
+    from guard_server.compiler import Compiler
+    from guard_server.protocol import TargetCreate, TargetPatch
+
+logger = logging.getLogger(__name__)
+ERR_DUPLICATE = "a forget target named {name!r} already exists (id {id})"
+ERR_NOT_FOUND = "no forget target with id {id!r}"
+
+
+def new_target_id() -> str:
+    return "tgt_" + secrets.token_hex(6)
+
+
+class Registry:
+    """The only writer of targets. Derived state (compiled blobs) is rebuilt from rows."""
+
+    def __init__(self, store: TargetStore, compiler: Compiler):
+        self.store = store
+        self.compiler = compiler
+
+    def create(self, body: TargetCreate) -> TargetRow:
+        existing = self.store.find_by_name(body.name)
+        if existing is not None:
+            raise errors.Conflict(ERR_DUPLICATE.format(name=body.name, id=existing.id), "name")
+        row = TargetRow(new_target_id(), body.name, 1, "compiling", body.model_dump())
+        try:
+            self.store.insert(row)
+        except sqlite3.IntegrityError as exc:  # lost a race with a concurrent same-name create
+            raise errors.Conflict(ERR_DUPLICATE.format(name=body.name, id="?"), "name") from exc
+        return self._compile(row)
+
+    def update(self, target_id: str, patch: TargetPatch) -> TargetRow:
+        row = self.get(target_id)
+        changes = patch.model_dump(exclude_none=True)
+        if "name" in changes:
+            other = self.store.find_by_name(changes["name"])
+            if other is not None and other.id != target_id:
+                raise errors.Conflict(ERR_DUPLICATE.format(name=other.name, id=other.id), "name")
+        spec = {**row.spec, **changes}
+        row = replace(row, name=spec["name"], spec=spec, version=row.version + 1)
+        self.store.update(replace(row, status="compiling", error=None))
+        return self._compile(row)
+
+    def delete(self, target_id: str) -> None:
+        if not self.store.delete(target_id):
+            raise errors.NotFound(ERR_NOT_FOUND.format(id=target_id), "id")
+
+    def get(self, target_id: str) -> TargetRow:
+        row = self.store.get(target_id)
+        if row is None:
+            raise errors.NotFound(ERR_NOT_FOUND.format(id=target_id), "id")
+        return row
+
+    def list(self, limit: int, after: str | None) -> tuple[list[TargetRow], bool]:
+        rows = self.store.list(limit + 1, after)
+        return rows[:limit], len(rows) > limit
+
+    def recover(self) -> int:
+        """Compile rows a crash left half-done (status compiling, or active without a blob)."""
+        fixed, after = 0, None
+        while batch := self.store.list(500, after):
+            for row in batch:
+                blob = self.store.get_compiled(row.id, row.version)
+                if row.status == "compiling" or (row.status == "active" and blob is None):
+                    self._compile(row)
+                    fixed += 1
+            after = batch[-1].id
+        return fixed
+
+    def _compile(self, row: TargetRow) -> TargetRow:
+        if row.spec.get("mode") == "adapter":  # weight editing only: nothing for the sampler
+            row = replace(row, status="active", error=None)
+            self.store.update(row)
+            return row
+        try:
+            compiled = self.compiler.compile(row.id, row.version, row.spec)
+            self.store.put_compiled(row.id, row.version, compiled.to_bytes())
+            row = replace(row, status="active", error=None)
+        except Exception as exc:  # a failed compile leaves the target inactive, never half-on
+            logger.exception("compiling %s@%d failed", row.id, row.version)
+            row = replace(row, status="failed", error=f"{type(exc).__name__}: {exc}")
+        self.store.update(row)
+        return self.store.get(row.id) or row
+
+
+def to_wire(row: TargetRow) -> dict[str, Any]:
+    spec = row.spec
+    return {
+        "id": row.id,
+        "name": row.name,
+        "version": row.version,
+        "status": row.status,
+        "error": row.error,
+        "mode": spec.get("mode", "guard"),
+        "policy": spec.get("policy", "refuse"),
+        "aliases": spec.get("aliases", []),
+        "keywords": spec.get("keywords", []),
+        "documents": len(spec.get("documents", [])),
+        "examples": len(spec.get("examples", [])),
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
