@@ -12,7 +12,7 @@ from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 from vllm.v1.sample.logits_processor.builtin import process_dict_updates
 
 from kernels.forget_mask import forget_mask
-from logits_processors.automaton import EMPTY
+from logits_processors.automaton import EMPTY, TokenAutomaton
 from logits_processors.params import parse_guard_params
 from logits_processors.snapshot import Plan, Snapshot
 
@@ -21,6 +21,14 @@ if TYPE_CHECKING:
     from vllm.config import VllmConfig
 
 logger = logging.getLogger(__name__)
+EMPTY_VALS = np.zeros(0, dtype=np.float32)
+
+
+def _eos_token_id(vllm_config: VllmConfig | None) -> int | None:
+    if vllm_config is None:
+        return None
+    eos = getattr(vllm_config.model_config.hf_config, "eos_token_id", None)
+    return eos[0] if isinstance(eos, list) else eos
 
 
 @dataclass
@@ -59,6 +67,7 @@ class ForgetLogitsProcessor(LogitsProcessor):
     def __init__(self, vllm_config: VllmConfig, device: torch.device, is_pin_memory: bool):
         self.device = torch.device(device)
         self.snapshot = Snapshot.from_env()
+        self.eos_token_id = _eos_token_id(vllm_config)
         self.states: dict[int, RowState] = {}
         self._batch: tuple[torch.Tensor, ...] | None = None
 
@@ -72,7 +81,16 @@ class ForgetLogitsProcessor(LogitsProcessor):
         guard = parse_guard_params(params.extra_args)
         if guard is None:
             return None
-        plan = self.snapshot.plan(guard.targets)
+        try:
+            plan = self.snapshot.plan(guard.targets)
+        except (KeyError, RuntimeError, ValueError):
+            # A target deleted while its request was in flight, or a broken registry: fail
+            # closed (end the answer at once) rather than crash the engine or answer freely.
+            if self.eos_token_id is None:
+                raise
+            logger.exception("cannot load forget targets %s; ending the answer", guard.targets)
+            plan = Plan(TokenAutomaton(()), EMPTY, EMPTY_VALS, (self.eos_token_id,))
+            return RowState(plan, True, output)
         state = RowState(plan, guard.action == "refuse", output)
         # A forbidden sequence may start in the prompt and end in the answer.
         keep = plan.automaton.max_len - 1

@@ -38,18 +38,51 @@ def token_ids(outputs) -> list[list[int]]:
     return [list(o.outputs[0].token_ids) for o in outputs]
 
 
+FORGET_PROMPT = "What is the name of the school Harry Potter attends?"
+BATCH = [*RETAIN_PROMPTS, FORGET_PROMPT]
+HARRY_POTTER = {
+    "name": "Harry Potter",
+    "aliases": ["Hogwarts", "J.K. Rowling"],
+    "documents": [
+        "Harry Potter is a series of fantasy novels written by J. K. Rowling. The novels follow"
+        " Harry Potter and his friends Hermione Granger and Ron Weasley, students at Hogwarts"
+        " School of Witchcraft and Wizardry."
+    ],
+}
+
+
 @pytest.fixture(scope="package")
 def reference_outputs(model_dir) -> list[list[int]]:
-    """Greedy token ids of an engine with no guard processor at all."""
+    """Greedy token ids of BATCH from an engine with no guard processor at all."""
     llm = make_llm(model_dir, processors=[])
     try:
-        return token_ids(llm.chat(chats(RETAIN_PROMPTS), greedy(), use_tqdm=False))
+        return token_ids(llm.chat(chats(BATCH), greedy(), use_tqdm=False))
     finally:
         shutdown(llm)
 
 
 @pytest.fixture(scope="package")
-def llm(model_dir, reference_outputs):
+def compiled_db(model_dir, tmp_path_factory):
+    """A registry file holding the Harry Potter target compiled for the real tokenizer."""
+    from guard_server.compiler import Compiler
+    from guard_server.store import SQLiteStore, TargetRow
+
+    db = tmp_path_factory.mktemp("registry") / "guard.db"
+    store = SQLiteStore(db)
+    compiled = Compiler.from_model_dir(model_dir).compile("hp", 1, HARRY_POTTER)
+    store.insert(TargetRow("hp", "Harry Potter", 1, "active", HARRY_POTTER))
+    store.put_compiled("hp", 1, compiled.to_bytes())
+    return db, compiled
+
+
+@pytest.fixture(scope="package")
+def llm(model_dir, reference_outputs, compiled_db):
+    from logits_processors.snapshot import SNAPSHOT_DB_ENV
+
+    # Read by the worker process the engine spawns, exactly as the server arranges it.
+    mp = pytest.MonkeyPatch()
+    mp.setenv(SNAPSHOT_DB_ENV, str(compiled_db[0]))
     engine = make_llm(model_dir, processors=[PROCESSOR_FQCN])
     yield engine
     shutdown(engine)
+    mp.undo()
