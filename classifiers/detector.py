@@ -52,20 +52,36 @@ class Detector:
         self._lock = threading.RLock()
 
     def add_target(self, target_id: str, version: int, spec: dict[str, Any]) -> TargetInfo:
-        name, aliases = spec["name"], spec.get("aliases", [])
-        keywords = spec.get("keywords", [])
-        probes = [*spec.get("examples", []), *derived_probes(name, aliases, keywords)]
-        anchors = [name, *aliases, *document_sentences(spec.get("documents", []))]
-        probe_vecs = self.encoder.encode(probes)
-        anchor_vecs = self.encoder.encode(anchors)
-        positives = np.vstack([probe_vecs, anchor_vecs])
+        return self.add_targets([(target_id, version, spec)])[0]
+
+    def add_targets(self, items: list[tuple[str, int, dict[str, Any]]]) -> list[TargetInfo]:
+        """Register (or replace) targets; their texts are embedded in one batched call."""
+        texts, spans = [], []
+        for _, _, spec in items:
+            name, aliases = spec["name"], spec.get("aliases", [])
+            probes = [
+                *spec.get("examples", []),
+                *derived_probes(name, aliases, spec.get("keywords", [])),
+            ]
+            anchors = [name, *aliases, *document_sentences(spec.get("documents", []))]
+            spans.append((len(texts), len(probes), len(anchors)))
+            texts += probes + anchors
+        vectors = self.encoder.encode(texts)
+        infos = []
         with self._lock:
-            threshold = self.classifier.fit(target_id, positives, self._negatives)
-            self.semantic.add(target_id, probe_vecs)
-            self.lexical.add(target_id, [name, *aliases, *keywords])
-            info = TargetInfo(target_id, version, threshold, spec.get("policy", "refuse"))
-            self.targets[target_id] = info
-        return info
+            for (target_id, version, spec), (start, n_probes, n_anchors) in zip(
+                items, spans, strict=True
+            ):
+                probe_vecs = vectors[start : start + n_probes]
+                positives = vectors[start : start + n_probes + n_anchors]
+                threshold = self.classifier.fit(target_id, positives, self._negatives)
+                self.semantic.add(target_id, probe_vecs)
+                phrases = [spec["name"], *spec.get("aliases", []), *spec.get("keywords", [])]
+                self.lexical.add(target_id, phrases)
+                info = TargetInfo(target_id, version, threshold, spec.get("policy", "refuse"))
+                self.targets[target_id] = info
+                infos.append(info)
+        return infos
 
     def remove_target(self, target_id: str) -> None:
         with self._lock:
@@ -83,40 +99,49 @@ class Detector:
         turns = [t for t in texts if t.strip()][-MAX_TURNS:]
         if not turns or not self.targets:
             return [], False
-        units = [*turns, " ".join(turns)] if len(turns) > 1 else turns
+        units = [*turns, " ".join(turns)] if len(turns) > 1 else list(turns)
+        clauses = _ask_clauses(turns[-1])
         with self._lock:
-            matches = self._score(units)
-            mixed = bool(matches) and self._mixed(turns[-1])
+            per_unit = self._score([*units, *clauses])
+        matches = _best([m for unit in per_unit for m in unit])
+        # Mixed: the last turn also asks something that matches no target at all.
+        mixed = bool(matches) and any(not m for m in per_unit[len(units) :])
         return matches, mixed
 
-    def _score(self, units: list[str]) -> list[Match]:
+    def _score(self, units: list[str]) -> list[list[Match]]:
+        """Matches per unit (one encoder call for all units)."""
         vecs = self.encoder.encode(units)
         ids, scores, thresholds = self.classifier.scores(vecs)
-        best: dict[str, Match] = {}
+        found: list[list[Match]] = [[] for _ in units]
 
-        def offer(target_id: str, score: float, evidence: str) -> None:
+        def offer(row: int, target_id: str, score: float, evidence: str) -> None:
             info = self.targets.get(target_id)
-            if info and (target_id not in best or score > best[target_id].score):
-                best[target_id] = Match(target_id, info.version, score, evidence)
+            if info is not None:
+                found[row].append(Match(target_id, info.version, score, evidence))
 
         if ids:
             hit_rows, hit_cols = np.nonzero(scores >= thresholds[None, :])
             for r, c in zip(hit_rows.tolist(), hit_cols.tolist(), strict=True):
-                offer(ids[c], float(scores[r, c]), "classifier")
-        for sims in self.semantic.search(vecs):
+                offer(r, ids[c], float(scores[r, c]), "classifier")
+        for row, sims in enumerate(self.semantic.search(vecs)):
             for target_id, sim in sims.items():
                 if sim >= SEMANTIC_THRESHOLD:
-                    offer(target_id, sim, "semantic")
-        for unit in units:
+                    offer(row, target_id, sim, "semantic")
+        for row, unit in enumerate(units):
             for target_id, phrase in self.lexical.match(unit).items():
-                offer(target_id, 1.0, f"lexical:{phrase}")
-        return sorted(best.values(), key=lambda m: -m.score)
+                offer(row, target_id, 1.0, f"lexical:{phrase}")
+        return found
 
-    def _mixed(self, last_turn: str) -> bool:
-        """True when some clause of the last turn asks for none of the targets."""
-        clauses = [
-            c for c in _CLAUSES.split(last_turn) if c and len(c.split()) >= 3 and _ASK.search(c)
-        ]
-        if len(clauses) < 2:
-            return False
-        return any(not self._score([c]) for c in clauses)
+
+def _best(matches: list[Match]) -> list[Match]:
+    best: dict[str, Match] = {}
+    for m in matches:
+        if m.target_id not in best or m.score > best[m.target_id].score:
+            best[m.target_id] = m
+    return sorted(best.values(), key=lambda m: -m.score)
+
+
+def _ask_clauses(turn: str) -> list[str]:
+    """The clauses of a turn that each ask something; [] when there are fewer than two."""
+    clauses = [c for c in _CLAUSES.split(turn) if c and len(c.split()) >= 3 and _ASK.search(c)]
+    return clauses if len(clauses) >= 2 else []

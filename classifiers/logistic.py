@@ -42,9 +42,8 @@ class LogisticClassifier(PromptClassifier):
         self.holdout = holdout
         self.seed = seed
         self.validate()
-        self._ids: list[str] = []
-        self._weights: np.ndarray | None = None  # (targets, dim + 1)
-        self._thresholds: np.ndarray = np.zeros(0, dtype=np.float32)
+        self._rows: dict[str, tuple[np.ndarray, float]] = {}  # target -> ([w, b], threshold)
+        self._packed: tuple[list[str], np.ndarray, np.ndarray] | None = None
 
     def validate(self) -> None:
         if not 0.0 < self.fpr < 1.0:
@@ -62,26 +61,29 @@ class LogisticClassifier(PromptClassifier):
         w = _train(x, y)
         held_scores = _sigmoid(held @ w[:-1] + w[-1])
         threshold = calibrate(held_scores, self.fpr)
-        self.remove(target_id)
-        self._ids.append(target_id)
-        row = w[None, :]
-        self._weights = row if self._weights is None else np.vstack([self._weights, row])
-        self._thresholds = np.r_[self._thresholds, threshold].astype(np.float32)
+        self._rows[target_id] = (w, threshold)
+        self._packed = None
         return threshold
 
     def remove(self, target_id: str) -> None:
-        if target_id in self._ids:
-            i = self._ids.index(target_id)
-            del self._ids[i]
-            self._weights = np.delete(self._weights, i, axis=0)
-            self._thresholds = np.delete(self._thresholds, i)
+        if self._rows.pop(target_id, None) is not None:
+            self._packed = None
+
+    def _pack(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        # Packed lazily, once per change: registering N targets costs O(N), not O(N^2).
+        if self._packed is None:
+            ids = list(self._rows)
+            dim = next(iter(self._rows.values()))[0].shape[0] if ids else 1
+            weights = np.vstack([self._rows[i][0] for i in ids]) if ids else np.zeros((0, dim))
+            thresholds = np.array([self._rows[i][1] for i in ids], dtype=np.float32)
+            self._packed = (ids, weights.astype(np.float32), thresholds)
+        return self._packed
 
     def scores(self, embeddings: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
-        if self._weights is None or not self._ids:
-            empty = np.zeros((len(embeddings), 0), dtype=np.float32)
-            return [], empty, self._thresholds
-        raw = _sigmoid(embeddings @ self._weights[:, :-1].T + self._weights[:, -1])
-        return list(self._ids), raw, self._thresholds
+        ids, weights, thresholds = self._pack()
+        if not ids:
+            return [], np.zeros((len(embeddings), 0), dtype=np.float32), thresholds
+        return ids, _sigmoid(embeddings @ weights[:, :-1].T + weights[:, -1]), thresholds
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

@@ -18,8 +18,24 @@ PENALTY_NEIGHBOURS = 8
 PENALTY_MIN_SIM = 0.7
 MIN_CONTENT_CHARS = 3
 MIN_WORD_CHARS = 4
-_FUNCTION_WORDS = {"that", "with", "from", "this", "they", "them", "have", "were", "which",
-                   "their", "about", "into", "school", "series", "book", "books"}  # fmt: skip
+_FUNCTION_WORDS = {
+    "that",
+    "with",
+    "from",
+    "this",
+    "they",
+    "them",
+    "have",
+    "were",
+    "which",
+    "their",
+    "about",
+    "into",
+    "school",
+    "series",
+    "book",
+    "books",
+}
 _CAPS_RUN = re.compile(r"\b(?:[A-Z][\w'-]*(?:\s+(?:of|and|the|de|van|von)\s+|\s+))+[A-Z][\w'-]*\b")
 _CAP_WORD = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]{4,}\b")
 # A single capitalised word from the documents is only forbidden when it recurs: one-off

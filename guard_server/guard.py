@@ -54,10 +54,14 @@ class Verdict:
 
     def report(self) -> dict[str, Any]:
         targets = [
-            {"id": f.target_id, "version": f.version, "score": round(f.score, 4),
-             "evidence": f.evidence}
+            {
+                "id": f.target_id,
+                "version": f.version,
+                "score": round(f.score, 4),
+                "evidence": f.evidence,
+            }
             for f in self.flags
-        ]  # fmt: skip
+        ]
         return {"flagged": self.flagged, "action": self.action, "targets": targets}
 
 
@@ -117,10 +121,14 @@ class Guard:
                 after = batch[-1].id
             for target_id in set(self.detector.targets) - set(live):
                 self.detector.remove_target(target_id)
-            for row in live.values():
-                known = self.detector.targets.get(row.id)
-                if known is None or known.version != row.version:
-                    self.detector.add_target(row.id, row.version, row.spec)
+            changed = [
+                (row.id, row.version, row.spec)
+                for row in live.values()
+                if (known := self.detector.targets.get(row.id)) is None
+                or known.version != row.version
+            ]
+            for start in range(0, len(changed), 256):
+                self.detector.add_targets(changed[start : start + 256])
             self._generation = generation
 
     def screen(self, texts: list[str]) -> Verdict:

@@ -138,9 +138,18 @@ class SQLiteStore(TargetStore):
         with self._tx() as db:
             db.execute(
                 f"INSERT INTO targets ({_COLUMNS}, name_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (row.id, row.name, row.version, row.status, json.dumps(row.spec), row.error,
-                 row.created_at or time.time(), row.updated_at or time.time(), name_key(row.name)),
-            )  # fmt: skip
+                (
+                    row.id,
+                    row.name,
+                    row.version,
+                    row.status,
+                    json.dumps(row.spec),
+                    row.error,
+                    row.created_at or time.time(),
+                    row.updated_at or time.time(),
+                    name_key(row.name),
+                ),
+            )
             self._bump(db)
 
     def update(self, row: TargetRow) -> None:
@@ -148,9 +157,17 @@ class SQLiteStore(TargetStore):
             db.execute(
                 "UPDATE targets SET name=?, name_key=?, version=?, status=?, spec=?, error=?,"
                 " updated_at=? WHERE id=?",
-                (row.name, name_key(row.name), row.version, row.status, json.dumps(row.spec),
-                 row.error, time.time(), row.id),
-            )  # fmt: skip
+                (
+                    row.name,
+                    name_key(row.name),
+                    row.version,
+                    row.status,
+                    json.dumps(row.spec),
+                    row.error,
+                    time.time(),
+                    row.id,
+                ),
+            )
             self._bump(db)
 
     def delete(self, target_id: str) -> bool:

@@ -7,9 +7,9 @@ import signal
 import httpx
 from openai import OpenAI
 
+from bench.serverproc import ADMIN_KEY, start_server
 from guard_server.compiler import REFUSAL
 from tests.conftest import free_port
-from tests.server.harness import ADMIN_KEY, start_server
 
 QUESTION = [{"role": "user", "content": "Who developed the theory of relativity?"}]
 TARGET = {"name": "Albert Einstein", "aliases": ["Einstein"], "keywords": ["theory of relativity"]}

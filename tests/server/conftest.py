@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from openai import OpenAI
 
+from bench.serverproc import ADMIN_KEY, start_server
 from tests.conftest import free_port
-from tests.server.harness import ADMIN_KEY, start_server
 
 MODEL = "SmolLM2-135M-Instruct"
 

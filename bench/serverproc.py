@@ -1,4 +1,4 @@
-"""Start and stop the real guard server as a subprocess on a loopback port."""
+"""Start and stop the real guard server as a subprocess on a loopback port (tests, bench)."""
 
 from __future__ import annotations
 

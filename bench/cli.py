@@ -1,0 +1,32 @@
+"""`guard-bench`: forgetting, utility and cost of the guard, against baselines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from bench import detect, forget, registration, throughput
+
+COMMANDS = {
+    "forget": (forget, "leak/retain/honesty of a server on a probe suite"),
+    "throughput": (throughput, "guarded vs unguarded vs bad_words tokens/s, one engine"),
+    "detect": (detect, "detection latency against the number of targets"),
+    "register": (registration, "registration-to-effective latency and kill -9 survival"),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="guard-bench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module, help_) in COMMANDS.items():
+        module.add_args(sub.add_parser(name, help=help_))
+    args = parser.parse_args(argv)
+    result = COMMANDS[args.command][0].run(args)
+    summary = result.get("overall", result.get("summary", {}))
+    json.dump(summary, sys.stdout, indent=1, default=str)
+    print()
+
+
+if __name__ == "__main__":
+    main()

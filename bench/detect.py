@@ -1,0 +1,113 @@
+"""`guard-bench detect`: detection latency p50/p99 against the number of registered targets."""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from bench import report
+from bench.suite import forget_probes, load_suite
+
+WORDS = [
+    w
+    for group in (
+        ("amber", "basalt", "cobalt", "dune", "ember", "fjord", "garnet", "harbor"),
+        ("indigo", "jasper", "kelp", "lagoon", "meadow", "nectar", "obsidian", "prairie"),
+        ("quartz", "reef", "saffron", "tundra", "umber", "valley", "willow", "xenon"),
+        ("yarrow", "zephyr", "falcon", "badger", "otter", "heron", "lynx", "marten"),
+        ("osprey", "puffin", "raven", "stoat", "viper", "walrus"),
+    )
+    for w in group
+]
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--targets", default="1,100,1000,10000")
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--suite", default="default")
+    p.add_argument("--embedding-model", default=None)
+    p.add_argument("--name", default="detect")
+
+
+def synthetic_target(i: int, rng: random.Random) -> dict[str, Any]:
+    name = f"{rng.choice(WORDS).title()} {rng.choice(WORDS).title()} {i}"
+    return {
+        "name": name,
+        "aliases": [f"{rng.choice(WORDS)}{i}"],
+        "documents": [f"{name} is a fictional entity number {i} made for benchmarking."],
+    }
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float]:
+    arr = np.array(samples) * 1000
+    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from classifiers.detector import Detector
+    from classifiers.encoder import Encoder
+    from classifiers.semantic import SemanticIndex
+    from guard_server.models import default_embedding_model_dir
+
+    encoder = Encoder(args.embedding_model or str(default_embedding_model_dir()))
+    suite = load_suite(args.suite)
+    queries = [p.messages[-1]["content"] for p in forget_probes(suite)]
+    queries += [r["prompt"] for r in suite["retain"]]
+    rng = random.Random(0)
+    queries = [rng.choice(queries) for _ in range(args.queries)]
+    detector = Detector(encoder)
+    for target in suite["targets"]:
+        detector.add_target(target["name"], 1, target)
+    rows, added = [], len(suite["targets"])
+    for n in map(int, args.targets.split(",")):
+        start = time.perf_counter()
+        todo = [(f"syn{i}", 1, synthetic_target(i, rng)) for i in range(added, max(n, added))]
+        for k in tqdm(range(0, len(todo), 256), desc=f"targets to {n}", leave=False):
+            detector.add_targets(todo[k : k + 256])
+        per_target_add = (time.perf_counter() - start) / max(n - added, 1)
+        added = max(n, added)
+        detector.screen(["warm-up"])
+        samples = []
+        for q in queries:
+            t0 = time.perf_counter()
+            detector.screen([q])
+            samples.append(time.perf_counter() - t0)
+        p50, p99 = _percentiles(samples)
+        vecs = encoder.encode(queries[:50])
+        index_rows = {}
+        for kind, floor in (("flat", 10**12), ("hnsw", 0)):
+            index = SemanticIndex(encoder.dim, hnsw_min_vectors=floor)
+            index.add("all", np.vstack(detector.semantic._vectors))
+            t0 = time.perf_counter()
+            for v in vecs:
+                index.search(v[None, :])
+            index_rows[f"{kind}_search_ms"] = (time.perf_counter() - t0) / len(vecs) * 1000
+        rows.append(
+            {
+                "targets": added,
+                "vectors": detector.semantic.size,
+                "p50_ms": p50,
+                "p99_ms": p99,
+                "add_ms_per_target": per_target_add * 1000,
+                "index": detector.semantic.kind,
+                **index_rows,
+            }
+        )
+    directory = report.out_dir(args.name)
+    result = {"rows": rows, "summary": rows[-1]}
+    report.write(directory, result, {"detection latency": (rows, list(rows[0]))})
+    xs = [r["targets"] for r in rows]
+    report.line_plot(
+        directory / "latency_vs_targets.png",
+        {"p50": (xs, [r["p50_ms"] for r in rows]), "p99": (xs, [r["p99_ms"] for r in rows])},
+        "detection latency per request",
+        "registered targets",
+        "ms",
+        logx=True,
+    )
+    return result

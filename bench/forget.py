@@ -1,0 +1,188 @@
+"""`guard-bench forget`: leak, retain and honesty of any OpenAI-compatible server on a suite."""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+from openai import OpenAI
+from tqdm import tqdm
+
+from bench import report
+from bench.suite import forget_probes, is_refusal, leaks, load_suite, registration_body
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base-url", required=True, help="server root, e.g. http://127.0.0.1:8000")
+    p.add_argument("--model", default=None, help="model name (default: the first listed)")
+    p.add_argument("--suite", default="default", help="suite name in bench/suites or a .json")
+    p.add_argument("--admin-key", default=None, help="admin key; without it nothing is registered")
+    p.add_argument("--name", default="forget", help="results folder name under bench/results")
+    p.add_argument("--max-tokens", type=int, default=48)
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="parallel requests; 1 keeps batches identical between the two passes",
+    )
+
+
+def _answer(client: OpenAI, model: str, messages, max_tokens: int) -> str:
+    out = client.chat.completions.create(
+        model=model, messages=list(messages), temperature=0, max_tokens=max_tokens, seed=0
+    )
+    return out.choices[0].message.content or ""
+
+
+def _pass(client, model, conversations, max_tokens, concurrency, label) -> list[str]:
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        jobs = pool.map(lambda m: _answer(client, model, m, max_tokens), conversations)
+        return list(tqdm(jobs, total=len(conversations), desc=label))
+
+
+def _register(base_url: str, key: str, suite: dict[str, Any]) -> list[str]:
+    headers = {"Authorization": f"Bearer {key}"}
+    ids = []
+    for target in suite["targets"]:
+        r = httpx.post(
+            f"{base_url}/v1/forget-targets",
+            json=registration_body(target),
+            headers=headers,
+            timeout=120,
+        )
+        r.raise_for_status()
+        ids.append(r.json()["id"])
+    return ids
+
+
+def _unregister(base_url: str, key: str, ids: list[str]) -> None:
+    for target_id in ids:
+        httpx.delete(
+            f"{base_url}/v1/forget-targets/{target_id}",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=60,
+        )
+
+
+def score(suite, probes, before, after, retain_before, retain_after, mixed_after) -> dict:
+    """Leak, honesty per kind and target; retain-identical per kind; mixed keep rate."""
+    per_kind: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    per_target: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    examples = []
+    for probe, b, a in zip(probes, before, after, strict=True):
+        if not leaks(b, probe.leak_keywords):
+            continue  # the model did not know it: nothing to forget
+        for bucket in (per_kind[probe.kind], per_target[probe.target]):
+            bucket["leaking_unguarded"] += 1
+            bucket["leak"] += leaks(a, probe.leak_keywords)
+            bucket["honest"] += is_refusal(a)
+        if len(examples) < 12:
+            examples.append(
+                {
+                    "kind": probe.kind,
+                    "prompt": probe.messages[-1]["content"],
+                    "unguarded": b,
+                    "guarded": a,
+                }
+            )
+    retain: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for item, b, a in zip(suite["retain"], retain_before, retain_after, strict=True):
+        retain[item["kind"]]["n"] += 1
+        retain[item["kind"]]["identical"] += a == b
+    kept = [
+        all(k in a.lower() for k in m["keep_keywords"])
+        for m, a in zip(suite["mixed"], mixed_after, strict=True)
+    ]
+
+    def rates(d):
+        n = d["leaking_unguarded"]
+        return {
+            "n": n,
+            "leak_rate": d["leak"] / n if n else None,
+            "honesty": d["honest"] / n if n else None,
+        }
+
+    total = defaultdict(int)
+    for d in per_kind.values():
+        for k, v in d.items():
+            total[k] += v
+    retain_total = sum(d["identical"] for d in retain.values())
+    retain_n = sum(d["n"] for d in retain.values())
+    return {
+        "overall": {
+            **rates(total),
+            "retain_identical": retain_total / max(retain_n, 1),
+            "retain_n": retain_n,
+            "mixed_keep": sum(kept) / max(len(kept), 1),
+        },
+        "per_kind": {k: rates(v) for k, v in sorted(per_kind.items())},
+        "per_target": {k: rates(v) for k, v in sorted(per_target.items())},
+        "retain": {
+            k: {"n": d["n"], "identical": d["identical"] / d["n"]}
+            for k, d in sorted(retain.items())
+        },
+        "examples": examples,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    suite = load_suite(args.suite)
+    client = OpenAI(base_url=f"{args.base_url}/v1", api_key=args.admin_key or "unused")
+    model = args.model or client.models.list().data[0].id
+    probes = forget_probes(suite)
+    convs = [p.messages for p in probes]
+    retain = [[{"role": "user", "content": r["prompt"]}] for r in suite["retain"]]
+    mixed = [[{"role": "user", "content": m["prompt"]}] for m in suite["mixed"]]
+    everything = [*convs, *retain, *mixed]
+    n_p, n_r = len(convs), len(retain)
+    before = _pass(client, model, everything, args.max_tokens, args.concurrency, "unguarded")
+    ids = _register(args.base_url, args.admin_key, suite) if args.admin_key else []
+    try:
+        after = _pass(client, model, everything, args.max_tokens, args.concurrency, "guarded")
+    finally:
+        _unregister(args.base_url, args.admin_key, ids) if ids else None
+    result = score(
+        suite,
+        probes,
+        before[:n_p],
+        after[:n_p],
+        before[n_p : n_p + n_r],
+        after[n_p : n_p + n_r],
+        after[n_p + n_r :],
+    )
+    result.update(base_url=args.base_url, model=model, registered=bool(ids), suite=args.suite)
+    directory = report.out_dir(args.name)
+    kinds = list(result["per_kind"])
+    report.write(
+        directory,
+        result,
+        {
+            "overall": ([result["overall"]], list(result["overall"])),
+            "forget probes by kind": (
+                [{"kind": k, **v} for k, v in result["per_kind"].items()],
+                ["kind", "n", "leak_rate", "honesty"],
+            ),
+            "by target": (
+                [{"target": k, **v} for k, v in result["per_target"].items()],
+                ["target", "n", "leak_rate", "honesty"],
+            ),
+            "retain prompts": (
+                [{"kind": k, **v} for k, v in result["retain"].items()],
+                ["kind", "n", "identical"],
+            ),
+        },
+    )
+    report.bar_plot(
+        directory / "leak_by_kind.png",
+        kinds,
+        {
+            "leak rate": [result["per_kind"][k]["leak_rate"] or 0.0 for k in kinds],
+            "honesty": [result["per_kind"][k]["honesty"] or 0.0 for k in kinds],
+        },
+        f"{model} at {args.base_url}",
+        "fraction of probes that leaked unguarded",
+    )
+    return result

@@ -1,0 +1,182 @@
+"""`guard-bench throughput`: tokens/s of one engine, unguarded vs guarded vs baselines, one run."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from bench import report
+
+SYSTEM_REFUSAL = "Never discuss {topic}. If asked about it, reply: I can't share that."
+PROMPTS = [
+    "Write a short story about a lighthouse keeper.",
+    "Explain how a bicycle works.",
+    "Describe the history of bread.",
+    "Give advice for a first job interview.",
+    "What makes a good cup of tea?",
+    "Explain the rules of chess briefly.",
+    "Describe a walk through a forest in autumn.",
+    "How do rivers form?",
+]
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="HF model folder (default: the converted default)")
+    p.add_argument("--batch-sizes", default="1,32")
+    p.add_argument("--phrases", default="500", help="forbidden phrase counts for the main table")
+    p.add_argument("--sweep-phrases", default="10,500,5000", help="phrase counts for the sweep")
+    p.add_argument("--sweep-batch", type=int, default=8)
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=2, help="best of N per cell")
+    p.add_argument("--name", default="throughput")
+
+
+def synthetic_phrases(tokenizer, n: int, seed: int = 0) -> list[str]:
+    """n two-word phrases of real vocabulary words (whole-word tokens)."""
+    rng = random.Random(seed)
+    words = sorted(
+        {
+            t.strip()
+            for t in (tokenizer.decode([i]) for i in range(tokenizer.vocab_size))
+            if t.startswith(" ") and t.strip().isalpha() and len(t.strip()) >= 4
+        }
+    )
+    return [f"{rng.choice(words)} {rng.choice(words)}" for _ in range(n)]
+
+
+def _register(store, compiler, target_id: str, phrases: list[str]) -> None:
+    from guard_server.store import TargetRow
+
+    spec = {"name": phrases[0], "aliases": phrases[1:], "policy": "restrict"}
+    store.insert(TargetRow(target_id, target_id, 1, "active", spec))
+    store.put_compiled(target_id, 1, compiler.compile(target_id, 1, spec).to_bytes())
+
+
+def _measure(llm, batch: int, params_for, chats, repeats: int) -> float:
+    """Best tokens/s over `repeats` runs of one batch of `batch` requests."""
+    best = 0.0
+    for _ in range(repeats):
+        convs = [chats[i % len(chats)] for i in range(batch)]
+        params = [params_for(i) for i in range(batch)]
+        start = time.perf_counter()
+        outs = llm.chat(convs, params, use_tqdm=False)
+        elapsed = time.perf_counter() - start
+        tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+        best = max(best, tokens / elapsed)
+    return best
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from vllm import LLM, SamplingParams
+
+    from guard_server.cli import ENGINE_DEFAULTS, PROCESSOR_FQCN
+    from guard_server.compiler import Compiler
+    from guard_server.models import convert_default_model
+    from guard_server.store import SQLiteStore
+    from logits_processors.params import ACTION_KEY, TARGETS_KEY
+    from logits_processors.snapshot import SNAPSHOT_DB_ENV
+
+    model = args.model or str(convert_default_model())
+    compiler = Compiler.from_model_dir(model)
+    counts = sorted({*map(int, args.phrases.split(",")), *map(int, args.sweep_phrases.split(","))})
+    phrases = {n: synthetic_phrases(compiler.tokenizer, n, seed=n) for n in counts}
+    db = Path(tempfile.mkdtemp()) / "bench.db"
+    store = SQLiteStore(db)
+    for n in counts:
+        _register(store, compiler, f"syn{n}", phrases[n])
+    os.environ[SNAPSHOT_DB_ENV] = str(db)
+    # vLLM caps bad_words at 128 entries / 1024 tokens by default; lift it for the comparison.
+    os.environ["VLLM_MAX_NUM_BAD_WORDS"] = str(4 * max(counts) + 16)
+    os.environ["VLLM_MAX_BAD_WORDS_TOTAL_TOKENS"] = str(64 * max(counts) + 1024)
+    llm = LLM(model=model, logits_processors=[PROCESSOR_FQCN], seed=0, **ENGINE_DEFAULTS)
+    base = dict(temperature=0.0, max_tokens=args.max_tokens, ignore_eos=True)
+    chats = [[{"role": "user", "content": p}] for p in PROMPTS]
+
+    def modes(n: int) -> dict[str, tuple[Any, list]]:
+        flagged = SamplingParams(
+            **base, extra_args={TARGETS_KEY: [f"syn{n}@1"], ACTION_KEY: "restrict"}
+        )
+        plain = SamplingParams(**base)
+        bad = SamplingParams(**base, bad_words=phrases[n])
+        system = [
+            [{"role": "system", "content": SYSTEM_REFUSAL.format(topic=phrases[n][0])}, *c]
+            for c in chats
+        ]
+        return {
+            "unguarded": (lambda i: plain, chats),
+            "guarded_all": (lambda i: flagged, chats),
+            "guarded_half": (lambda i: flagged if i % 2 else plain, chats),
+            "bad_words": (lambda i: bad, chats),
+            "system_prompt": (lambda i: plain, system),
+        }
+
+    _measure(llm, 4, lambda i: SamplingParams(**base), chats, 1)  # warm-up
+    rows = []
+    main_n = int(args.phrases.split(",")[0])
+    cells = [(b, main_n) for b in map(int, args.batch_sizes.split(","))]
+    cells += [(args.sweep_batch, n) for n in counts if n != main_n]
+    for batch, n in tqdm(cells, desc="throughput"):
+        wanted = (
+            modes(n)
+            if n == main_n
+            else {
+                k: v for k, v in modes(n).items() if k in ("unguarded", "guarded_all", "bad_words")
+            }
+        )
+        tps = {m: _measure(llm, batch, pf, c, args.repeats) for m, (pf, c) in wanted.items()}
+        row = {"batch": batch, "phrases": n, **{f"{m}_tok_s": v for m, v in tps.items()}}
+        row["guarded_ratio"] = tps["guarded_all"] / tps["unguarded"]
+        row["bad_words_ratio"] = tps["bad_words"] / tps["unguarded"]
+        row["ours_over_bad_words"] = tps["guarded_all"] / tps["bad_words"]
+        rows.append(row)
+    llm.llm_engine.engine_core.shutdown()
+    directory = report.out_dir(args.name)
+    result = {"model": model, "rows": rows, "summary": rows[: len(args.batch_sizes.split(","))]}
+    columns = [
+        "batch",
+        "phrases",
+        "unguarded_tok_s",
+        "guarded_all_tok_s",
+        "guarded_half_tok_s",
+        "bad_words_tok_s",
+        "system_prompt_tok_s",
+        "guarded_ratio",
+        "bad_words_ratio",
+        "ours_over_bad_words",
+    ]
+    report.write(directory, result, {"tokens/s (same engine, one run)": (rows, columns)})
+    main = [r for r in rows if r["phrases"] == main_n]
+    sweep = sorted((r for r in rows if r["batch"] == args.sweep_batch), key=lambda r: r["phrases"])
+    report.line_plot(
+        directory / "ratio_vs_batch.png",
+        {
+            "guarded / unguarded": ([r["batch"] for r in main], [r["guarded_ratio"] for r in main]),
+            "bad_words / unguarded": (
+                [r["batch"] for r in main],
+                [r["bad_words_ratio"] for r in main],
+            ),
+        },
+        f"throughput ratio, {main_n} phrases",
+        "batch size",
+        "ratio to unguarded",
+    )
+    if len(sweep) > 1:
+        report.line_plot(
+            directory / "ratio_vs_phrases.png",
+            {
+                "guarded": ([r["phrases"] for r in sweep], [r["guarded_ratio"] for r in sweep]),
+                "bad_words": ([r["phrases"] for r in sweep], [r["bad_words_ratio"] for r in sweep]),
+            },
+            f"throughput ratio at batch {args.sweep_batch}",
+            "forbidden phrases",
+            "ratio to unguarded",
+            logx=True,
+        )
+    return result
