@@ -9,7 +9,13 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
 from guard_server import errors, metrics
-from guard_server.protocol import TargetCreate, TargetDeleted, TargetList, TargetPatch
+from guard_server.protocol import (
+    AdapterLoad,
+    TargetCreate,
+    TargetDeleted,
+    TargetList,
+    TargetPatch,
+)
 from guard_server.registry import Registry, to_wire
 
 ERR_NO_AUTH = "missing bearer token: send 'Authorization: Bearer <admin key>'"
@@ -78,5 +84,30 @@ async def delete_target(target_id: str, request: Request):
     return {"id": target_id}
 
 
+adapters = APIRouter(prefix="/v1/adapters", dependencies=[Depends(require_admin)])
+
+
+@adapters.post("", status_code=201)
+async def load_adapter(body: AdapterLoad, request: Request):
+    served = await request.app.state.guard_adapters.load(body.name, body.path)
+    return JSONResponse({"name": body.name, "model": served, "path": body.path}, status_code=201)
+
+
+@adapters.get("")
+async def list_adapters(request: Request):
+    manager = request.app.state.guard_adapters
+    data = [
+        {"name": n, "model": manager.served_name(n), "path": p} for n, p in manager.loaded().items()
+    ]
+    return {"object": "list", "data": data, "limit": manager.limit}
+
+
+@adapters.delete("/{name}")
+async def unload_adapter(name: str, request: Request):
+    await request.app.state.guard_adapters.unload(name)
+    return {"name": name, "deleted": True}
+
+
 def attach(app: FastAPI) -> None:
     app.include_router(router)
+    app.include_router(adapters)

@@ -75,6 +75,10 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
         args.embedding_model = str(default_embedding_model_dir())
     if args.db is None:
         args.db = str(cache_dir() / "guard.db")
+    if args.enable_lora:
+        # One slot always stays empty (see guard_server.adapters): base rows stay unmodified.
+        static = len(args.lora_modules or [])
+        args.max_loras = max(args.max_loras or 1, static + 1, 2)
     processors = list(args.logits_processors or [])
     if PROCESSOR_FQCN not in processors:
         processors.append(PROCESSOR_FQCN)

@@ -75,3 +75,8 @@ class TargetDeleted(BaseModel):
     id: str
     object: Literal["forget_target.deleted"] = "forget_target.deleted"
     deleted: bool = True
+
+
+class AdapterLoad(_Strict):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    path: Annotated[str, StringConstraints(min_length=1, max_length=4096)]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from fastapi.routing import APIRoute
 
 from guard_server import admin, routes
+from guard_server.adapters import AdapterManager
 from guard_server.guard import Guard
 from guard_server.registry import Registry
 from guard_server.store import SQLiteStore
@@ -42,6 +43,9 @@ async def build_guard_app(engine_client: EngineClient, args: argparse.Namespace)
     app.middleware_stack = None
     await init_app_state(engine_client, app.state, args, supported_tasks)
     build_guard_state(app, args)
+    restored = await app.state.guard_adapters.restore()
+    if restored:
+        logger.info("restored adapters: %s", restored)
     return app
 
 
@@ -61,6 +65,11 @@ def build_guard_state(app: FastAPI, args: argparse.Namespace) -> None:
     app.state.guard = guard
     app.state.guard_registry = registry
     app.state.guard_admin_key = args.admin_key
+    base = app.state.openai_serving_models.base_model_paths[0].name
+    max_loras = args.max_loras if args.enable_lora else None
+    app.state.guard_adapters = AdapterManager(
+        app.state.openai_serving_models, store, base, max_loras
+    )
 
 
 async def run_server(args: argparse.Namespace) -> None:

@@ -62,6 +62,15 @@ class TargetStore(ABC):
     @abstractmethod
     def generation(self) -> int: ...
 
+    @abstractmethod
+    def put_adapter(self, name: str, path: str) -> None: ...
+
+    @abstractmethod
+    def delete_adapter(self, name: str) -> bool: ...
+
+    @abstractmethod
+    def adapters(self) -> dict[str, str]: ...
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS targets (
@@ -80,6 +89,11 @@ CREATE TABLE IF NOT EXISTS compiled (
     version INTEGER NOT NULL,
     blob BLOB NOT NULL,
     PRIMARY KEY (target_id, version)
+);
+CREATE TABLE IF NOT EXISTS adapters (
+    name TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    created_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('generation', 0);
@@ -211,3 +225,18 @@ class SQLiteStore(TargetStore):
     def generation(self) -> int:
         sql = "SELECT value FROM meta WHERE key='generation'"
         return int(self._conn().execute(sql).fetchone()[0])
+
+    def put_adapter(self, name: str, path: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO adapters (name, path, created_at) VALUES (?, ?, ?)",
+                (name, path, time.time()),
+            )
+
+    def delete_adapter(self, name: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM adapters WHERE name=?", (name,)).rowcount > 0
+
+    def adapters(self) -> dict[str, str]:
+        rows = self._conn().execute("SELECT name, path FROM adapters ORDER BY created_at")
+        return dict(rows.fetchall())
