@@ -39,7 +39,7 @@ class LexicalMatcher:
 
     def add(self, target_id: str, phrases: list[str]) -> None:
         self.remove(target_id)
-        for phrase in phrases:
+        for phrase in dict.fromkeys(phrases):  # a keyword equal to the name is one phrase
             words = tuple(w for w in normalize(phrase) if w not in _SKIP)
             if not words or (len(words) == 1 and len(words[0]) < 4):
                 continue  # a lone short word ("HP") would fire on too much

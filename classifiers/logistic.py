@@ -75,7 +75,9 @@ class LogisticClassifier(PromptClassifier):
             ids = list(self._rows)
             dim = next(iter(self._rows.values()))[0].shape[0] if ids else 1
             weights = np.vstack([self._rows[i][0] for i in ids]) if ids else np.zeros((0, dim))
-            thresholds = np.array([self._rows[i][1] for i in ids], dtype=np.float32)
+            # float64: rounding a calibrated threshold down to float32 can admit the very
+            # negative it was placed just above, breaking the stated false-positive rate.
+            thresholds = np.array([self._rows[i][1] for i in ids], dtype=np.float64)
             self._packed = (ids, weights.astype(np.float32), thresholds)
         return self._packed
 

@@ -126,7 +126,8 @@ class SQLiteStore(TargetStore):
         conn = getattr(self._local, "conn", None)
         if conn is None:
             if self.readonly:
-                conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+                uri = self.path.resolve().as_uri() + "?mode=ro"  # escapes '#', '%', '?'
+                conn = sqlite3.connect(uri, uri=True, timeout=30)
             else:
                 conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
                 conn.execute("PRAGMA journal_mode=WAL")

@@ -1,0 +1,189 @@
+"""LexicalMatcher: phrases found despite one typo per long word, case, accents and punctuation."""
+
+import pytest
+
+from classifiers.lexical import MIN_FUZZY_LEN, LexicalMatcher, deletes, normalize
+
+PHRASES = ["Harry Potter", "Hogwarts", "Ron Weasley", "Order of the Phoenix", "Oslo", "HP"]
+
+
+@pytest.fixture
+def matcher() -> LexicalMatcher:
+    m = LexicalMatcher()
+    m.add("hp", PHRASES)
+    return m
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("Hogwarts,", ["hogwarts"]),
+        ("hogwárts", ["hogwarts"]),
+        ("HOGWÁRTS!", ["hogwarts"]),
+        ("Ærø Straße", ["ærø", "strasse"]),  # casefold; æ and ø have no combining mark
+        ("Crème-brûlée", ["creme", "brulee"]),
+        ("snake_case words", ["snake", "case", "words"]),
+        ("ﬁne 42", ["fine", "42"]),
+        ("", []),
+        ("  ... !? ", []),
+    ],
+)
+def test_normalize(text, words):
+    assert normalize(text) == words
+
+
+@pytest.mark.parametrize(
+    ("word", "forms"),
+    [
+        ("abc", {"abc", "bc", "ac", "ab"}),
+        ("aab", {"aab", "ab", "aa"}),
+        ("a", {"a", ""}),
+        ("", {""}),
+    ],
+)
+def test_deletes(word, forms):
+    assert deletes(word) == forms
+
+
+@pytest.mark.parametrize(
+    ("text", "phrase"),
+    [
+        # exact, case, accents, punctuation, word order
+        ("tell me about Harry Potter", "Harry Potter"),
+        ("HARRY POTTER", "Harry Potter"),
+        ("Potter, Harry.", "Harry Potter"),
+        ("harry-potter", "Harry Potter"),
+        ("HOGWÁRTS!", "Hogwarts"),
+        ("hogwarts_school", "Hogwarts"),
+        # one edit on a word of length >= MIN_FUZZY_LEN
+        ("harry poter", "Harry Potter"),  # deletion
+        ("hary potter", "Harry Potter"),
+        ("harrry potter", "Harry Potter"),  # insertion
+        ("hogwrts", "Hogwarts"),
+        ("hogwartss", "Hogwarts"),
+        ("hogwerts", "Hogwarts"),  # substitution
+        ("hogwrats", "Hogwarts"),  # transposition
+        ("harr potter", "Harry Potter"),  # a 4-letter text word may still match a 5-letter one
+        # short phrase words need an exact match, long ones stay fuzzy
+        ("ron weasly", "Ron Weasley"),
+        ("RON weasley", "Ron Weasley"),
+        ("oslo", "Oslo"),
+        # skip words are not required
+        ("the order of phoenix", "Order of the Phoenix"),
+        ("phoenix order", "Order of the Phoenix"),
+    ],
+)
+def test_matches(matcher, text, phrase):
+    assert matcher.match(text) == {"hp": phrase}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "hgwrts",  # two edits
+        "hogwurtz",
+        "har potter",  # "har" is too short for fuzzy lookup
+        "harry",  # multi-word phrases need all their words
+        "potter",
+        "rob weasley",  # "ron" is short: exact only
+        "ron",
+        "olso",  # "oslo" is short: exact only
+        "osloo",
+        "hp",  # lone short phrase words are never registered
+        "HP is great",
+        "order",
+        "",
+        "an unrelated sentence about cooking",
+    ],
+)
+def test_does_not_match(matcher, text):
+    assert matcher.match(text) == {}
+
+
+def test_min_fuzzy_len_is_the_boundary():
+    m = LexicalMatcher()
+    m.add("t", ["abcd", "vwxyz"])  # 4 letters: exact only; 5 letters: fuzzy
+    assert len("vwxyz") == MIN_FUZZY_LEN
+    assert m.match("abcd") == {"t": "abcd"}
+    assert m.match("abd") == {}
+    assert m.match("abcde") == {}
+    assert m.match("vwxz") == {"t": "vwxyz"}
+    assert m.match("vwxyzz") == {"t": "vwxyz"}
+
+
+def test_several_targets_fire_independently():
+    m = LexicalMatcher()
+    m.add("hp", ["Harry Potter"])
+    m.add("hh", ["Harry Houdini"])
+    assert m.match("harry potter met harry houdini") == {
+        "hp": "Harry Potter",
+        "hh": "Harry Houdini",
+    }
+    assert m.match("harry houdni") == {"hh": "Harry Houdini"}
+
+
+def test_one_phrase_per_target_is_reported():
+    m = LexicalMatcher()
+    m.add("hp", ["Harry Potter", "Hogwarts"])
+    hits = m.match("harry potter at hogwarts")
+    assert list(hits) == ["hp"]
+    assert hits["hp"] in {"Harry Potter", "Hogwarts"}
+
+
+@pytest.mark.parametrize(
+    ("text", "hits"),
+    [
+        ("harry potter", {}),
+        ("harry poter", {}),
+        ("harry houdini", {"hh": "Harry Houdini"}),
+        ("hogwarts", {}),
+    ],
+)
+def test_remove_stops_matches_and_keeps_other_targets(text, hits):
+    m = LexicalMatcher()
+    m.add("hp", ["Harry Potter", "Hogwarts"])
+    m.add("hh", ["Harry Houdini"])
+    m.remove("hp")
+    m.remove("unknown")  # no-op
+    assert m.match(text) == hits
+
+
+@pytest.mark.parametrize(
+    ("text", "hits"),
+    [
+        ("hogwarts", {}),  # the old phrase is gone
+        ("harry potter", {}),
+        ("durmstrang", {"hp": "Durmstrang"}),  # the new one fires
+        ("durmstang", {"hp": "Durmstrang"}),
+    ],
+)
+def test_re_adding_a_target_replaces_its_phrases(text, hits):
+    m = LexicalMatcher()
+    m.add("hp", ["Harry Potter", "Hogwarts"])
+    m.add("hp", ["Durmstrang"])
+    assert m.match(text) == hits
+
+
+@pytest.mark.parametrize(
+    "phrases",
+    [
+        [],
+        ["HP"],  # a lone short word
+        ["the of and"],  # only skip words
+        ["!!!"],
+    ],
+)
+def test_phrases_with_nothing_significant_are_skipped(phrases):
+    m = LexicalMatcher()
+    m.add("t", phrases)
+    for text in ["hp", "the of and", "!!!", "anything"]:
+        assert m.match(text) == {}
+
+
+def test_repeated_phrase_can_be_removed_and_re_added():
+    matcher = LexicalMatcher()
+    matcher.add("t", ["Harry Potter", "Harry Potter"])
+    matcher.add("t", ["Harry Potter"])  # re-adding removes first: used to raise KeyError
+    assert matcher.match("harry potter") == {"t": "Harry Potter"}
+    matcher.remove("t")
+    assert matcher.match("harry potter") == {}
