@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import re
 import threading
 from dataclasses import dataclass
@@ -81,6 +82,9 @@ class Detector:
                 info = TargetInfo(target_id, version, threshold, spec.get("policy", "refuse"))
                 self.targets[target_id] = info
                 infos.append(info)
+        # Thousands of targets are millions of long-lived objects; without this, a full
+        # collection scanning them lands inside some request (measured: p99 597 ms at 10k).
+        gc.freeze()
         return infos
 
     def remove_target(self, target_id: str) -> None:

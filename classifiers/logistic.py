@@ -7,6 +7,7 @@ import numpy as np
 from classifiers.base import PromptClassifier, register_classifier
 
 DEFAULT_FPR = 0.01
+SCORE_MARGIN = 1e-5
 
 
 def calibrate(negative_scores: np.ndarray, fpr: float) -> float:
@@ -43,7 +44,7 @@ class LogisticClassifier(PromptClassifier):
         self.seed = seed
         self.validate()
         self._rows: dict[str, tuple[np.ndarray, float]] = {}  # target -> ([w, b], threshold)
-        self._packed: tuple[list[str], np.ndarray, np.ndarray] | None = None
+        self._packed: tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def validate(self) -> None:
         if not 0.0 < self.fpr < 1.0:
@@ -60,7 +61,10 @@ class LogisticClassifier(PromptClassifier):
         y = np.r_[np.ones(len(positives)), np.zeros(len(train_neg))]
         w = _train(x, y)
         held_scores = _sigmoid(held @ w[:-1] + w[-1])
-        threshold = calibrate(held_scores, self.fpr)
+        # Queries are scored in float32 by a different BLAS path than this float64 calibration:
+        # a margin far above their rounding gap keeps the boundary negative below threshold.
+        threshold = np.float32(calibrate(held_scores, self.fpr) + SCORE_MARGIN)
+        threshold = float(threshold)  # stored as float32, so return exactly what is used
         self._rows[target_id] = (w, threshold)
         self._packed = None
         return threshold
@@ -69,23 +73,23 @@ class LogisticClassifier(PromptClassifier):
         if self._rows.pop(target_id, None) is not None:
             self._packed = None
 
-    def _pack(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+    def _pack(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
         # Packed lazily, once per change: registering N targets costs O(N), not O(N^2).
         if self._packed is None:
             ids = list(self._rows)
             dim = next(iter(self._rows.values()))[0].shape[0] if ids else 1
             weights = np.vstack([self._rows[i][0] for i in ids]) if ids else np.zeros((0, dim))
-            # float64: rounding a calibrated threshold down to float32 can admit the very
-            # negative it was placed just above, breaking the stated false-positive rate.
-            thresholds = np.array([self._rows[i][1] for i in ids], dtype=np.float64)
-            self._packed = (ids, weights.astype(np.float32), thresholds)
+            thresholds = np.array([self._rows[i][1] for i in ids], dtype=np.float32)
+            # W^T contiguous once here: slicing it per query would copy (targets x dim) floats.
+            w_t = np.ascontiguousarray(weights[:, :-1].T, dtype=np.float32)
+            self._packed = (ids, w_t, weights[:, -1].astype(np.float32), thresholds)
         return self._packed
 
     def scores(self, embeddings: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
-        ids, weights, thresholds = self._pack()
+        ids, w_t, bias, thresholds = self._pack()
         if not ids:
             return [], np.zeros((len(embeddings), 0), dtype=np.float32), thresholds
-        return ids, _sigmoid(embeddings @ weights[:, :-1].T + weights[:, -1]), thresholds
+        return ids, _sigmoid(embeddings.astype(np.float32) @ w_t + bias), thresholds
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

@@ -96,6 +96,9 @@ def serve(argv: list[str]) -> None:
     from logits_processors.snapshot import SNAPSHOT_DB_ENV
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # The forget processor implements vLLM's V1 interface; CUDA's Model Runner V2 rejects V1
+    # processors, so pin the V1 runner (a no-op on the CPU backend, which only has V1).
+    os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
     cli_env_setup()
     args = finalize_args(make_parser().parse_args(argv))
     validate_parsed_serve_args(args)

@@ -1,0 +1,114 @@
+"""`guard-unlearn`: usage errors exit 2 with a clear message; one short real training run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from guard_server.models import default_model_dir
+from guard_server.store import SQLiteStore, TargetRow
+from guard_server.unlearn.cli import load_spec, main
+
+SPEC = {
+    "name": "Harry Potter",
+    "aliases": ["Hogwarts"],
+    "documents": [
+        "Harry Potter attends Hogwarts School of Witchcraft and Wizardry. Hogwarts is a school"
+        " of magic in Scotland, led by Albus Dumbledore."
+    ],
+}
+
+
+@pytest.fixture
+def spec_file(tmp_path) -> str:
+    path = tmp_path / "hp.json"
+    path.write_text(json.dumps(SPEC))
+    return str(path)
+
+
+def usage_error(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "extra, fragments",
+    [
+        (["--method", "nope"], ["unknown unlearning method 'nope'", "'ga'", "'simnpo'"]),
+        (["--method", "npo", "--set", "bogus=1"], ["unknown hyper-parameter 'bogus'", "beta"]),
+        (["--method", "npo", "--set", "beta"], ["--set expects key=value, got 'beta'"]),
+        (["--method", "npo", "--set", "beta=abc"], ["beta expects float, got 'abc'"]),
+        (["--method", "npo", "--set", "beta=0"], ["beta must be a number > 0, got 0.0"]),
+        (["--method", "ga", "--steps", "0"], ["steps must be an integer >= 1, got 0"]),
+        (["--method", "ga", "--lr", "-1"], ["lr must be a finite number > 0"]),
+        (["--method", "gu", "--set", "inner=rmu"], ["inner must be one of"]),
+    ],
+)
+def test_bad_method_or_hyper_parameters_exit_2(capsys, tmp_path, spec_file, extra, fragments):
+    err = usage_error(capsys, [*extra, "--target", spec_file, "--out", str(tmp_path / "o")])
+    for fragment in fragments:
+        assert fragment in err
+
+
+def test_missing_required_flags_exit_2(capsys):
+    assert "--target" in usage_error(capsys, ["--method", "ga"])
+
+
+def test_bad_targets_exit_2(capsys, tmp_path):
+    out = str(tmp_path / "o")
+    base = ["--method", "ga", "--out", out]
+    err = usage_error(capsys, [*base, "--target", str(tmp_path / "missing.json")])
+    assert "no spec file at" in err
+    broken = tmp_path / "broken.json"
+    broken.write_text("[1, 2]")
+    assert "is not a JSON object" in usage_error(capsys, [*base, "--target", str(broken)])
+    broken.write_text("{}")
+    assert "non-empty string 'name'" in usage_error(capsys, [*base, "--target", str(broken)])
+    err = usage_error(capsys, [*base, "--target", "t1", "--db", str(tmp_path / "none.db")])
+    assert "no registry database at" in err
+
+
+def test_target_id_reads_the_registry(capsys, tmp_path):
+    db = tmp_path / "guard.db"
+    SQLiteStore(db).insert(TargetRow("t-hp", "Harry Potter", 1, "active", SPEC))
+    assert load_spec("t-hp", str(db)) == SPEC
+    err = usage_error(
+        capsys, ["--method", "ga", "--target", "t-zz", "--db", str(db), "--out", str(tmp_path)]
+    )
+    assert "no forget target 't-zz'" in err
+
+
+def test_model_folder_without_config_exits_2(capsys, tmp_path, spec_file):
+    argv = ["--method", "ga", "--target", spec_file, "--out", str(tmp_path / "o")]
+    assert "no model at" in usage_error(capsys, [*argv, "--model", str(tmp_path)])
+
+
+def test_two_real_steps_write_a_peft_adapter_and_report(capsys, tmp_path, spec_file):
+    model = default_model_dir()
+    if not (model / ".complete").exists():
+        pytest.skip(f"default model not converted at {model}")
+    out = tmp_path / "hp-npo"
+    main(
+        ["--method", "npo", "--target", spec_file, "--out", str(out), "--model", str(model)]
+        + ["--steps", "2", "--set", "batch_size=1", "--set", "max_length=48"]
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert report == json.loads((out / "report.json").read_text())
+    assert report["method"] == "npo" and report["target"] == "Harry Potter"
+    assert report["config"]["steps"] == 2 and report["config"]["max_length"] == 48
+    assert len(report["losses"]) == 2 and report["adapter_bytes"] > 0
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["r"] == 8 and adapter["peft_type"] == "LORA"
+    assert set(adapter["target_modules"]) == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
+    assert (out / "adapter_model.safetensors").stat().st_size == report["adapter_bytes"]

@@ -1,0 +1,321 @@
+"""Unlearning methods on a tiny random Llama with a LoRA adapter; the registry; the data."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from guard_server.models import default_model_dir
+from guard_server.unlearn import (
+    Batch,
+    Tokens,
+    UnlearnConfig,
+    UnlearningMethod,
+    get_method,
+    make_config,
+    method_names,
+    register_method,
+)
+from guard_server.unlearn.data import Pair, UnlearnData, encode, forget_pairs, retain_pairs
+from guard_server.unlearn.gu import _flat_grad
+from guard_server.unlearn.losses import IGNORE, nll
+from guard_server.unlearn.trainer import lora_model
+
+VOCAB, PROMPT, LENGTH = 96, 6, 16
+REQUIRED = {"ga", "gd", "npo", "simnpo", "rmu", "flat", "gu"}
+
+
+def make_tokens(seed: int, answer: list[int] | None = None) -> Tokens:
+    """Four rows of random prompts and answers; the last row is right-padded by three."""
+    ids = torch.randint(3, VOCAB, (4, LENGTH), generator=torch.Generator().manual_seed(seed))
+    if answer is not None:
+        ids[:, PROMPT : PROMPT + len(answer)] = torch.tensor(answer)
+    labels = ids.clone()
+    labels[:, :PROMPT] = IGNORE
+    mask = torch.ones_like(ids)
+    ids[-1, -3:], labels[-1, -3:], mask[-1, -3:] = 0, IGNORE, 0
+    return Tokens(ids, mask, labels)
+
+
+@pytest.fixture
+def batch() -> Batch:
+    forget = make_tokens(1)
+    good = Tokens(forget.input_ids.clone(), forget.attention_mask, forget.labels.clone())
+    good.input_ids[:, PROMPT:] = 7  # the same "I don't know" answer to every question
+    good.labels[:, PROMPT:] = torch.where(forget.attention_mask[:, PROMPT:] > 0, 7, IGNORE)
+    return Batch(forget, make_tokens(2), good)
+
+
+@pytest.fixture(scope="module")
+def memorised() -> tuple[LlamaConfig, dict[str, torch.Tensor]]:
+    """A tiny Llama's weights after it has learnt the forget and retain answers: forgetting
+    is only measurable on a model that knows something (SimNPO saturates otherwise)."""
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+    )
+    model = LlamaForCausalLM(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(40):
+        optimizer.zero_grad()
+        (nll(model, make_tokens(1)) + nll(model, make_tokens(2))).backward()
+        optimizer.step()
+    return config, model.state_dict()
+
+
+@pytest.fixture
+def model(memorised) -> torch.nn.Module:
+    config, state = memorised
+    base = LlamaForCausalLM(config)
+    base.load_state_dict(state)
+    torch.manual_seed(0)
+    return lora_model(base, make_config(UnlearnConfig, {"lora_rank": 4, "lora_alpha": 8}))
+
+
+def method(name: str, **overrides) -> UnlearningMethod:
+    return get_method(name).from_overrides({"lr": 1e-2, **overrides})
+
+
+def train(model, algo: UnlearningMethod, batch: Batch, steps: int = 5) -> list[dict]:
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=algo.config.lr
+    )
+    return [algo.step(model, batch, optimizer) for _ in range(steps)]
+
+
+@torch.no_grad()
+def nll_of(model, tokens: Tokens) -> float:
+    return float(nll(model, tokens))
+
+
+FORGETTING = [
+    ("ga", {}),
+    ("gd", {}),
+    ("npo", {}),
+    ("npo", {"retain_weight": 0.0}),
+    ("simnpo", {}),
+    ("simnpo", {"gamma": 1.0}),
+    ("flat", {}),
+    ("gu", {}),
+    ("gu", {"inner": "npo"}),
+]
+
+
+@pytest.mark.parametrize("name, overrides", FORGETTING + [("rmu", {})])
+def test_loss_is_finite_with_logs(model, batch, name, overrides):
+    loss, logs = method(name, **overrides).loss(model, batch)
+    assert loss.ndim == 0 and math.isfinite(float(loss.detach()))
+    assert logs and all(math.isfinite(v) for v in logs.values())
+
+
+@pytest.mark.parametrize("name, overrides", FORGETTING)
+def test_forget_nll_rises_after_five_steps(model, batch, name, overrides):
+    before = nll_of(model, batch.forget)
+    logs = train(model, method(name, **overrides), batch)
+    assert all(math.isfinite(step["loss"]) for step in logs)
+    assert nll_of(model, batch.forget) > before + 0.5
+
+
+@pytest.mark.parametrize("name", ["gd", "gu"])
+def test_retain_nll_moves_far_less_than_forget(model, batch, name):
+    forget, retain = nll_of(model, batch.forget), nll_of(model, batch.retain)
+    train(model, method(name), batch)
+    forget_shift = nll_of(model, batch.forget) - forget
+    assert abs(nll_of(model, batch.retain) - retain) < 0.1 * forget_shift
+
+
+def test_rmu_pulls_forget_activations_toward_the_control_vector(model, batch):
+    rmu = method("rmu")
+    with torch.no_grad():
+        before = rmu.loss(model, batch)[1]["forget_mse"]
+    train(model, rmu, batch)
+    with torch.no_grad():
+        after = rmu.loss(model, batch)[1]
+    assert after["forget_mse"] < before
+    assert math.isfinite(after["retain_mse"])
+
+
+def test_rmu_layer_past_the_model_names_the_field(model, batch):
+    with pytest.raises(ValueError, match="layer must be < num_hidden_layers"):
+        method("rmu", layer=5).loss(model, batch)
+
+
+def test_npo_starts_at_its_closed_form(model, batch):
+    # A fresh LoRA adapter is zero, so the model equals its reference: loss = (2/beta) log 2.
+    loss, _ = method("npo", beta=0.5, retain_weight=0.0).loss(model, batch)
+    assert float(loss.detach()) == pytest.approx(4 * math.log(2), rel=1e-5)
+
+
+def test_simnpo_matches_its_formula(model, batch):
+    beta, gamma = 2.0, 0.5
+    loss, _ = method("simnpo", beta=beta, gamma=gamma, retain_weight=0.0).loss(model, batch)
+    with torch.no_grad():
+        logits = model(input_ids=batch.forget.input_ids).logits[:, :-1].log_softmax(-1)
+        labels = batch.forget.labels[:, 1:]
+        mask = labels != IGNORE
+        logp = logits.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1) * mask
+        mean_logp = logp.sum(-1) / mask.sum(-1)
+    expected = -(2 / beta) * torch.nn.functional.logsigmoid(-beta * mean_logp - gamma).mean()
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_flat_raises_the_good_answer_and_needs_it(model, batch):
+    flat = method("flat")
+    logs = train(model, flat, batch)
+    assert logs[-1]["good_prob"] > logs[0]["good_prob"]
+    assert logs[-1]["bad_prob"] < logs[0]["bad_prob"]
+    with pytest.raises(ValueError, match="flat needs batch.good"):
+        flat.loss(model, Batch(batch.forget, batch.retain))
+
+
+def test_gu_applied_forget_gradient_never_conflicts_with_retain(model, batch):
+    gu = method("gu", retain_weight=1.0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for _ in range(3):
+        g_retain = _flat_grad(nll(model, batch.retain), params)
+        logs = train(model, gu, batch, steps=1)[0]
+        update = torch.cat([p.grad.flatten() for p in params])
+        assert torch.dot(update - g_retain, g_retain) >= -1e-6 * g_retain.norm() ** 2
+        assert logs["projected"] in (0.0, 1.0)
+
+
+def test_every_required_method_is_registered():
+    assert set(method_names()) >= REQUIRED
+    for name in REQUIRED:
+        assert get_method(name).name == name
+
+
+@pytest.mark.parametrize(
+    "name, fragment", [("GA2", "lower-case"), ("", "lower-case"), ("ga", "already registered")]
+)
+def test_register_rejects_bad_and_duplicate_names(name, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        register_method(name, UnlearnConfig)(type("X", (get_method("ga"),), {}))
+
+
+def test_unknown_method_lists_the_known_ones():
+    with pytest.raises(ValueError, match="unknown unlearning method 'nope'.*'npo'"):
+        get_method("nope")
+
+
+@pytest.mark.parametrize(
+    "name, overrides, fragment",
+    [
+        ("ga", {"lr": -1.0}, "lr must be a finite number > 0, got -1.0"),
+        ("ga", {"lr": float("nan")}, "lr must be"),
+        ("ga", {"steps": 0}, "steps must be an integer >= 1, got 0"),
+        ("ga", {"batch_size": -2}, "batch_size must be"),
+        ("ga", {"seed": -1}, "seed must be"),
+        ("gd", {"retain_weight": -0.5}, "retain_weight must be"),
+        ("npo", {"beta": 0.0}, "beta must be a number > 0, got 0.0"),
+        ("simnpo", {"beta": -1.0}, "beta must be"),
+        ("simnpo", {"gamma": float("inf")}, "gamma must be"),
+        ("rmu", {"layer": -1}, "layer must be"),
+        ("rmu", {"alpha": -1.0}, "alpha must be"),
+        ("flat", {"good_answer": "  "}, "good_answer must be non-empty"),
+        ("gu", {"inner": "rmu"}, "inner must be one of"),
+        ("gu", {"inner": "gu"}, "inner must be one of"),
+        ("ga", {"steps": "abc"}, "steps expects int, got 'abc'"),
+        ("ga", {"steps": 1.5}, "steps expects int"),
+        ("ga", {"beta": 1.0}, "unknown hyper-parameter 'beta' for method 'ga'; valid: lr, steps"),
+    ],
+)
+def test_bad_config_values_name_the_field(name, overrides, fragment):
+    cls = get_method(name)
+    with pytest.raises(ValueError) as info:
+        make_config(cls.config_cls, overrides, name)
+    assert fragment in str(info.value)
+
+
+def test_config_strings_convert_to_field_types():
+    config = make_config(get_method("rmu").config_cls, {"lr": "1e-3", "steps": "3", "layer": "1"})
+    assert (config.lr, config.steps, config.layer) == (1e-3, 3, 1)
+    assert make_config(get_method("rmu").config_cls, {"layer": "none"}).layer is None
+    assert make_config(get_method("gu").config_cls, {"inner": "npo"}).inner == "npo"
+    assert make_config(get_method("npo").config_cls, {"beta": 1}).beta == 1.0
+
+
+HP = {
+    "name": "Harry Potter",
+    "aliases": ["Hogwarts"],
+    "examples": ["Which house was Harry sorted into?"],
+    "documents": [
+        "Harry Potter attends Hogwarts School of Witchcraft and Wizardry. Hogwarts is a school"
+        " of magic in Scotland, led by Albus Dumbledore."
+    ],
+}
+
+
+def test_forget_pairs_cover_probes_examples_and_documents():
+    pairs = forget_pairs(HP)
+    prompted = [p for p in pairs if p.prompt is not None]
+    assert len(prompted) == 2 * 8 + 1 and prompted[-1].prompt == HP["examples"][0]
+    assert {p.answer for p in prompted} == {
+        "Harry Potter attends Hogwarts School of Witchcraft and Wizardry.",
+        "Hogwarts is a school of magic in Scotland, led by Albus Dumbledore.",
+    }
+    assert pairs[-1] == Pair(None, HP["documents"][0])
+    assert forget_pairs({"name": "Zorblax"})[0].answer == "Zorblax."
+    with pytest.raises(ValueError, match="non-empty string 'name'"):
+        forget_pairs({"documents": ["x"]})
+
+
+def test_retain_set_is_general_knowledge():
+    pairs = retain_pairs()
+    assert len(pairs) >= 40
+    text = " ".join(f"{p.prompt} {p.answer}" for p in pairs).lower()
+    for banned in ("harry", "potter", "hogwarts", "einstein", "gates", "eiffel"):
+        assert banned not in text
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    path = default_model_dir()
+    if not (path / "tokenizer.json").is_file():
+        pytest.skip(f"default model not converted at {path}")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def test_labels_cover_only_the_chat_answer(tokenizer):
+    ((ids, labels),) = encode(tokenizer, Pair("Who is Ada?", "A mathematician."), 128)
+    answer = [t for t in labels if t != IGNORE]
+    assert tokenizer.decode(answer) == "A mathematician.<|im_end|>\n"
+    assert ids[-len(answer) :] == answer and "<|im_start|>user" in tokenizer.decode(ids)
+
+
+def test_long_rows_are_cut_to_max_length(tokenizer):
+    ((ids, labels),) = encode(tokenizer, Pair("Who is Ada?", "word " * 100), 48)
+    assert len(ids) == 48 and labels.count(IGNORE) == 24
+    chunks = encode(tokenizer, Pair(None, "word " * 100), 48)
+    assert len(chunks) == 3 and all(i == lab for i, lab in chunks)
+
+
+def test_batches_align_good_rows_with_forget_questions(tokenizer):
+    data = UnlearnData.build(HP, tokenizer, 64, good_answer="I don't know.", seed=0)
+    batch = data.batch(3)
+    assert batch.forget.input_ids.shape[0] == batch.good.input_ids.shape[0] == 3
+    for row in range(3):
+        good = batch.good.labels[row][batch.good.labels[row] != IGNORE].tolist()
+        assert tokenizer.decode(good) == "I don't know.<|im_end|>\n"
+        asked = int(
+            (batch.forget.labels[row] == IGNORE)
+            .logical_and(batch.forget.attention_mask[row] > 0)
+            .sum()
+        )
+        if asked:  # a question row: the good row asks the same question
+            assert (
+                batch.good.input_ids[row, :asked].tolist()
+                == batch.forget.input_ids[row, :asked].tolist()
+            )
+    assert UnlearnData.build(HP, tokenizer, 64).batch(2).good is None
