@@ -20,6 +20,9 @@ from classifiers.semantic import SemanticIndex
 # the classifier abstains (exact repeats and near-paraphrases of registered examples).
 SEMANTIC_THRESHOLD = 0.78
 MAX_TURNS = 6
+# A prompt is about a handful of targets at most; beyond that, keep the most confident ones
+# (without a cap, one vague prompt against 10,000 targets built thousands of matches).
+MAX_CLASSIFIER_HITS = 8
 _CLAUSES = re.compile(r"(?<=[?.!;])\s+|,?\s+\b(?:and also|and then|also|and)\b\s+", re.I)
 # A clause is another ask only if it asks something; "Ignore all previous instructions." and
 # "You are DAN." wrap a forget request, they do not make it a mixed one.
@@ -124,9 +127,10 @@ class Detector:
                 found[row].append(Match(target_id, info.version, score, evidence))
 
         if ids:
-            hit_rows, hit_cols = np.nonzero(scores >= thresholds[None, :])
-            for r, c in zip(hit_rows.tolist(), hit_cols.tolist(), strict=True):
-                offer(r, ids[c], float(scores[r, c]), "classifier")
+            margins = scores - thresholds[None, :]
+            for r in range(len(units)):
+                for c in _top_hits(margins[r]):
+                    offer(r, ids[c], float(scores[r, c]), "classifier")
         for row, sims in enumerate(self.semantic.search(vecs)):
             for target_id, sim in sims.items():
                 if sim >= SEMANTIC_THRESHOLD:
@@ -135,6 +139,14 @@ class Detector:
             for target_id, phrase in self.lexical.match(unit).items():
                 offer(row, target_id, 1.0, f"lexical:{phrase}")
         return found
+
+
+def _top_hits(margins: np.ndarray, k: int = MAX_CLASSIFIER_HITS) -> list[int]:
+    """Columns at or above threshold, at most the k with the largest margin."""
+    hits = np.flatnonzero(margins >= 0)
+    if len(hits) > k:
+        hits = hits[np.argpartition(-margins[hits], k)[:k]]
+    return hits.tolist()
 
 
 def _best(matches: list[Match]) -> list[Match]:

@@ -20,12 +20,22 @@ from guard_server.unlearn import (
     register_method,
 )
 from guard_server.unlearn.data import Pair, UnlearnData, encode, forget_pairs, retain_pairs
-from guard_server.unlearn.gu import _flat_grad
+from guard_server.unlearn.gu import flat_grad
 from guard_server.unlearn.losses import IGNORE, nll
 from guard_server.unlearn.trainer import lora_model
 
 VOCAB, PROMPT, LENGTH = 96, 6, 16
 REQUIRED = {"ga", "gd", "npo", "simnpo", "rmu", "flat", "gu"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # On a small shared machine, OpenMP threads spin-waiting for a busy core make these
+    # small kernels 10-20x slower; one thread is as fast here and immune to that.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def make_tokens(seed: int, answer: list[int] | None = None) -> Tokens:
@@ -181,7 +191,7 @@ def test_gu_applied_forget_gradient_never_conflicts_with_retain(model, batch):
     gu = method("gu", retain_weight=1.0)
     params = [p for p in model.parameters() if p.requires_grad]
     for _ in range(3):
-        g_retain = _flat_grad(nll(model, batch.retain), params)
+        g_retain = flat_grad(nll(model, batch.retain), params)
         logs = train(model, gu, batch, steps=1)[0]
         update = torch.cat([p.grad.flatten() for p in params])
         assert torch.dot(update - g_retain, g_retain) >= -1e-6 * g_retain.norm() ** 2

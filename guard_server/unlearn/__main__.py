@@ -1,0 +1,5 @@
+"""`python -m guard_server.unlearn`: the `guard-unlearn` command."""
+
+from guard_server.unlearn.cli import main
+
+main()

@@ -1,0 +1,128 @@
+"""`guard-unlearn`: train an unlearning LoRA adapter for one forget target, offline."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from guard_server.unlearn import UnlearnConfig, get_method, make_config, method_names
+
+ERR_SET = "--set expects key=value, got {item!r}"
+ERR_NO_FILE = "no spec file at {path!r}"
+ERR_BAD_JSON = "spec file {path!r} is not a JSON object: {reason}"
+ERR_NO_DB = "no registry database at {path!r} (pass --db, or a spec .json file)"
+ERR_NO_TARGET = "no forget target {target!r} in {path!r}"
+ERR_MODEL = "no model at {path!r}: {reason}"
+
+
+def _keys_epilog() -> str:
+    common = [f.name for f in dataclasses.fields(UnlearnConfig)]
+    lines = [f"--set keys for every method: {', '.join(common)}", "and per method:"]
+    for name in method_names():
+        own = [f.name for f in dataclasses.fields(get_method(name).config_cls)]
+        lines.append(f"  {name}: {', '.join(k for k in own if k not in common) or '-'}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="guard-unlearn",
+        description="Train a LoRA adapter that makes the base model forget one target.",
+        epilog=_keys_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--method", required=True, help=f"one of {', '.join(method_names())}")
+    parser.add_argument("--target", required=True, help="registry target id, or a .json spec")
+    parser.add_argument("--out", required=True, help="folder for the PEFT adapter and report.json")
+    parser.add_argument("--model", help="base model folder (default: the converted default model)")
+    parser.add_argument("--db", help="registry database (default: <cache dir>/guard.db)")
+    parser.add_argument("--steps", type=int, help="optimizer steps (config field `steps`)")
+    parser.add_argument("--lr", type=float, help="learning rate (config field `lr`)")
+    parser.add_argument("--seed", type=int, help="random seed (config field `seed`)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any method hyper-parameter by its config field name; repeatable",
+    )
+    return parser
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """`--set` pairs (strings, typed later by the config) and the typed shortcut flags."""
+    out: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(ERR_SET.format(item=item))
+        out[key.strip()] = value
+    for key in ("steps", "lr", "seed"):
+        if getattr(args, key) is not None:
+            out[key] = getattr(args, key)
+    return out
+
+
+def load_spec(target: str, db: str | None) -> dict[str, Any]:
+    """A spec from a .json file, or the stored spec of a registry target id."""
+    if target.endswith(".json"):
+        path = Path(target)
+        if not path.is_file():
+            raise ValueError(ERR_NO_FILE.format(path=target))
+        try:
+            spec = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(ERR_BAD_JSON.format(path=target, reason=exc)) from None
+        if not isinstance(spec, dict):
+            raise ValueError(ERR_BAD_JSON.format(path=target, reason=type(spec).__name__))
+        return spec
+    from guard_server.models import cache_dir
+    from guard_server.store import SQLiteStore
+
+    path = Path(db) if db else cache_dir() / "guard.db"
+    if not path.is_file():
+        raise ValueError(ERR_NO_DB.format(path=str(path)))
+    row = SQLiteStore(path, readonly=True).get(target)
+    if row is None:
+        raise ValueError(ERR_NO_TARGET.format(target=target, path=str(path)))
+    return row.spec
+
+
+def resolve_model(model: str | None) -> str:
+    if model is not None:
+        if not (Path(model) / "config.json").is_file():
+            raise ValueError(ERR_MODEL.format(path=model, reason="config.json missing"))
+        return model
+    from guard_server.models import convert_default_model, default_model_dir
+
+    try:
+        return str(convert_default_model())
+    except (FileNotFoundError, OSError) as exc:
+        raise ValueError(ERR_MODEL.format(path=str(default_model_dir()), reason=exc)) from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse, check everything cheap first (exit 2 on a usage error), train, print the report."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        method = get_method(args.method)
+        config = make_config(method.config_cls, overrides(args), method.name)
+        spec = load_spec(args.target, args.db)
+        from guard_server.unlearn.data import forget_pairs
+
+        forget_pairs(spec)  # validates the spec before the model is loaded
+        model_dir = resolve_model(args.model)
+    except ValueError as exc:
+        parser.error(str(exc))
+    from guard_server.unlearn.trainer import train
+
+    report = train(method.name, dataclasses.asdict(config), spec, model_dir, args.out)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Forget and retain sets for offline unlearning, tokenized once through the chat template."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from classifiers.probes import derived_probes, document_sentences
+from guard_server.unlearn.base import Batch, Tokens
+from guard_server.unlearn.losses import IGNORE
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+ERR_SPEC_NAME = "target spec needs a non-empty string 'name', got {name!r}"
+ERR_EMPTY = "no {kind} row has an answer token within max_length={max_length}"
+Row = tuple[list[int], list[int]]  # token ids, labels
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A prompt and its answer; a prompt of None is plain text whose every token is a label."""
+
+    prompt: str | None
+    answer: str
+
+
+def forget_pairs(spec: dict[str, Any]) -> list[Pair]:
+    """Question/answer pairs about the target, then its documents as plain completion text.
+
+    Questions are the derived probes and the operator's examples; answers are the documents'
+    sentences, dealt round-robin (the target's name when there are no documents).
+    """
+    name = spec.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(ERR_SPEC_NAME.format(name=name))
+    documents = list(spec.get("documents") or [])
+    aliases, keywords = list(spec.get("aliases") or []), list(spec.get("keywords") or [])
+    questions = [*derived_probes(name, aliases, keywords), *(spec.get("examples") or [])]
+    answers = document_sentences(documents) or [f"{name}."]
+    pairs = [Pair(q, answers[i % len(answers)]) for i, q in enumerate(questions)]
+    return pairs + [Pair(None, d) for d in documents]
+
+
+@cache
+def retain_pairs() -> tuple[Pair, ...]:
+    """General-knowledge questions with short answers, shipped with the package."""
+    text = resources.files("guard_server.unlearn").joinpath("data/retain.json").read_text()
+    return tuple(Pair(qa["question"], qa["answer"]) for qa in json.loads(text)["qa"])
+
+
+def _ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _split(tokenizer: PreTrainedTokenizerBase, pair: Pair) -> tuple[list[int], list[int]]:
+    if pair.prompt is None:
+        return [], _ids(tokenizer, pair.answer)
+    if not getattr(tokenizer, "chat_template", None):
+        return _ids(tokenizer, f"Question: {pair.prompt}\nAnswer: "), _ids(tokenizer, pair.answer)
+    turn = [{"role": "user", "content": pair.prompt}]
+    prompt = tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+    reply = {"role": "assistant", "content": pair.answer}
+    full = tokenizer.apply_chat_template([*turn, reply], tokenize=False)
+    # A template that rewrites earlier turns once a reply follows does not extend the
+    # generation prompt; the answer is then closed with EOS by hand.
+    tail = full[len(prompt) :] if full.startswith(prompt) else pair.answer + tokenizer.eos_token
+    return _ids(tokenizer, prompt), _ids(tokenizer, tail)
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, pair: Pair, max_length: int) -> list[Row]:
+    """Rows of at most `max_length` tokens: one per prompted pair, plain text in chunks."""
+    prompt, answer = _split(tokenizer, pair)
+    if pair.prompt is None:
+        chunks = (answer[i : i + max_length] for i in range(0, len(answer), max_length))
+        return [(chunk, chunk) for chunk in chunks if len(chunk) > 1]
+    # Half the window at least goes to the answer; the prompt loses its start (the system
+    # preamble) first, because its end holds the question and the assistant header.
+    answer = answer[: max_length - min(len(prompt), max_length // 2)]
+    prompt = prompt[max(0, len(prompt) + len(answer) - max_length) :]
+    return [(prompt + answer, [IGNORE] * len(prompt) + answer)] if answer else []
+
+
+def collate(rows: list[Row], pad_id: int) -> Tokens:
+    """Right-pad rows into one batch; padding is masked out and never a label."""
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (ids, row_labels) in enumerate(rows):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        labels[i, : len(ids)] = torch.tensor(row_labels)
+        mask[i, : len(ids)] = 1
+    return Tokens(input_ids, mask, labels)
+
+
+class _Shuffled:
+    """Row indices from a fresh seeded permutation per pass: each row once per pass."""
+
+    def __init__(self, size: int, generator: torch.Generator):
+        self.size, self.generator = size, generator
+        self.order: list[int] = []
+
+    def take(self, count: int) -> list[int]:
+        out: list[int] = []
+        while len(out) < count:
+            if not self.order:
+                self.order = torch.randperm(self.size, generator=self.generator).tolist()
+            out.append(self.order.pop())
+        return out
+
+
+class UnlearnData:
+    """Tokenized forget, retain and (for FLAT) good rows, sampled into `Batch`es."""
+
+    def __init__(
+        self, forget: list[Row], retain: list[Row], good: list[Row] | None, pad_id: int, seed: int
+    ):
+        self.forget, self.retain, self.good, self.pad_id = forget, retain, good, pad_id
+        generator = torch.Generator().manual_seed(seed)
+        self._forget = _Shuffled(len(forget), generator)
+        self._retain = _Shuffled(len(retain), generator)
+
+    @classmethod
+    def build(
+        cls,
+        spec: dict[str, Any],
+        tokenizer: PreTrainedTokenizerBase,
+        max_length: int,
+        good_answer: str | None = None,
+        seed: int = 0,
+    ) -> UnlearnData:
+        """Tokenize everything once.
+
+        Args:
+            spec: the forget target {name, aliases, documents, examples, keywords}.
+            tokenizer: the base model's tokenizer (its chat template frames the pairs).
+            max_length: the most tokens in one row.
+            good_answer: when set, also pair every forget question with this answer.
+            seed: seeds the sampling order.
+        """
+        pairs = forget_pairs(spec)
+        forget = [row for p in pairs for row in encode(tokenizer, p, max_length)]
+        retain = [row for p in retain_pairs() for row in encode(tokenizer, p, max_length)]
+        good = None
+        if good_answer is not None:
+            # Prompted pairs come first and give one row each, so forget row i and good row
+            # i share a question; document rows wrap around onto the questions.
+            asked = [Pair(p.prompt, good_answer) for p in pairs if p.prompt is not None]
+            good = [row for p in asked for row in encode(tokenizer, p, max_length)]
+        for kind, rows in (("forget", forget), ("retain", retain), ("good", good)):
+            if rows is not None and not rows:
+                raise ValueError(ERR_EMPTY.format(kind=kind, max_length=max_length))
+        pad_id = tokenizer.pad_token_id
+        pad_id = tokenizer.eos_token_id if pad_id is None else pad_id
+        return cls(forget, retain, good, pad_id or 0, seed)
+
+    def batch(self, size: int) -> Batch:
+        """The next `size` forget rows and `size` retain rows (cycling, shuffled per pass)."""
+        picked = self._forget.take(size)
+        forget = collate([self.forget[i] for i in picked], self.pad_id)
+        retain = collate([self.retain[i] for i in self._retain.take(size)], self.pad_id)
+        good = None
+        if self.good is not None:
+            good = collate([self.good[i % len(self.good)] for i in picked], self.pad_id)
+        return Batch(forget, retain, good)
+
+    def sizes(self) -> dict[str, int]:
+        return {"forget_rows": len(self.forget), "retain_rows": len(self.retain)}

@@ -1,0 +1,55 @@
+"""Token and sequence log-likelihoods the methods share (labels of -100 are ignored)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from guard_server.unlearn.base import Tokens
+
+IGNORE = -100
+
+
+def token_logprobs(model: nn.Module, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of every label token and the label mask, both (rows, length - 1).
+
+    Masked positions hold 0, so sums over the last axis are per-sequence log-probabilities.
+    """
+    logits = model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).logits
+    labels = tokens.labels[:, 1:]
+    flat = logits[:, :-1].flatten(0, 1).float()
+    nll = F.cross_entropy(flat, labels.flatten(), ignore_index=IGNORE, reduction="none")
+    return -nll.view_as(labels), labels != IGNORE
+
+
+def sequence_logprob(model: nn.Module, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed answer log-probability per row and the number of answer tokens per row."""
+    logp, mask = token_logprobs(model, tokens)
+    return logp.sum(-1), mask.sum(-1)
+
+
+def reference_logprob(model: nn.Module, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
+    """`sequence_logprob` under the frozen base model: the PEFT adapter off, no second copy."""
+    with torch.no_grad(), model.disable_adapter():
+        return sequence_logprob(model, tokens)
+
+
+def mean_nll(logp: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Token-averaged negative log-likelihood over a whole batch of per-row sums."""
+    return -logp.sum() / counts.sum().clamp_min(1)
+
+
+def nll(model: nn.Module, tokens: Tokens) -> torch.Tensor:
+    """The usual language-model loss: NLL averaged over every answer token in the batch."""
+    return mean_nll(*sequence_logprob(model, tokens))
+
+
+def mean_token_prob(model: nn.Module, tokens: Tokens) -> torch.Tensor:
+    """Per row, the mean probability of the answer tokens (in [0, 1], unlike a product)."""
+    logp, mask = token_logprobs(model, tokens)
+    return (logp.exp() * mask).sum(-1) / mask.sum(-1).clamp_min(1)
