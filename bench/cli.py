@@ -6,13 +6,14 @@ import argparse
 import json
 import sys
 
-from bench import detect, forget, registration, throughput
+from bench import adapters, detect, forget, registration, throughput
 
 COMMANDS = {
     "forget": (forget, "leak/retain/honesty of a server on a probe suite"),
     "throughput": (throughput, "guarded vs unguarded vs bad_words tokens/s, one engine"),
     "detect": (detect, "detection latency against the number of targets"),
     "register": (registration, "registration-to-effective latency and kill -9 survival"),
+    "adapters": (adapters, "each unlearning method's adapter vs the guard; quantization attack"),
 }
 
 
