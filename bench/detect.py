@@ -11,6 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bench import report
+from bench.detect_quality import detection_quality
 from bench.suite import forget_probes, load_suite
 
 WORDS = [
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     detector = Detector(encoder)
     for target in suite["targets"]:
         detector.add_target(target["name"], 1, target)
+    quality = detection_quality(detector, suite, {t["name"]: t["name"] for t in suite["targets"]})
     rows, added = [], len(suite["targets"])
     for n in map(int, args.targets.split(",")):
         start = time.perf_counter()
@@ -99,8 +101,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
         )
     directory = report.out_dir(args.name)
-    result = {"rows": rows, "summary": rows[-1]}
-    report.write(directory, result, {"detection latency": (rows, list(rows[0]))})
+    result = {
+        "rows": rows,
+        "quality": quality,
+        "summary": {**rows[-1], "recall": quality["recall"], "fpr": quality["fpr"]},
+    }
+    kinds = [{"kind": k, "recall": v} for k, v in quality["recall_by_kind"].items()]
+    kinds += [
+        {"kind": f"retain:{k}", "false_positive_rate": v} for k, v in quality["fpr_by_kind"].items()
+    ]
+    report.write(
+        directory,
+        result,
+        {
+            "detection latency": (rows, list(rows[0])),
+            f"detection quality (recall {quality['recall']:.3f}, FPR {quality['fpr']:.3f})": (
+                kinds,
+                ["kind", "recall", "false_positive_rate"],
+            ),
+        },
+    )
     xs = [r["targets"] for r in rows]
     report.line_plot(
         directory / "latency_vs_targets.png",
