@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from guard_server.models import default_model_dir
 from guard_server.store import SQLiteStore, TargetRow
 from guard_server.unlearn.cli import load_spec, main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SPEC = {
     "name": "Harry Potter",
@@ -19,16 +20,6 @@ SPEC = {
         " of magic in Scotland, led by Albus Dumbledore."
     ],
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # On a small shared machine, OpenMP threads spin-waiting for a busy core make these
-    # small kernels 10-20x slower; one thread is as fast here and immune to that.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -26,16 +26,7 @@ from guard_server.unlearn.trainer import lora_model
 
 VOCAB, PROMPT, LENGTH = 96, 6, 16
 REQUIRED = {"ga", "gd", "npo", "simnpo", "rmu", "flat", "gu"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # On a small shared machine, OpenMP threads spin-waiting for a busy core make these
-    # small kernels 10-20x slower; one thread is as fast here and immune to that.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_tokens(seed: int, answer: list[int] | None = None) -> Tokens:
