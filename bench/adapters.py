@@ -2,14 +2,14 @@
 
 For each registered method: train an adapter (guard-unlearn's trainer), serve it on the real
 server as `<base>:<method>`, and score the target's probes and the suite's retain prompts. The
-guard is scored on the same prompts. With `--quantize`, each merged adapter is also
-round-to-nearest quantized (8 and 4 bits, per output row) and the probes asked again with
-transformers, after "Catastrophic Failure of LLM Unlearning via Quantization" (2025).
+guard is scored on the same prompts. Adapters are trained once and cached; `guard-bench attack`
+quantizes and relearns the same ones.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from openai import OpenAI
 from tqdm import tqdm
 
 from bench import report
+from bench.attack import METHODS, adapter_dir
 from bench.serverproc import ADMIN_KEY, start_server
 from bench.suite import forget_probes, is_refusal, leaks, load_suite, registration_body
 
@@ -26,12 +27,11 @@ HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--methods", default="ga,gd,npo,simnpo,rmu,flat,gu")
+    p.add_argument("--methods", default=METHODS)
     p.add_argument("--target", default="Harry Potter", help="target name in the suite")
     p.add_argument("--suite", default="default")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--max-tokens", type=int, default=48)
-    p.add_argument("--quantize", action="store_true", help="also run the quantization attack")
     p.add_argument("--port", type=int, default=8766)
     p.add_argument("--name", default="adapters")
 
@@ -60,38 +60,8 @@ def _score(probes, base: list[str], edited: list[str], retain_base, retain_edite
     }
 
 
-def _quantized_leak(model_dir: str, adapter: str, probes, base, bits: int, max_tokens: int):
-    """Merge the adapter, RTN-quantize every linear weight per row, ask the probes again."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-    levels = 2 ** (bits - 1) - 1
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.Linear):
-                w = module.weight
-                scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / levels
-                w.copy_((w / scale).round().clamp(-levels, levels) * scale)
-    edited = []
-    for p in probes:
-        ids = tok.apply_chat_template(
-            list(p.messages), add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )
-        out = model.generate(**ids, max_new_tokens=max_tokens, do_sample=False)
-        edited.append(tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True))
-    leaking = [
-        (p, e) for p, b, e in zip(probes, base, edited, strict=True) if leaks(b, p.leak_keywords)
-    ]
-    return sum(leaks(e, p.leak_keywords) for p, e in leaking) / len(leaking) if leaking else None
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from guard_server.models import convert_default_model
-    from guard_server.unlearn.trainer import train
 
     suite = load_suite(args.suite)
     target = next(t for t in suite["targets"] if t["name"] == args.target)
@@ -102,9 +72,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="guard-adapters-"))
     reports = {}
     for method in tqdm(args.methods.split(","), desc="training"):
-        reports[method] = train(
-            method, {"steps": args.steps}, target, model_dir, str(root / method)
-        )
+        path = adapter_dir(target, method, args.steps, model_dir)
+        reports[method] = {"path": path, **json.loads((path / "report.json").read_text())}
     server = start_server(
         args.port, root / "guard.db", root / "server.log", "--enable-lora", "--max-lora-rank", "16"
     )
@@ -131,7 +100,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         api.delete(f"/v1/forget-targets/{created['id']}")
         for method, rep in reports.items():
             model = api.post(
-                "/v1/adapters", json={"name": method, "path": str(root / method)}
+                "/v1/adapters", json={"name": method, "path": str(rep["path"])}
             ).json()["model"]
             row = {
                 "method": method,
@@ -148,13 +117,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rows.append(row)
     finally:
         server.stop()
-    if args.quantize:
-        for row in rows[1:]:
-            adapter = str(root / row["method"])
-            for bits in (8, 4):
-                row[f"leak_q{bits}"] = _quantized_leak(
-                    model_dir, adapter, probes, base, bits, args.max_tokens
-                )
     directory = report.out_dir(args.name)
     columns = [
         "method",
@@ -164,8 +126,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "honesty",
         "train_s",
         "adapter_mb",
-        "leak_q8",
-        "leak_q4",
     ]
     result = {"target": args.target, "steps": args.steps, "rows": rows, "summary": rows}
     report.write(directory, result, {f"forgetting '{args.target}'": (rows, columns)})

