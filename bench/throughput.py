@@ -29,7 +29,7 @@ PROMPTS = [
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="HF model folder (default: the converted default)")
-    p.add_argument("--batch-sizes", default="1,32")
+    p.add_argument("--batch-sizes", default="1,4,16,32,64")
     p.add_argument("--phrases", default="500", help="forbidden phrase counts for the main table")
     p.add_argument("--sweep-phrases", default="10,500,5000", help="phrase counts for the sweep")
     p.add_argument("--sweep-batch", type=int, default=8)
