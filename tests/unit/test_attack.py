@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer, LlamaForCausalLM
 
 from bench.attack import in_context, leak_rate, relearn, rtn_quantize
 from bench.suite import Probe
 from guard_server.models import default_model_dir
 from guard_server.unlearn.data import UnlearnData, collate
 from guard_server.unlearn.losses import nll
+from tests.tiny import tiny_llama_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TARGET = {
@@ -22,15 +23,7 @@ TARGET = {
 
 def tiny_llama(vocab: int) -> LlamaForCausalLM:
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-    )
-    return LlamaForCausalLM(config).float()
+    return LlamaForCausalLM(tiny_llama_config(vocab, hidden=16, layers=1, heads=2)).float()
 
 
 @pytest.mark.parametrize("bits", [8, 4, 2])

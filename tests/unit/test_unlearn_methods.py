@@ -23,6 +23,7 @@ from guard_server.unlearn.data import Pair, UnlearnData, encode, forget_pairs, r
 from guard_server.unlearn.gu import flat_grad
 from guard_server.unlearn.losses import IGNORE, nll
 from guard_server.unlearn.trainer import lora_model
+from tests.tiny import tiny_llama_config
 
 VOCAB, PROMPT, LENGTH = 96, 6, 16
 REQUIRED = {"ga", "gd", "npo", "simnpo", "rmu", "flat", "gu"}
@@ -55,15 +56,7 @@ def memorised() -> tuple[LlamaConfig, dict[str, torch.Tensor]]:
     """A tiny Llama's weights after it has learnt the forget and retain answers: forgetting
     is only measurable on a model that knows something (SimNPO saturates otherwise)."""
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=64,
-    )
+    config = tiny_llama_config(VOCAB)
     model = LlamaForCausalLM(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for _ in range(40):
