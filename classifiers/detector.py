@@ -97,23 +97,26 @@ class Detector:
             self.semantic.remove(target_id)
             self.lexical.remove(target_id)
 
-    def screen(self, texts: list[str]) -> tuple[list[Match], bool]:
-        """Matches for a conversation (oldest turn first) and whether it also asks other things.
+    def screen(self, texts: list[str]) -> tuple[list[Match], list[str]]:
+        """Matches for a conversation (oldest turn first) and what else its last turn asks.
 
         Each of the last turns is scored on its own and the last turns are scored together,
-        so a target reached only across turns is still found.
+        so a target reached only across turns is still found. The second value holds the
+        clauses of the last turn that ask something and match no target ([] unless the
+        conversation matches a target and also asks something else: a mixed request).
         """
         turns = [t for t in texts if t.strip()][-MAX_TURNS:]
         if not turns or not self.targets:
-            return [], False
+            return [], []
         units = [*turns, " ".join(turns)] if len(turns) > 1 else list(turns)
         clauses = _ask_clauses(turns[-1])
         with self._lock:
             per_unit = self._score([*units, *clauses])
         matches = _best([m for unit in per_unit for m in unit])
-        # Mixed: the last turn also asks something that matches no target at all.
-        mixed = bool(matches) and any(not m for m in per_unit[len(units) :])
-        return matches, mixed
+        if not matches:
+            return [], []
+        others = [c for c, m in zip(clauses, per_unit[len(units) :], strict=True) if not m]
+        return matches, others
 
     def _score(self, units: list[str]) -> list[list[Match]]:
         """Matches per unit (one encoder call for all units)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from guard_server import metrics
@@ -33,7 +33,8 @@ class Verdict:
     """What detection decided for one request."""
 
     flags: tuple[Flag, ...] = ()
-    action: str = "none"  # "none" | "refuse" | "restrict"
+    action: str = "none"  # "none" | "refuse" | "restrict" | "partial"
+    keep: tuple[str, ...] = ()  # partial: the last turn's clauses that ask something else
 
     @property
     def flagged(self) -> bool:
@@ -62,7 +63,28 @@ class Verdict:
             }
             for f in self.flags
         ]
-        return {"flagged": self.flagged, "action": self.action, "targets": targets}
+        report = {"flagged": self.flagged, "action": self.action, "targets": targets}
+        if self.keep:
+            report["answered"] = list(self.keep)
+        return report
+
+    def without_partial(self) -> Verdict:
+        """For raw-text prompts, which cannot be cut into turns: restrict instead."""
+        return replace(self, action="restrict", keep=()) if self.action == "partial" else self
+
+
+def keep_only(messages: list[Any], verdict: Verdict) -> None:
+    """A partial verdict's request asks only the clauses that match no target.
+
+    The last user turn is replaced by those clauses; the engine then forces the refusal
+    sentence first and restricts the rest, so the answer says what it leaves out.
+    """
+    if verdict.action != "partial":
+        return
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            message["content"] = " ".join(verdict.keep)
+            return
 
 
 def apply_verdict(xargs: dict[str, Any] | None, verdict: Verdict) -> dict[str, Any] | None:
@@ -136,18 +158,29 @@ class Guard:
             return Verdict()
         start = time.perf_counter()
         self.sync()
-        matches, mixed = self.detector.screen(texts)
+        matches, others = self.detector.screen(texts)
         metrics.DETECTION_SECONDS.observe(time.perf_counter() - start)
         if not matches:
             metrics.REQUESTS.labels("none").inc()
             return Verdict()
         policies = {self.detector.targets[m.target_id].policy for m in matches}
-        action = "refuse" if policies == {"refuse"} and not mixed else "restrict"
+        action, keep = decide(policies, others)
         flags = tuple(Flag(m.target_id, m.version, m.score, m.evidence) for m in matches)
         metrics.REQUESTS.labels(action).inc()
         for flag in flags:
             metrics.TARGET_HITS.labels(flag.target_id).inc()
-        return Verdict(flags, action)
+        return Verdict(flags, action, keep)
+
+
+def decide(policies: set[str], others: list[str]) -> tuple[str, tuple[str, ...]]:
+    """The action for a flagged request, and the clauses to keep asking.
+
+    Any target with policy `restrict` restricts the whole answer. Otherwise the request is
+    refused, or, when its last turn also asks things no target matches, answered partially.
+    """
+    if policies != {"refuse"}:
+        return "restrict", ()
+    return ("partial", tuple(others)) if others else ("refuse", ())
 
 
 def _guarded(row: Any) -> bool:

@@ -15,7 +15,14 @@ from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 from vllm.entrypoints.serve.utils.api_utils import validate_json_request
 
 from guard_server import errors
-from guard_server.guard import HEADER, Guard, Verdict, apply_verdict, conversation_texts
+from guard_server.guard import (
+    HEADER,
+    Guard,
+    Verdict,
+    apply_verdict,
+    conversation_texts,
+    keep_only,
+)
 
 router = APIRouter()
 # Recomputed by the new response: copying them would describe the old body.
@@ -48,6 +55,7 @@ async def create_chat_completion(request: ChatCompletionRequest, raw_request: Re
     if not request.messages:
         raise errors.InvalidRequest(errors.ERR_EMPTY_MESSAGES, param="messages")
     verdict = _guard(raw_request).screen(conversation_texts(request.messages))
+    keep_only(request.messages, verdict)
     request.vllm_xargs = apply_verdict(request.vllm_xargs, verdict)
     response = await vllm_chat.create_chat_completion(request, raw_request)
     return _decorate(response, verdict)
@@ -57,6 +65,7 @@ async def create_chat_completion(request: ChatCompletionRequest, raw_request: Re
 async def create_completion(request: CompletionRequest, raw_request: Request):
     prompts = request.prompt if isinstance(request.prompt, list) else [request.prompt]
     verdict = _guard(raw_request).screen([p for p in prompts if isinstance(p, str)])
+    verdict = verdict.without_partial()
     request.vllm_xargs = apply_verdict(request.vllm_xargs, verdict)
     response = await vllm_completion.create_completion(request, raw_request)
     return _decorate(response, verdict)

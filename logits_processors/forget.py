@@ -36,10 +36,14 @@ class RowState:
     """One flagged request: its plan, automaton node and how much output it has consumed."""
 
     plan: Plan
-    refuse: bool
+    action: str  # one of params.ACTIONS
     output: list[int]  # vLLM's live reference to the request's generated tokens
     node: int = 0
     consumed: int = 0
+
+    @property
+    def refuse(self) -> bool:
+        return self.action == "refuse"
 
     def advance(self) -> None:
         if self.consumed < len(self.output):
@@ -47,10 +51,12 @@ class RowState:
             self.consumed = len(self.output)
 
     def forced_token(self) -> int:
-        if not self.refuse:
-            return -1
-        refusal = self.plan.refusal
-        return refusal[min(len(self.output), len(refusal) - 1)]
+        refusal, n = self.plan.refusal, len(self.output)
+        if self.refuse:
+            return refusal[min(n, len(refusal) - 1)]  # the refusal, then its end token
+        if self.action == "partial" and n < len(refusal) - 1:
+            return refusal[n]  # the refusal's sentence without its end token
+        return -1
 
 
 class ForgetLogitsProcessor(LogitsProcessor):
@@ -90,8 +96,8 @@ class ForgetLogitsProcessor(LogitsProcessor):
                 raise
             logger.exception("cannot load forget targets %s; ending the answer", guard.targets)
             plan = Plan(TokenAutomaton(()), EMPTY, EMPTY_VALS, (self.eos_token_id,))
-            return RowState(plan, True, output)
-        state = RowState(plan, guard.action == "refuse", output)
+            return RowState(plan, "refuse", output)
+        state = RowState(plan, guard.action, output)
         # A forbidden sequence may start in the prompt and end in the answer.
         keep = plan.automaton.max_len - 1
         state.node = plan.automaton.feed(0, prompt[-keep:] if prompt and keep > 0 else ())

@@ -9,7 +9,9 @@ from typing import Any
 TARGETS_KEY = "forget_targets"
 ACTION_KEY = "forget_action"
 GUARD_KEYS = frozenset({TARGETS_KEY, ACTION_KEY})
-ACTIONS = ("refuse", "restrict")
+# refuse: the refusal, then end. restrict: bans and penalties. partial: the refusal's sentence
+# first (no end), then restrict (a mixed request whose target clauses the server removed).
+ACTIONS = ("refuse", "restrict", "partial")
 MAX_TARGETS_PER_REQUEST = 64
 _TARGET_REF = re.compile(r"^(?P<id>[A-Za-z0-9_-]{1,64})@(?P<version>[0-9]{1,9})$")
 

@@ -53,9 +53,9 @@ def test_suite_recall_and_false_positives(detector):
     ],
 )
 def test_conversations(detector, turns, expected, mixed):
-    matches, is_mixed = detector.screen(turns)
+    matches, others = detector.screen(turns)
     assert expected in [m.target_id for m in matches]
-    assert is_mixed is mixed
+    assert bool(others) is mixed
 
 
 @pytest.mark.parametrize(
@@ -67,7 +67,7 @@ def test_conversations(detector, turns, expected, mixed):
     ],
 )
 def test_unrelated_prompts_are_not_flagged(detector, prompt):
-    assert detector.screen([prompt]) == ([], False)
+    assert detector.screen([prompt]) == ([], [])
 
 
 def test_removed_and_replaced_targets(detector):

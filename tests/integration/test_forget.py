@@ -46,7 +46,14 @@ def test_restrict_no_longer_leaks_and_never_emits_a_forbidden_sequence(llm, comp
         assert all(tuple(ids[i : i + n]) != seq for i in range(len(ids) - n + 1)), seq
 
 
-@pytest.mark.parametrize("action", ["refuse", "restrict"])
+def test_partial_says_the_refusal_then_goes_on_without_leaking(llm):
+    out = llm.chat(chats([FORGET_PROMPT]), flagged("partial"), use_tqdm=False)[0].outputs[0]
+    refusal = "I'm sorry, I can't share information about that."
+    assert out.text.startswith(refusal) and len(out.text) > len(refusal), out.text
+    assert not any(word in out.text.lower() for word in LEAKS), out.text
+
+
+@pytest.mark.parametrize("action", ["refuse", "restrict", "partial"])
 def test_mixed_batch_leaves_unflagged_rows_bit_identical(llm, reference_outputs, action):
     params = [greedy()] * (len(BATCH) - 1) + [flagged(action)]
     outputs = token_ids(llm.chat(chats(BATCH), params, use_tqdm=False))

@@ -144,6 +144,26 @@ def test_registration_is_effective_on_the_next_request(api, client):
     assert "Hogwarts" in text and fired == ""
 
 
+def test_mixed_request_answers_the_other_half_and_says_what_it_leaves_out(api, client):
+    target = api.post("/v1/forget-targets", json=HARRY_POTTER).json()
+    try:
+        ask = "What is the capital of Spain? Also, who wrote the Harry Potter books?"
+        raw = client.chat.completions.with_raw_response.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": ask}],
+            temperature=0,
+            max_tokens=40,
+        )
+        body = json.loads(raw.text)
+    finally:
+        api.delete(f"/v1/forget-targets/{target['id']}")
+    text = body["choices"][0]["message"]["content"]
+    assert body["guard"]["action"] == "partial"
+    assert body["guard"]["answered"] == ["What is the capital of Spain?"]
+    assert text.startswith(REFUSAL) and "Madrid" in text[len(REFUSAL) :], text
+    assert not any(w in text.lower() for w in ("rowling", "hogwarts")), text
+
+
 def test_concurrent_registrations_and_chats(api, client):
     def register(i: int) -> int:
         body = {"name": f"Concurrent topic {i}", "keywords": [f"zebracorn{i}"]}

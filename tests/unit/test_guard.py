@@ -1,6 +1,15 @@
 """Verdicts become extra args; client-sent guard keys never reach the engine."""
 
-from guard_server.guard import Flag, Verdict, apply_verdict, conversation_texts
+import pytest
+
+from guard_server.guard import (
+    Flag,
+    Verdict,
+    apply_verdict,
+    conversation_texts,
+    decide,
+    keep_only,
+)
 from logits_processors.params import ACTION_KEY, TARGETS_KEY, parse_guard_params
 
 
@@ -31,3 +40,50 @@ def test_conversation_texts_reads_every_turn_and_text_parts():
         {"role": "user", "content": "third turn"},
     ]
     assert conversation_texts(messages) == ["be nice", "part one", "answer", "third turn"]
+
+
+@pytest.mark.parametrize(
+    ("policies", "others", "expected"),
+    [
+        ({"refuse"}, [], ("refuse", ())),
+        ({"refuse"}, ["What is 2+2?"], ("partial", ("What is 2+2?",))),
+        ({"restrict"}, [], ("restrict", ())),
+        ({"restrict"}, ["What is 2+2?"], ("restrict", ())),
+        ({"refuse", "restrict"}, ["What is 2+2?"], ("restrict", ())),
+    ],
+)
+def test_decide(policies, others, expected):
+    assert decide(policies, others) == expected
+
+
+def test_partial_verdict_keeps_only_the_other_clauses_of_the_last_user_turn():
+    messages = [
+        {"role": "user", "content": "Who wrote Harry Potter?"},
+        {"role": "assistant", "content": "I can't say."},
+        {"role": "user", "content": "What is 2+2, and who is Harry Potter?"},
+        {"role": "assistant", "content": "prefill"},
+    ]
+    partial = Verdict((Flag("hp", 1, 0.9),), "partial", ("What is 2+2",))
+    keep_only(messages, partial)
+    assert [m["content"] for m in messages] == [
+        "Who wrote Harry Potter?",
+        "I can't say.",
+        "What is 2+2",
+        "prefill",
+    ]
+    assert partial.report()["answered"] == ["What is 2+2"]
+    assert apply_verdict(None, partial)[ACTION_KEY] == "partial"
+
+
+@pytest.mark.parametrize("action", ["refuse", "restrict"])
+def test_other_verdicts_leave_the_messages_alone(action):
+    messages = [{"role": "user", "content": "What is 2+2, and who is Harry Potter?"}]
+    keep_only(messages, Verdict((Flag("hp", 1, 0.9),), action))
+    assert messages[0]["content"] == "What is 2+2, and who is Harry Potter?"
+
+
+def test_raw_prompts_get_restrict_instead_of_partial():
+    partial = Verdict((Flag("hp", 1, 0.9),), "partial", ("What is 2+2",))
+    assert partial.without_partial() == Verdict(partial.flags, "restrict")
+    refuse = Verdict((Flag("hp", 1, 0.9),), "refuse")
+    assert refuse.without_partial() is refuse

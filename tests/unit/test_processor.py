@@ -93,6 +93,23 @@ def test_refuse_row_is_forced_through_the_refusal_then_eos(processor):
     assert produced[4:] == [EOS, EOS]
 
 
+def test_partial_row_says_the_refusal_sentence_then_answers_under_restriction(processor):
+    out = []
+    add(processor, [(0, params("partial"), [1], out)], 1)
+    produced, last = [], None
+    for _ in range(6):
+        logits = torch.zeros(1, VOCAB)
+        logits[0, 7] = 5.0  # the model would say a banned single-token phrase
+        logits[0, 12] = 4.0  # or this unrelated token
+        last = processor.apply(logits)
+        token = int(last.argmax())
+        produced.append(token)
+        out.append(token)
+    assert produced[:3] == [20, 21, 22]  # the refusal's sentence, without its EOS
+    assert produced[3:] == [12, 12, 12]  # then free, but the phrase stays banned
+    assert last[0, 7] == float("-inf") and last[0, 10] == pytest.approx(-2.0)
+
+
 def test_moves_and_removals_follow_the_request(processor):
     out_flag, out_free = [], []
     add(processor, [(0, params("restrict"), [1], out_flag), (1, params(), [1], out_free)], 2)
