@@ -13,6 +13,8 @@ import torch
 from logits_processors.compiled import CompiledTarget
 
 REFUSAL = "I'm sorry, I can't share information about that."
+# Ends a partial answer (a mixed request answered without its forgotten part).
+PARTIAL_NOTE = "I can't share information about the rest of your question."
 MAX_DOC_PHRASES = 24
 PENALTY_NEIGHBOURS = 8
 PENALTY_MIN_SIM = 0.7
@@ -144,8 +146,8 @@ class Compiler:
             and word.casefold() not in _FUNCTION_WORDS
         )
 
-    def refusal(self) -> tuple[int, ...]:
-        ids = self.tokenizer.encode(REFUSAL, add_special_tokens=False)
+    def refusal(self, text: str = REFUSAL) -> tuple[int, ...]:
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
         return (*ids, self.tokenizer.eos_token_id)
 
     def compile(self, target_id: str, version: int, spec: dict[str, Any]) -> CompiledTarget:
@@ -162,6 +164,7 @@ class Compiler:
             penalty_ids=tuple(pen_ids),
             penalty_vals=tuple(pen_vals),
             refusal=self.refusal(),
+            note=self.refusal("\n\n" + PARTIAL_NOTE),
         )
 
 

@@ -14,7 +14,8 @@ class CompiledTarget:
 
     `sequences` are forbidden token-id sequences (every tokenizer variant of every phrase);
     `penalty_ids`/`penalty_vals` are the sparse semantic penalty over the vocabulary;
-    `refusal` is the token ids of the honest refusal, ending with the end-of-turn token.
+    `refusal` is the token ids of the honest refusal, ending with the end-of-turn token;
+    `note` ends a partial answer the same way ("... about the rest of your question.").
     """
 
     target_id: str
@@ -25,6 +26,7 @@ class CompiledTarget:
     penalty_vals: tuple[float, ...]
     refusal: tuple[int, ...]
     strength: float = 4.0
+    note: tuple[int, ...] = ()
 
     def to_bytes(self) -> bytes:
         body = {
@@ -37,6 +39,7 @@ class CompiledTarget:
             "penalty_vals": [round(v, 4) for v in self.penalty_vals],
             "refusal": list(self.refusal),
             "strength": self.strength,
+            "note": list(self.note),
         }
         return json.dumps(body, separators=(",", ":")).encode()
 
@@ -54,4 +57,5 @@ class CompiledTarget:
             penalty_vals=tuple(body["penalty_vals"]),
             refusal=tuple(body["refusal"]),
             strength=body["strength"],
+            note=tuple(body.get("note", ())),  # absent in blobs compiled before partial answers
         )

@@ -38,25 +38,50 @@ class RowState:
     plan: Plan
     action: str  # one of params.ACTIONS
     output: list[int]  # vLLM's live reference to the request's generated tokens
+    max_tokens: int | None = None
     node: int = 0
     consumed: int = 0
+    note_from: int = -1  # partial: where the closing note started (-1: not yet)
 
     @property
     def refuse(self) -> bool:
         return self.action == "refuse"
+
+    @property
+    def awaits_end(self) -> bool:
+        """A partial answer that has not started its closing note yet."""
+        return self.action == "partial" and bool(self.plan.note) and self.note_from < 0
 
     def advance(self) -> None:
         if self.consumed < len(self.output):
             self.node = self.plan.automaton.feed(self.node, self.output[self.consumed :])
             self.consumed = len(self.output)
 
-    def forced_token(self) -> int:
-        refusal, n = self.plan.refusal, len(self.output)
+    def forced_token(self, wants_end: bool = False) -> int:
+        """The token this row must produce next, or -1.
+
+        refuse: the refusal, then its end token. partial: nothing until the model wants to
+        end (`wants_end`: its top token is the end token) or only the note still fits in
+        max_tokens; then the note, which carries the end token.
+        """
+        n = len(self.output)
         if self.refuse:
-            return refusal[min(n, len(refusal) - 1)]  # the refusal, then its end token
-        if self.action == "partial" and n < len(refusal) - 1:
-            return refusal[n]  # the refusal's sentence without its end token
-        return -1
+            return self.plan.refusal[min(n, len(self.plan.refusal) - 1)]
+        note = self.plan.note
+        if self.awaits_end and (
+            wants_end or (self.max_tokens is not None and n + len(note) >= self.max_tokens)
+        ):
+            self.note_from = n
+        if self.note_from < 0:
+            return -1
+        return note[min(n - self.note_from, len(note) - 1)]
+
+    def banned(self) -> np.ndarray:
+        if self.refuse:
+            return EMPTY
+        banned = self.plan.automaton.banned(self.node)
+        # Until its note, a partial answer may not end by sampling the end token either.
+        return np.append(banned, self.plan.note[-1]) if self.awaits_end else banned
 
 
 class ForgetLogitsProcessor(LogitsProcessor):
@@ -97,7 +122,7 @@ class ForgetLogitsProcessor(LogitsProcessor):
             logger.exception("cannot load forget targets %s; ending the answer", guard.targets)
             plan = Plan(TokenAutomaton(()), EMPTY, EMPTY_VALS, (self.eos_token_id,))
             return RowState(plan, "refuse", output)
-        state = RowState(plan, guard.action, output)
+        state = RowState(plan, guard.action, output, params.max_tokens)
         # A forbidden sequence may start in the prompt and end in the answer.
         keep = plan.automaton.max_len - 1
         state.node = plan.automaton.feed(0, prompt[-keep:] if prompt and keep > 0 else ())
@@ -137,8 +162,9 @@ class ForgetLogitsProcessor(LogitsProcessor):
         for index in self._order:
             state = self.states[index]
             state.advance()
-            forced.append(state.forced_token())
-            banned = EMPTY if state.refuse else state.plan.automaton.banned(state.node)
+            wants_end = state.awaits_end and int(logits[index].argmax()) == state.plan.note[-1]
+            forced.append(state.forced_token(wants_end))
+            banned = state.banned()
             bans.append(banned)
             ban_counts.append(ban_counts[-1] + len(banned))
         ban_ids = np.concatenate(bans) if ban_counts[-1] else np.zeros(0, np.int64)

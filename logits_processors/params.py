@@ -9,8 +9,9 @@ from typing import Any
 TARGETS_KEY = "forget_targets"
 ACTION_KEY = "forget_action"
 GUARD_KEYS = frozenset({TARGETS_KEY, ACTION_KEY})
-# refuse: the refusal, then end. restrict: bans and penalties. partial: the refusal's sentence
-# first (no end), then restrict (a mixed request whose target clauses the server removed).
+# refuse: the refusal, then end. restrict: bans and penalties. partial: restrict, and end with
+# the target's note instead of ending silently (a mixed request whose target clauses the server
+# removed: the answer says what it leaves out).
 ACTIONS = ("refuse", "restrict", "partial")
 MAX_TARGETS_PER_REQUEST = 64
 _TARGET_REF = re.compile(r"^(?P<id>[A-Za-z0-9_-]{1,64})@(?P<version>[0-9]{1,9})$")

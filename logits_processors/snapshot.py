@@ -26,6 +26,7 @@ class Plan:
     penalty_ids: np.ndarray  # unique token ids
     penalty_vals: np.ndarray  # strength already folded in
     refusal: tuple[int, ...]
+    note: tuple[int, ...] = ()
 
 
 def merge(targets: list[CompiledTarget]) -> Plan:
@@ -36,7 +37,7 @@ def merge(targets: list[CompiledTarget]) -> Plan:
             penalty[tok] = penalty.get(tok, 0.0) + t.strength * val
     ids = np.fromiter(penalty.keys(), dtype=np.int64, count=len(penalty))
     vals = np.fromiter(penalty.values(), dtype=np.float32, count=len(penalty))
-    return Plan(TokenAutomaton(sequences), ids, vals, targets[0].refusal)
+    return Plan(TokenAutomaton(sequences), ids, vals, targets[0].refusal, targets[0].note)
 
 
 class Snapshot:

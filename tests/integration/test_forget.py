@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from guard_server.compiler import PARTIAL_NOTE
 from logits_processors.params import ACTION_KEY, TARGETS_KEY
 from tests.integration.conftest import (
     BATCH,
@@ -46,10 +47,10 @@ def test_restrict_no_longer_leaks_and_never_emits_a_forbidden_sequence(llm, comp
         assert all(tuple(ids[i : i + n]) != seq for i in range(len(ids) - n + 1)), seq
 
 
-def test_partial_says_the_refusal_then_goes_on_without_leaking(llm):
+def test_partial_answers_without_leaking_and_ends_with_its_note(llm):
     out = llm.chat(chats([FORGET_PROMPT]), flagged("partial"), use_tqdm=False)[0].outputs[0]
-    refusal = "I'm sorry, I can't share information about that."
-    assert out.text.startswith(refusal) and len(out.text) > len(refusal), out.text
+    assert out.text.endswith("\n\n" + PARTIAL_NOTE), out.text
+    assert len(out.text) > len(PARTIAL_NOTE) + 2 and out.finish_reason == "stop"
     assert not any(word in out.text.lower() for word in LEAKS), out.text
 
 

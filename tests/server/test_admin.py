@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from guard_server import admin
-from guard_server.compiler import REFUSAL
+from guard_server.compiler import PARTIAL_NOTE, REFUSAL
 from tests.server.conftest import MODEL
 
 SCHOOL = [{"role": "user", "content": "What is the name of the school Harry Potter attends?"}]
@@ -160,7 +160,7 @@ def test_mixed_request_answers_the_other_half_and_says_what_it_leaves_out(api, c
     text = body["choices"][0]["message"]["content"]
     assert body["guard"]["action"] == "partial"
     assert body["guard"]["answered"] == ["What is the capital of Spain?"]
-    assert text.startswith(REFUSAL) and "Madrid" in text[len(REFUSAL) :], text
+    assert "Madrid" in text and text.endswith("\n\n" + PARTIAL_NOTE), text
     assert not any(w in text.lower() for w in ("rowling", "hogwarts")), text
 
 

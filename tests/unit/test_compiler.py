@@ -1,16 +1,19 @@
 """Compiler pure functions: phrase extraction, surface variants, token sequences and penalty."""
 
+import json
 import re
 
 import pytest
 
 from guard_server.compiler import (
+    PARTIAL_NOTE,
     REFUSAL,
     Compiler,
     document_phrases,
     target_phrases,
     variants,
 )
+from logits_processors.compiled import CompiledTarget
 
 PIECE = 7  # the fake tokenizer cuts words into pieces of at most this many characters
 
@@ -196,6 +199,12 @@ def test_compile_bundles_sequences_penalty_and_refusal(compiler):
         ["Harry Potter", "Hogwarts"]
     )
     assert target.refusal == compiler.refusal()
+    assert target.note == compiler.refusal("\n\n" + PARTIAL_NOTE)
+    assert target.note[-1] == compiler.tokenizer.eos_token_id
+    assert CompiledTarget.from_bytes(target.to_bytes()) == target
+    old = json.loads(target.to_bytes())
+    del old["note"]  # compiled before partial answers existed: still loads, without a note
+    assert CompiledTarget.from_bytes(json.dumps(old).encode()).note == ()
 
 
 def test_compile_rejects_a_spec_with_nothing_to_forbid(compiler):

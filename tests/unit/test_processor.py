@@ -24,6 +24,7 @@ TARGET = CompiledTarget(
     penalty_vals=(1.0, 0.5),
     refusal=(20, 21, 22, EOS),
     strength=2.0,
+    note=(25, 26, EOS),
 )
 
 
@@ -37,10 +38,14 @@ def processor(tmp_path, monkeypatch):
     return ForgetLogitsProcessor(None, torch.device("cpu"), is_pin_memory=False)
 
 
-def params(action: str | None = None) -> SamplingParams:
+def params(action: str | None = None, max_tokens: int = 16) -> SamplingParams:
     if action is None:
-        return SamplingParams(temperature=0.0)
-    return SamplingParams(temperature=0.0, extra_args={TARGETS_KEY: ["t1@1"], ACTION_KEY: action})
+        return SamplingParams(temperature=0.0, max_tokens=max_tokens)
+    return SamplingParams(
+        temperature=0.0,
+        max_tokens=max_tokens,
+        extra_args={TARGETS_KEY: ["t1@1"], ACTION_KEY: action},
+    )
 
 
 def add(proc, rows, batch_size):
@@ -93,21 +98,36 @@ def test_refuse_row_is_forced_through_the_refusal_then_eos(processor):
     assert produced[4:] == [EOS, EOS]
 
 
-def test_partial_row_says_the_refusal_sentence_then_answers_under_restriction(processor):
+def run(processor, out, steps, wants_end_at=()):
+    """Greedy steps; the model prefers a banned phrase (7), then token 12, or EOS when asked."""
+    produced, last = [], None
+    for step in range(steps):
+        logits = torch.zeros(1, VOCAB)
+        logits[0, 7], logits[0, 12] = 5.0, 4.0
+        if step in wants_end_at:
+            logits[0, EOS] = 9.0
+        last = processor.apply(logits)
+        produced.append(int(last.argmax()))
+        out.append(produced[-1])
+    return produced, last
+
+
+def test_partial_row_answers_under_bans_and_ends_with_its_note(processor):
     out = []
     add(processor, [(0, params("partial"), [1], out)], 1)
-    produced, last = [], None
-    for _ in range(6):
-        logits = torch.zeros(1, VOCAB)
-        logits[0, 7] = 5.0  # the model would say a banned single-token phrase
-        logits[0, 12] = 4.0  # or this unrelated token
-        last = processor.apply(logits)
-        token = int(last.argmax())
-        produced.append(token)
-        out.append(token)
-    assert produced[:3] == [20, 21, 22]  # the refusal's sentence, without its EOS
-    assert produced[3:] == [12, 12, 12]  # then free, but the phrase stays banned
+    produced, last = run(processor, out, 2)
+    assert produced == [12, 12]  # free, but the phrase stays banned
     assert last[0, 7] == float("-inf") and last[0, 10] == pytest.approx(-2.0)
+    assert last[0, EOS] == float("-inf")  # it may not end without the note
+    produced, _ = run(processor, out, 5, wants_end_at={0})
+    assert produced == [25, 26, EOS, EOS, EOS]  # the model wanted to end: the note instead
+
+
+def test_partial_note_starts_when_only_it_still_fits(processor):
+    out = []
+    add(processor, [(0, params("partial", max_tokens=5), [1], out)], 1)
+    produced, _ = run(processor, out, 5)
+    assert produced == [12, 12, 25, 26, EOS]
 
 
 def test_moves_and_removals_follow_the_request(processor):
