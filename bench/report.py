@@ -56,7 +56,8 @@ def bar_plot(
     ax.set_xticks(x + width * (len(series) - 1) / 2, labels, rotation=30, ha="right")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend()
+    # Outside the axes: inside, it hid the bars of whichever labels sat under it.
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
