@@ -78,3 +78,11 @@ def test_removed_and_replaced_targets(detector):
     detector.add_target("Bill Gates", 2, spec)
     matches, _ = detector.screen(["Who founded Microsoft?"])
     assert [(m.target_id, m.version) for m in matches] == [("Bill Gates", 2)]
+
+
+def test_numpy_blas_runs_on_one_thread_beside_the_encoder(detector):
+    # Two spinning thread pools on few cores doubled detection latency (see Detector.__init__).
+    from threadpoolctl import threadpool_info
+
+    blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
+    assert blas and all(i["num_threads"] == 1 for i in blas), blas
