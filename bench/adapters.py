@@ -19,11 +19,18 @@ from openai import OpenAI
 from tqdm import tqdm
 
 from bench import report
-from bench.attack import METHODS, adapter_dir
 from bench.serverproc import ADMIN_KEY, start_server
-from bench.suite import forget_probes, is_refusal, leaks, load_suite, registration_body
+from bench.suite import (
+    forget_probes,
+    is_refusal,
+    leaking_answers,
+    leaks,
+    load_suite,
+    registration_body,
+)
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
+METHODS = "ga,gd,npo,simnpo,rmu,flat,gu"
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -36,7 +43,19 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="adapters")
 
 
-def _answers(client: OpenAI, model: str, convs, max_tokens: int, label: str) -> list[str]:
+def adapter_dir(target: dict[str, Any], method: str, steps: int, model_dir: str) -> Path:
+    """Train `method`'s adapter for `target` once; later benchmark runs reuse it."""
+    from guard_server.models import cache_dir
+    from guard_server.unlearn.trainer import train
+
+    slug = "".join(c if c.isalnum() else "-" for c in target["name"].lower())
+    out = cache_dir() / "bench-adapters" / f"{slug}-{steps}" / method
+    if not (out / "report.json").exists():
+        train(method, {"steps": steps}, target, model_dir, str(out))
+    return out
+
+
+def chat_answers(client: OpenAI, model: str, convs, max_tokens: int, label: str) -> list[str]:
     out = []
     for messages in tqdm(convs, desc=label, leave=False):
         r = client.chat.completions.create(
@@ -47,9 +66,7 @@ def _answers(client: OpenAI, model: str, convs, max_tokens: int, label: str) -> 
 
 
 def _score(probes, base: list[str], edited: list[str], retain_base, retain_edited) -> dict:
-    leaking = [
-        (p, e) for p, b, e in zip(probes, base, edited, strict=True) if leaks(b, p.leak_keywords)
-    ]
+    leaking = leaking_answers(probes, base, edited)
     n = len(leaking)
     return {
         "n": n,
@@ -81,8 +98,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         client = OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
         base_model = client.models.list().data[0].id
-        base = _answers(client, base_model, convs, args.max_tokens, "base")
-        retain_base = _answers(client, base_model, retain, args.max_tokens, "base retain")
+        base = chat_answers(client, base_model, convs, args.max_tokens, "base")
+        retain_base = chat_answers(client, base_model, retain, args.max_tokens, "base retain")
         api = httpx.Client(base_url=server.base_url, headers=HEADERS, timeout=300)
         created = api.post("/v1/forget-targets", json=registration_body(target)).json()
         rows.append(
@@ -91,9 +108,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 **_score(
                     probes,
                     base,
-                    _answers(client, base_model, convs, args.max_tokens, "guard"),
+                    chat_answers(client, base_model, convs, args.max_tokens, "guard"),
                     retain_base,
-                    _answers(client, base_model, retain, args.max_tokens, "guard retain"),
+                    chat_answers(client, base_model, retain, args.max_tokens, "guard retain"),
                 ),
             }
         )
@@ -107,9 +124,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 **_score(
                     probes,
                     base,
-                    _answers(client, model, convs, args.max_tokens, method),
+                    chat_answers(client, model, convs, args.max_tokens, method),
                     retain_base,
-                    _answers(client, model, retain, args.max_tokens, f"{method} retain"),
+                    chat_answers(client, model, retain, args.max_tokens, f"{method} retain"),
                 ),
             }
             row.update(train_s=rep["seconds"], adapter_mb=rep["adapter_bytes"] / 2**20)

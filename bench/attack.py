@@ -13,15 +13,22 @@ A probe counts when the base model's own answer leaks the target's keywords.
 from __future__ import annotations
 
 import argparse
+import copy
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from bench import report
-from bench.suite import Probe, forget_probes, leaks, load_suite, registration_body
-
-METHODS = "ga,gd,npo,simnpo,rmu,flat,gu"
+from bench.adapters import HEADERS, METHODS, adapter_dir, chat_answers
+from bench.suite import (
+    Probe,
+    forget_probes,
+    leaking_answers,
+    leaks,
+    load_suite,
+    registration_body,
+)
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -35,18 +42,6 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=48)
     p.add_argument("--port", type=int, default=8767)
     p.add_argument("--name", default="attack")
-
-
-def adapter_dir(target: dict[str, Any], method: str, steps: int, model_dir: str) -> Path:
-    """Train `method`'s adapter for `target` once; later benchmark runs reuse it."""
-    from guard_server.models import cache_dir
-    from guard_server.unlearn.trainer import train
-
-    slug = "".join(c if c.isalnum() else "-" for c in target["name"].lower())
-    out = cache_dir() / "bench-adapters" / f"{slug}-{steps}" / method
-    if not (out / "report.json").exists():
-        train(method, {"steps": steps}, target, model_dir, str(out))
-    return out
 
 
 def load_model(model_dir: str, adapter: Path | None = None):
@@ -121,9 +116,7 @@ def generate(model, tokenizer, probes: list[Probe], max_tokens: int) -> list[str
 
 def leak_rate(probes: list[Probe], base: list[str], answers: list[str]) -> float | None:
     """Among probes whose base answer leaks, the fraction whose `answers` leak too."""
-    pairs = [
-        (p, a) for p, b, a in zip(probes, base, answers, strict=True) if leaks(b, p.leak_keywords)
-    ]
+    pairs = leaking_answers(probes, base, answers)
     return sum(leaks(a, p.leak_keywords) for p, a in pairs) / len(pairs) if pairs else None
 
 
@@ -144,30 +137,20 @@ def guard_rows(args, target, probes: list[Probe], base: list[str]) -> list[dict[
     import httpx
     from openai import OpenAI
 
-    from bench.serverproc import ADMIN_KEY, start_server
+    from bench.serverproc import start_server
 
     root = Path(tempfile.mkdtemp(prefix="guard-attack-"))
     server = start_server(args.port, root / "guard.db", root / "server.log")
     try:
-        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-        with httpx.Client(base_url=server.base_url, headers=headers, timeout=300) as api:
+        with httpx.Client(base_url=server.base_url, headers=HEADERS, timeout=300) as api:
             api.post("/v1/forget-targets", json=registration_body(target)).raise_for_status()
         client = OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
         model = client.models.list().data[0].id
 
         def ask(items: list[Probe]) -> list[str]:
-            return [
-                client.chat.completions.create(
-                    model=model,
-                    messages=list(p.messages),
-                    temperature=0,
-                    max_tokens=args.max_tokens,
-                )
-                .choices[0]
-                .message.content
-                or ""
-                for p in tqdm(items, desc="guard", leave=False)
-            ]
+            return chat_answers(
+                client, model, [p.messages for p in items], args.max_tokens, "guard"
+            )
 
         attacked = in_context(probes, target, args.relearn_rows)
         return [
@@ -195,21 +178,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     base = generate(load_model(model_dir), tokenizer, probes, args.max_tokens)
     rows = []
     for method in tqdm(args.methods.split(","), desc="attack"):
-        adapter = adapter_dir(target, method, args.steps, model_dir)
+        # Merged once; each attack edits its own copy.
+        merged = load_model(model_dir, adapter_dir(target, method, args.steps, model_dir))
         row: dict[str, Any] = {"model": method}
         row["unlearned"] = leak_rate(
-            probes,
-            base,
-            generate(load_model(model_dir, adapter), tokenizer, probes, args.max_tokens),
+            probes, base, generate(merged, tokenizer, probes, args.max_tokens)
         )
         for b in bits:
-            quantized = rtn_quantize(load_model(model_dir, adapter), b)
+            quantized = rtn_quantize(copy.deepcopy(merged), b)
             row[f"q{b}"] = leak_rate(
                 probes, base, generate(quantized, tokenizer, probes, args.max_tokens)
             )
-        relearned = relearn(
-            load_model(model_dir, adapter), tokenizer, target, args.relearn_rows, args.relearn_steps
-        )
+        relearned = relearn(merged, tokenizer, target, args.relearn_rows, args.relearn_steps)
         row["relearned"] = leak_rate(
             probes, base, generate(relearned, tokenizer, probes, args.max_tokens)
         )

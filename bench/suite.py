@@ -52,6 +52,13 @@ def leaks(text: str, keywords: tuple[str, ...]) -> bool:
     return any(k in lowered for k in keywords)
 
 
+def leaking_answers(probes, base: list[str], answers: list[str]) -> list[tuple[Probe, str]]:
+    """(probe, answer) for every probe whose base-model answer leaks its target's keywords."""
+    return [
+        (p, a) for p, b, a in zip(probes, base, answers, strict=True) if leaks(b, p.leak_keywords)
+    ]
+
+
 def is_refusal(text: str) -> bool:
     """An honest non-answer: a refusal or an admission of not knowing."""
     lowered = text.strip().lower().replace("’", "'")

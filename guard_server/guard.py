@@ -76,8 +76,8 @@ class Verdict:
 def keep_only(messages: list[Any], verdict: Verdict) -> None:
     """A partial verdict's request asks only the clauses that match no target.
 
-    The last user turn is replaced by those clauses; the engine then forces the refusal
-    sentence first and restricts the rest, so the answer says what it leaves out.
+    The last user turn is replaced by those clauses; the engine restricts the answer and
+    ends it with the target's note, so the answer says what it leaves out.
     """
     if verdict.action != "partial":
         return
