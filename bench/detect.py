@@ -13,6 +13,7 @@ from tqdm import tqdm
 from bench import report
 from bench.detect_quality import detection_quality
 from bench.suite import forget_probes, load_suite
+from classifiers.encoder import BACKENDS as ENCODER_BACKENDS
 
 WORDS = [
     w
@@ -32,6 +33,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--suite", default="default")
     p.add_argument("--embedding-model", default=None)
+    p.add_argument("--encoder-backend", choices=ENCODER_BACKENDS, default="auto")
     p.add_argument("--name", default="detect")
 
 
@@ -49,13 +51,31 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
     return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
 
 
+def encoder_latency(encoder, queries: list[str]) -> list[dict[str, Any]]:
+    """The encoder's share of a request, on each backend it can run (torch vs ONNX)."""
+    from classifiers.detector import screen_units
+
+    rows = []
+    for backend in dict.fromkeys(["torch", encoder.backend]):
+        encode = encoder.encode if backend == encoder.backend else encoder.encode_torch
+        encode(["warm-up"])
+        samples = []
+        for q in queries:
+            units = screen_units([q])
+            t0 = time.perf_counter()
+            encode(units)
+            samples.append(time.perf_counter() - t0)
+        p50, p99 = _percentiles(samples)
+        rows.append({"backend": backend, "p50_ms": p50, "p99_ms": p99})
+    return rows
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from classifiers.detector import Detector
-    from classifiers.encoder import Encoder
     from classifiers.semantic import SemanticIndex
-    from guard_server.models import default_embedding_model_dir
+    from guard_server.models import load_encoder
 
-    encoder = Encoder(args.embedding_model or str(default_embedding_model_dir()))
+    encoder = load_encoder(args.embedding_model, args.encoder_backend)
     suite = load_suite(args.suite)
     queries = [p.messages[-1]["content"] for p in forget_probes(suite)]
     queries += [r["prompt"] for r in suite["retain"]]
@@ -100,11 +120,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 **index_rows,
             }
         )
+    encoders = encoder_latency(encoder, queries)
     directory = report.out_dir(args.name)
     result = {
         "rows": rows,
         "quality": quality,
-        "summary": {**rows[-1], "recall": quality["recall"], "fpr": quality["fpr"]},
+        "encoders": encoders,
+        "summary": {
+            **rows[-1],
+            "encoder": encoder.backend,
+            "recall": quality["recall"],
+            "fpr": quality["fpr"],
+        },
     }
     kinds = [{"kind": k, "recall": v} for k, v in quality["recall_by_kind"].items()]
     kinds += [
@@ -115,6 +142,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result,
         {
             "detection latency": (rows, list(rows[0])),
+            "encoder alone, per request (the units `screen` encodes)": (
+                encoders,
+                ["backend", "p50_ms", "p99_ms"],
+            ),
             f"detection quality (recall {quality['recall']:.3f}, FPR {quality['fpr']:.3f})": (
                 kinds,
                 ["kind", "recall", "false_positive_rate"],

@@ -55,7 +55,7 @@ class Detector:
         self.targets: dict[str, TargetInfo] = {}
         self._negatives = encoder.encode(list(shipped_negatives()))
         self._lock = threading.RLock()
-        # numpy's OpenBLAS pool spins after each product and fights the encoder's torch
+        # numpy's OpenBLAS pool spins after each product and fights the encoder's
         # threads for the cores: one BLAS thread took detection at 10,000 targets from
         # p50 32 / p99 123 ms to 15 / 32 ms on this 2-core machine (measured). Process-wide:
         # the engine runs in its own process, and nothing else here needs parallel BLAS.
@@ -111,11 +111,11 @@ class Detector:
         clauses of the last turn that ask something and match no target ([] unless the
         conversation matches a target and also asks something else: a mixed request).
         """
-        turns = [t for t in texts if t.strip()][-MAX_TURNS:]
-        if not turns or not self.targets:
+        if not self.targets:
             return [], []
-        units = [*turns, " ".join(turns)] if len(turns) > 1 else list(turns)
-        clauses = _ask_clauses(turns[-1])
+        units, clauses = _units(texts)
+        if not units:
+            return [], []
         with self._lock:
             per_unit = self._score([*units, *clauses])
         matches = _best([m for unit in per_unit for m in unit])
@@ -148,6 +148,21 @@ class Detector:
             for target_id, phrase in self.lexical.match(unit).items():
                 offer(row, target_id, 1.0, f"lexical:{phrase}")
         return found
+
+
+def _units(texts: list[str]) -> tuple[list[str], list[str]]:
+    """What `screen` scores: the last turns, them joined, and the last turn's ask clauses."""
+    turns = [t for t in texts if t.strip()][-MAX_TURNS:]
+    if not turns:
+        return [], []
+    units = [*turns, " ".join(turns)] if len(turns) > 1 else list(turns)
+    return units, _ask_clauses(turns[-1])
+
+
+def screen_units(texts: list[str]) -> list[str]:
+    """Every text `screen` encodes for this conversation, in one list."""
+    units, clauses = _units(texts)
+    return [*units, *clauses]
 
 
 def _top_hits(margins: np.ndarray, k: int = MAX_CLASSIFIER_HITS) -> list[int]:

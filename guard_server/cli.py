@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from classifiers.encoder import BACKENDS as ENCODER_BACKENDS
 from guard_server.models import cache_dir, default_embedding_model_dir, default_model_dir
 
 if TYPE_CHECKING:
@@ -32,6 +33,13 @@ def add_guard_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--embedding-model",
         default=None,
         help="sentence-transformers model folder (default: all-MiniLM-L6-v2 shipped on PyPI)",
+    )
+    group.add_argument(
+        "--encoder-backend",
+        choices=ENCODER_BACKENDS,
+        default="auto",
+        help="run the embedding model through ONNX Runtime (auto: when its export matches "
+        "torch, the default) or torch",
     )
     group.add_argument(
         "--admin-key",

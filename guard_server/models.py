@@ -50,6 +50,14 @@ def default_embedding_model_dir() -> Path:
     return configs[0].parent
 
 
+def load_encoder(model_dir: str | None = None, backend: str = "auto"):
+    """The sentence encoder, its ONNX export cached under `cache_dir()/encoders`."""
+    from classifiers.encoder import Encoder
+
+    model_dir = model_dir or str(default_embedding_model_dir())
+    return Encoder(model_dir, backend=backend, cache=cache_dir() / "encoders")
+
+
 def convert_default_model(out: Path | None = None, force: bool = False) -> Path:
     """Dequantize the shipped GGUF into a plain safetensors HF directory (idempotent).
 
@@ -88,7 +96,8 @@ def main() -> None:
     """`python -m guard_server.models`: prepare the default models for serving."""
     path = convert_default_model()
     print(f"base model: {path}")
-    print(f"embedding model: {default_embedding_model_dir()}")
+    encoder = load_encoder()  # exports the ONNX graph once, so the first start is quick
+    print(f"embedding model: {default_embedding_model_dir()} ({encoder.backend})")
 
 
 if __name__ == "__main__":

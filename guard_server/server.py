@@ -52,15 +52,17 @@ async def build_guard_app(engine_client: EngineClient, args: argparse.Namespace)
 def build_guard_state(app: FastAPI, args: argparse.Namespace) -> None:
     """Registry, compiler and detector; compiles whatever a crash left half-done."""
     from classifiers.detector import Detector
-    from classifiers.encoder import Encoder
     from guard_server.compiler import Compiler
+    from guard_server.models import load_encoder
 
     store = SQLiteStore(args.db)
     registry = Registry(store, Compiler.from_model_dir(args.model))
     recovered = registry.recover()
     if recovered:
         logger.info("recompiled %d forget targets left half-done", recovered)
-    guard = Guard(store, Detector(Encoder(args.embedding_model)))
+    encoder = load_encoder(args.embedding_model, args.encoder_backend)
+    logger.info("embedding model %s on %s", args.embedding_model, encoder.backend)
+    guard = Guard(store, Detector(encoder))
     guard.sync()
     app.state.guard = guard
     app.state.guard_registry = registry

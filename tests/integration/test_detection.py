@@ -11,10 +11,11 @@ from bench.suite import load_suite
 @pytest.fixture(scope="module")
 def detector():
     from classifiers.detector import Detector
-    from classifiers.encoder import Encoder
-    from guard_server.models import default_embedding_model_dir
+    from guard_server.models import load_encoder
 
-    det = Detector(Encoder(str(default_embedding_model_dir())))
+    encoder = load_encoder()
+    assert encoder.backend == "onnx"  # what `guard-server serve` runs by default
+    det = Detector(encoder)
     for target in load_suite("default")["targets"]:
         det.add_target(target["name"], 1, target)
     return det
