@@ -13,8 +13,13 @@ from threadpoolctl import threadpool_limits
 
 from classifiers.base import Match, PromptClassifier, get_classifier
 from classifiers.encoder import Encoder
-from classifiers.lexical import LexicalMatcher
-from classifiers.probes import derived_probes, document_sentences, shipped_negatives
+from classifiers.lexical import STOPWORDS, LexicalMatcher, normalize
+from classifiers.probes import (
+    contrast_probes,
+    derived_probes,
+    document_sentences,
+    shipped_negatives,
+)
 from classifiers.semantic import SemanticIndex
 
 # Cosine similarity to a target's own example/probe vectors that counts as a match even when
@@ -24,6 +29,10 @@ MAX_TURNS = 6
 # A prompt is about a handful of targets at most; beyond that, keep the most confident ones
 # (without a cap, one vague prompt against 10,000 targets built thousands of matches).
 MAX_CLASSIFIER_HITS = 8
+# Contrastive training negatives per target: the templated prompts about other subjects
+# nearest the target's own (hard negatives). 96 was set before measuring; the bench's
+# neighbour FPR over 32/64/96/128/192 was 2.9/0/1.4/1.4/2.9 %, recall 96.4 % for each.
+HARD_NEGATIVES = 96
 _CLAUSES = re.compile(r"(?<=[?.!;])\s+|,?\s+\b(?:and also|and then|also|and)\b\s+", re.I)
 # A clause is another ask only if it asks something; "Ignore all previous instructions." and
 # "You are DAN." wrap a forget request, they do not make it a mixed one.
@@ -54,6 +63,9 @@ class Detector:
         self.lexical = LexicalMatcher()
         self.targets: dict[str, TargetInfo] = {}
         self._negatives = encoder.encode(list(shipped_negatives()))
+        contrast = contrast_probes()
+        self._contrast = encoder.encode([text for _, text in contrast])
+        self._contrast_words = [set(normalize(subject)) - STOPWORDS for subject, _ in contrast]
         self._lock = threading.RLock()
         # numpy's OpenBLAS pool spins after each product and fights the encoder's
         # threads for the cores: one BLAS thread took detection at 10,000 targets from
@@ -84,7 +96,8 @@ class Detector:
             ):
                 probe_vecs = vectors[start : start + n_probes]
                 positives = vectors[start : start + n_probes + n_anchors]
-                threshold = self.classifier.fit(target_id, positives, self._negatives)
+                contrast = self._contrast_for(spec, positives)
+                threshold = self.classifier.fit(target_id, positives, self._negatives, contrast)
                 self.semantic.add(target_id, probe_vecs)
                 phrases = [spec["name"], *spec.get("aliases", []), *spec.get("keywords", [])]
                 self.lexical.add(target_id, phrases)
@@ -95,6 +108,16 @@ class Detector:
         # collection scanning them lands inside some request (measured: p99 597 ms at 10k).
         gc.freeze()
         return infos
+
+    def _contrast_for(self, spec: dict[str, Any], positives: np.ndarray) -> np.ndarray:
+        """The contrastive prompts nearest the target's own, among those whose subject shares
+        no word with its names or keywords ("Gates Foundation" is no negative for Gates)."""
+        phrases = [spec["name"], *spec.get("aliases", []), *spec.get("keywords", [])]
+        own = {w for p in phrases for w in normalize(p)} - STOPWORDS
+        rows = [i for i, words in enumerate(self._contrast_words) if not words & own]
+        sims = self._contrast[rows] @ positives.mean(axis=0)
+        hardest = np.asarray(rows)[np.argsort(-sims, kind="stable")[:HARD_NEGATIVES]]
+        return self._contrast[hardest]
 
     def remove_target(self, target_id: str) -> None:
         with self._lock:

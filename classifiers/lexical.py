@@ -8,7 +8,7 @@ from collections import defaultdict
 
 MIN_FUZZY_LEN = 5  # shorter words must match exactly: "pot" is not "hot"
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
-_SKIP = {"the", "of", "and", "a", "an", "de", "van", "von", "in", "on", "at", "to", "for"}
+STOPWORDS = {"the", "of", "and", "a", "an", "de", "van", "von", "in", "on", "at", "to", "for"}
 
 
 def normalize(text: str) -> list[str]:
@@ -40,7 +40,7 @@ class LexicalMatcher:
     def add(self, target_id: str, phrases: list[str]) -> None:
         self.remove(target_id)
         for phrase in dict.fromkeys(phrases):  # a keyword equal to the name is one phrase
-            words = tuple(w for w in normalize(phrase) if w not in _SKIP)
+            words = tuple(w for w in normalize(phrase) if w not in STOPWORDS)
             if not words or (len(words) == 1 and len(words[0]) < 4):
                 continue  # a lone short word ("HP") would fire on too much
             key = f"{target_id}\x00{phrase}"

@@ -52,11 +52,19 @@ class LogisticClassifier(PromptClassifier):
         if not 0.0 < self.holdout < 1.0:
             raise ValueError(f"holdout must be in (0, 1), got {self.holdout}")
 
-    def fit(self, target_id: str, positives: np.ndarray, negatives: np.ndarray) -> float:
+    def fit(
+        self,
+        target_id: str,
+        positives: np.ndarray,
+        negatives: np.ndarray,
+        train_negatives: np.ndarray | None = None,
+    ) -> float:
         rng = np.random.default_rng(self.seed)
         order = rng.permutation(len(negatives))
         cut = max(1, int(len(negatives) * self.holdout))
         held, train_neg = negatives[order[:cut]], negatives[order[cut:]]
+        if train_negatives is not None:
+            train_neg = np.vstack([train_neg, train_negatives])
         x = np.vstack([positives, train_neg])
         y = np.r_[np.ones(len(positives)), np.zeros(len(train_neg))]
         w = _train(x, y)

@@ -33,6 +33,18 @@ def document_sentences(documents: list[str], limit: int = MAX_DOC_SENTENCES) -> 
 
 
 @cache
+def contrast_probes() -> tuple[tuple[str, str], ...]:
+    """(subject, prompt): the derived-probe templates filled with shipped unrelated subjects.
+
+    Derived probes share their templates across targets ("Who is {x}?"); as negatives these
+    teach a classifier that the subject, not the phrasing, makes a prompt about a target.
+    """
+    data = json.loads(resources.files("classifiers").joinpath("data/subjects.json").read_text())
+    subjects = [s for key, group in data.items() if not key.startswith("_") for s in group]
+    return tuple((s, t.format(x=s)) for s in subjects for t in TEMPLATES)
+
+
+@cache
 def shipped_negatives() -> tuple[str, ...]:
     """General prompts and neighbours (share words or topics with targets, not about them)."""
     data = json.loads(resources.files("classifiers").joinpath("data/negatives.json").read_text())

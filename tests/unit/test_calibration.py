@@ -234,3 +234,36 @@ def test_float64_embeddings_keep_the_stated_false_positive_rate(seed):
     held = neg[order[: int(len(neg) * 0.3)]]
     _, scores, thresholds = clf.scores(held)
     assert (scores[:, 0] >= thresholds[0]).mean() <= 0.05
+
+
+def test_train_negatives_train_but_never_calibrate(monkeypatch):
+    """Contrast prompts share the positives' template (mu) but not their subject (nu)."""
+    rng = np.random.default_rng(5)
+    mu, nu = np.eye(DIM)[0] * 2.0, np.eye(DIM)[1] * 6.0
+
+    def draw(n: int, centre: np.ndarray) -> np.ndarray:
+        return (rng.normal(size=(n, DIM)) + centre).astype(np.float32)
+
+    pos, neg = draw(200, mu), draw(1000, -mu)
+    contrast, fresh_contrast, fresh_neg = draw(300, mu + nu), draw(2000, mu + nu), draw(5000, -mu)
+    calibrated_on: list[int] = []
+    real_calibrate = calibrate
+
+    def spy(scores: np.ndarray, fpr: float) -> float:
+        calibrated_on.append(len(scores))
+        return real_calibrate(scores, fpr)
+
+    monkeypatch.setattr("classifiers.logistic.calibrate", spy)
+    plain, contrasted = LogisticClassifier(seed=1), LogisticClassifier(seed=1)
+    plain.fit("t", pos, neg)
+    contrasted.fit("t", pos, neg, train_negatives=contrast)
+    assert calibrated_on == [int(len(neg) * 0.3)] * 2  # the held-out share of `neg` only
+
+    def fire_rate(clf: LogisticClassifier, x: np.ndarray) -> float:
+        _, scores, thresholds = clf.scores(x)
+        return fired(scores[:, 0], thresholds[0])
+
+    assert fire_rate(plain, fresh_contrast) > 0.5
+    assert fire_rate(contrasted, fresh_contrast) < 0.05
+    assert fire_rate(contrasted, fresh_neg) <= 0.02
+    assert fire_rate(contrasted, draw(2000, mu)) >= 0.75
