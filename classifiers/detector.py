@@ -96,10 +96,10 @@ class Detector:
             ):
                 probe_vecs = vectors[start : start + n_probes]
                 positives = vectors[start : start + n_probes + n_anchors]
-                contrast = self._contrast_for(spec, positives)
+                phrases = [spec["name"], *spec.get("aliases", []), *spec.get("keywords", [])]
+                contrast = self._contrast_for(phrases, positives)
                 threshold = self.classifier.fit(target_id, positives, self._negatives, contrast)
                 self.semantic.add(target_id, probe_vecs)
-                phrases = [spec["name"], *spec.get("aliases", []), *spec.get("keywords", [])]
                 self.lexical.add(target_id, phrases)
                 info = TargetInfo(target_id, version, threshold, spec.get("policy", "refuse"))
                 self.targets[target_id] = info
@@ -109,10 +109,9 @@ class Detector:
         gc.freeze()
         return infos
 
-    def _contrast_for(self, spec: dict[str, Any], positives: np.ndarray) -> np.ndarray:
+    def _contrast_for(self, phrases: list[str], positives: np.ndarray) -> np.ndarray:
         """The contrastive prompts nearest the target's own, among those whose subject shares
         no word with its names or keywords ("Gates Foundation" is no negative for Gates)."""
-        phrases = [spec["name"], *spec.get("aliases", []), *spec.get("keywords", [])]
         own = {w for p in phrases for w in normalize(p)} - STOPWORDS
         rows = [i for i, words in enumerate(self._contrast_words) if not words & own]
         sims = self._contrast[rows] @ positives.mean(axis=0)

@@ -150,14 +150,13 @@ def _onnx_session(model: SentenceTransformer, model_dir: Path, cache: Path | Non
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.inter_op_num_threads = 1
-    if cache is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = _export(model, Path(tmp) / "model.onnx")
-            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    path = cache / f"{_fingerprint(model_dir)}.onnx"
-    if not path.exists():
-        _export(model, path)
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    with tempfile.TemporaryDirectory() as tmp:  # holds the export only when nothing caches it
+        path = (
+            Path(tmp) / "model.onnx" if cache is None else cache / f"{_fingerprint(model_dir)}.onnx"
+        )
+        if not path.exists():
+            _export(model, path)
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _export(model: SentenceTransformer, path: Path) -> Path:
