@@ -12,7 +12,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from classifiers.base import Match, PromptClassifier, get_classifier
-from classifiers.encoder import Encoder
+from classifiers.encoder import Encoder, Span
 from classifiers.lexical import STOPWORDS, LexicalMatcher, normalize
 from classifiers.probes import (
     contrast_probes,
@@ -135,20 +135,23 @@ class Detector:
         """
         if not self.targets:
             return [], []
-        units, clauses = _units(texts)
+        units, spans = screen_units(texts)
         if not units:
             return [], []
+        # One pass gives the clauses too: each is pooled from its turn's token states.
+        vecs, span_vecs = self.encoder.encode_spans(units, spans)
+        pairs = zip(units, spans, strict=True)
+        clauses = [unit[a:b] for unit, unit_spans in pairs for a, b in unit_spans]
         with self._lock:
-            per_unit = self._score([*units, *clauses])
+            per_unit = self._score([*units, *clauses], np.vstack([vecs, *span_vecs]))
         matches = _best([m for unit in per_unit for m in unit])
         if not matches:
             return [], []
         others = [c for c, m in zip(clauses, per_unit[len(units) :], strict=True) if not m]
         return matches, others
 
-    def _score(self, units: list[str]) -> list[list[Match]]:
-        """Matches per unit (one encoder call for all units)."""
-        vecs = self.encoder.encode(units)
+    def _score(self, units: list[str], vecs: np.ndarray) -> list[list[Match]]:
+        """Matches per unit, given the units' vectors."""
         ids, scores, thresholds = self.classifier.scores(vecs)
         found: list[list[Match]] = [[] for _ in units]
 
@@ -172,19 +175,16 @@ class Detector:
         return found
 
 
-def _units(texts: list[str]) -> tuple[list[str], list[str]]:
-    """What `screen` scores: the last turns, them joined, and the last turn's ask clauses."""
+def screen_units(texts: list[str]) -> tuple[list[str], list[list[Span]]]:
+    """What `screen` encodes for a conversation: the last turns, them joined, and for each
+    the character spans of its ask clauses (only the last turn has any)."""
     turns = [t for t in texts if t.strip()][-MAX_TURNS:]
     if not turns:
         return [], []
     units = [*turns, " ".join(turns)] if len(turns) > 1 else list(turns)
-    return units, _ask_clauses(turns[-1])
-
-
-def screen_units(texts: list[str]) -> list[str]:
-    """Every text `screen` encodes for this conversation, in one list."""
-    units, clauses = _units(texts)
-    return [*units, *clauses]
+    spans: list[list[Span]] = [[] for _ in units]
+    spans[len(turns) - 1] = _ask_clauses(turns[-1])
+    return units, spans
 
 
 def _top_hits(margins: np.ndarray, k: int = MAX_CLASSIFIER_HITS) -> list[int]:
@@ -203,7 +203,9 @@ def _best(matches: list[Match]) -> list[Match]:
     return sorted(best.values(), key=lambda m: -m.score)
 
 
-def _ask_clauses(turn: str) -> list[str]:
-    """The clauses of a turn that each ask something; [] when there are fewer than two."""
-    clauses = [c for c in _CLAUSES.split(turn) if c and len(c.split()) >= 3 and _ASK.search(c)]
-    return clauses if len(clauses) >= 2 else []
+def _ask_clauses(turn: str) -> list[Span]:
+    """Character spans of the clauses of a turn that each ask something; [] below two."""
+    bounds = [0, *(i for sep in _CLAUSES.finditer(turn) for i in sep.span()), len(turn)]
+    spans = list(zip(bounds[::2], bounds[1::2], strict=True))
+    asks = [(a, b) for a, b in spans if len(turn[a:b].split()) >= 3 and _ASK.search(turn[a:b])]
+    return asks if len(asks) >= 2 else []

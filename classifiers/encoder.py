@@ -6,6 +6,11 @@ ONNX and run by ONNX Runtime: on this 2-core machine that takes a one-sentence q
 p50 14.6 / p99 29 ms to 3.7 / 12.6 ms (measured), with the same vectors (max |diff| below
 `TOLERANCE`, checked at every load). sentence-transformers' own `backend="onnx"` needs
 optimum-onnx, which pins transformers < 4.58, below what vLLM needs; hence the export here.
+
+`encode_spans` also returns vectors for character spans of a text (the clauses of a prompt)
+from the same forward pass: a span's vector mean-pools the token states the whole text gave
+its tokens ("late chunking", Günther et al. 2024), so a clause costs no second pass and
+"who proposed it?" is read with what "it" refers to.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +34,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "onnx", "torch")
+# Bumped whenever the exported graph changes shape, so a cached export of another form is
+# never loaded (2: token states as a second output).
+EXPORT_FORMAT = 2
 BATCH = 64
 # One ONNX Runtime call costs as much as ~12 more tokens of every row (measured here: 1.6 ms
 # for a 1-token call, +0.13 ms per token), so rows are padded at most that much.
@@ -41,7 +50,11 @@ _CHECK = (
     "of the third book of the series, chapter by chapter, with every character's name.",
     " ".join(["forget"] * 300),  # past max_seq_length: truncation must agree too
 )
+# Spans checked on each of those texts; the last lies past the window of the 300-word one.
+_CHECK_SPANS = ((0, 3), (4, 40), (1900, 2100))
 _VERSIONED = ("torch", "transformers", "sentence-transformers", "onnxruntime")
+
+Span = tuple[int, int]  # character offsets [start, end) into a text
 
 
 class Encoder:
@@ -60,6 +73,12 @@ class Encoder:
             raise ValueError(f"encoder backend must be one of {BACKENDS}, got {backend!r}")
         self.model: SentenceTransformer = SentenceTransformer(model_dir, device="cpu")
         self.dim = int(self.model.get_embedding_dimension())
+        # Spans are pooled from the text's pass only where that is the model's own pooling
+        # (a plain mean); other pipelines encode each span as a text of its own.
+        self.pools_spans = _mean_pooled(self.model) and not self.model.default_prompt_name
+        self._inputs = _input_names(self.model)
+        self._tokenizer = _plain_tokenizer(self.model)
+        self._pad_id = self.model.tokenizer.pad_token_id or 0
         self.backend = "torch"
         self._session = None
         if backend != "torch":
@@ -67,9 +86,6 @@ class Encoder:
                 if self.model.default_prompt_name:
                     raise ValueError("the model prepends a default prompt")
                 self._session = _onnx_session(self.model, Path(model_dir), cache)
-                self._inputs = [i.name for i in self._session.get_inputs()]
-                self._tokenizer = _plain_tokenizer(self.model)
-                self._pad_id = self.model.tokenizer.pad_token_id or 0
                 self._check()
                 self.backend = "onnx"
             except Exception as exc:
@@ -79,18 +95,42 @@ class Encoder:
                 log.warning("ONNX encoder unavailable (%s); encoding with torch", exc)
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
         if self._session is None:
             return self.encode_torch(texts)
-        rows = self._tokenizer.encode_batch(texts)
+        return self.encode_spans(texts, [()] * len(texts))[0]
+
+    def encode_spans(
+        self, texts: list[str], spans: Sequence[Sequence[Span]]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Vectors of `texts`, and of the character `spans` of each, from one forward pass.
+
+        A span's vector is the normalised mean of the states of the tokens inside it, taken
+        from its text's pass. A span with no token inside the model's window (truncated
+        away), and every span of a model that does not mean-pool, is encoded on its own.
+        """
+        pooled = [np.empty((len(s), self.dim), dtype=np.float32) for s in spans]
         out = np.empty((len(texts), self.dim), dtype=np.float32)
+        alone: list[tuple[int, int]] = []  # (text, span) encoded as texts of their own
+        rows = self._tokenizer.encode_batch(texts) if texts else []
         for batch in _batches([len(r.ids) for r in rows]):
-            out[batch] = self._run([rows[i] for i in batch])
-        return out
+            out[batch], states = self._forward([rows[i] for i in batch])
+            for j, i in enumerate(batch):
+                for k, span in enumerate(spans[i]):
+                    tokens = _tokens_in(rows[i].offsets, span) if self.pools_spans else []
+                    if tokens:
+                        pooled[i][k] = _unit(states[j, tokens].mean(axis=0))
+                    else:
+                        alone.append((i, k))
+        if alone:
+            vecs = self.encode([texts[i][slice(*spans[i][k])] for i, k in alone])
+            for (i, k), vec in zip(alone, vecs, strict=True):
+                pooled[i][k] = vec
+        return out, pooled
 
     def encode_torch(self, texts: list[str]) -> np.ndarray:
         """sentence-transformers' own forward pass: the reference the ONNX graph must match."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
         return self.model.encode(
             texts,
             batch_size=BATCH,
@@ -99,7 +139,8 @@ class Encoder:
             show_progress_bar=False,
         ).astype(np.float32)
 
-    def _run(self, rows: list[Encoding]) -> np.ndarray:
+    def _forward(self, rows: list[Encoding]) -> tuple[np.ndarray, np.ndarray]:
+        """(unit sentence vectors, token states) of tokenized rows, padded to one width."""
         width = max(len(r.ids) for r in rows)
         feeds = {name: np.zeros((len(rows), width), dtype=np.int64) for name in self._inputs}
         feeds["input_ids"][:] = self._pad_id
@@ -109,16 +150,62 @@ class Encoder:
             feeds["attention_mask"][i, :n] = 1
             if "token_type_ids" in feeds:
                 feeds["token_type_ids"][i, :n] = r.type_ids
-        return self._session.run(None, feeds)[0]
+        if self._session is not None:
+            vectors, states = self._session.run(None, feeds)
+            return vectors, states
+        import torch
+
+        with torch.no_grad():
+            out = self.model({k: torch.from_numpy(v) for k, v in feeds.items()})
+            vectors = torch.nn.functional.normalize(out["sentence_embedding"], dim=-1)
+        return vectors.numpy(), out["token_embeddings"].numpy()
 
     def _check(self) -> None:
+        """The export against torch: sentence vectors batched and row by row, span vectors."""
         texts = list(_CHECK)
         want = self.encode_torch(texts)
         rows = self._tokenizer.encode_batch(texts)
-        for got in (self._run(rows), np.vstack([self._run([r]) for r in rows])):
-            diff = float(np.abs(got - want).max())
-            if not diff <= TOLERANCE:
-                raise RuntimeError(f"ONNX export differs from torch by {diff:.2e}")
+        for got in (self._forward(rows)[0], np.vstack([self._forward([r])[0] for r in rows])):
+            _within_tolerance(got, want)
+        spans = [_CHECK_SPANS] * len(texts)
+        got = np.vstack(self.encode_spans(texts, spans)[1])
+        session, self._session = self._session, None  # the same spans through torch
+        try:
+            want = np.vstack(self.encode_spans(texts, spans)[1])
+        finally:
+            self._session = session
+        _within_tolerance(got, want)
+
+
+def _within_tolerance(got: np.ndarray, want: np.ndarray) -> None:
+    diff = float(np.abs(got - want).max())
+    if not diff <= TOLERANCE:
+        raise RuntimeError(f"ONNX export differs from torch by {diff:.2e}")
+
+
+def _tokens_in(offsets: list[tuple[int, int]], span: Span) -> list[int]:
+    """Positions of the tokens that start inside the span (special tokens have no extent)."""
+    start, end = span
+    return [i for i, (a, b) in enumerate(offsets) if b > a and start <= a < end]
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+
+def _mean_pooled(model: SentenceTransformer) -> bool:
+    """Whether the pipeline is a transformer, a plain mean pooling and at most a normalisation."""
+    kinds = [type(module).__name__ for module in model]
+    return (
+        kinds[:2] == ["Transformer", "Pooling"]
+        and getattr(model[1], "pooling_mode", None) == "mean"
+        and kinds[2:] in ([], ["Normalize"])
+    )
+
+
+def _input_names(model: SentenceTransformer) -> list[str]:
+    features = model.preprocess(list(_CHECK[:2]))
+    return [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in features]
 
 
 def _plain_tokenizer(model: SentenceTransformer):
@@ -160,11 +247,11 @@ def _onnx_session(model: SentenceTransformer, model_dir: Path, cache: Path | Non
 
 
 def _export(model: SentenceTransformer, path: Path) -> Path:
-    """Trace tokenizer output -> normalised sentence embedding into one ONNX graph."""
+    """Trace tokenizer output -> (normalised sentence embedding, token states), one graph."""
     import torch
 
     features = model.preprocess(list(_CHECK[:2]))
-    names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in features]
+    names = _input_names(model)
 
     class Forward(torch.nn.Module):
         def __init__(self):
@@ -172,8 +259,9 @@ def _export(model: SentenceTransformer, path: Path) -> Path:
             self.model = model
 
         def forward(self, *tensors):
-            out = self.model(dict(zip(names, tensors, strict=True)))["sentence_embedding"]
-            return torch.nn.functional.normalize(out, dim=-1)
+            out = self.model(dict(zip(names, tensors, strict=True)))
+            vectors = torch.nn.functional.normalize(out["sentence_embedding"], dim=-1)
+            return vectors, out["token_embeddings"]
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -188,8 +276,8 @@ def _export(model: SentenceTransformer, path: Path) -> Path:
             str(tmp),
             dynamo=False,
             input_names=names,
-            output_names=["embedding"],
-            dynamic_axes={**axes, "embedding": {0: "batch"}},
+            output_names=["embedding", "token_embeddings"],
+            dynamic_axes={**axes, "embedding": {0: "batch"}, "token_embeddings": axes[names[0]]},
             opset_version=17,
         )
     os.replace(tmp, path)  # atomic: a crashed export never leaves a half file behind
@@ -198,7 +286,7 @@ def _export(model: SentenceTransformer, path: Path) -> Path:
 
 def _fingerprint(model_dir: Path) -> str:
     """Names, sizes and mtimes of the model's files plus the versions that shape the graph."""
-    digest = hashlib.sha256(str(model_dir.resolve()).encode())
+    digest = hashlib.sha256(f"{EXPORT_FORMAT}:{model_dir.resolve()}".encode())
     for f in sorted(p for p in model_dir.rglob("*") if p.is_file()):
         stat = f.stat()
         digest.update(f"{f.relative_to(model_dir)}:{stat.st_size}:{stat.st_mtime_ns}".encode())

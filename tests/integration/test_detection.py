@@ -51,6 +51,8 @@ def test_suite_recall_and_false_positives(detector):
             True,
         ),
         (["albert einstien biography"], "Albert Einstein", False),
+        # Its second clause is read in context ("his" is Gates): one forget ask, not mixed.
+        (["Who co-founded Microsoft and what was his role?"], "Bill Gates", False),
     ],
 )
 def test_conversations(detector, turns, expected, mixed):

@@ -81,3 +81,64 @@ def test_an_export_that_differs_from_torch_is_refused(monkeypatch, tmp_path):
 def test_unknown_backend_is_named():
     with pytest.raises(ValueError, match="'tensorrt'"):
         Encoder(MODEL, backend="tensorrt")
+
+
+SPAN_CASES = [
+    ("What is 12 times 12, and who wrote Harry Potter?", [(0, 19), (25, 48)]),
+    ("Who co-founded Microsoft and what was his role?", [(0, 24), (29, 47)]),
+    ("émoji 🧙 and accents: Hogwárts", [(0, 7), (21, 29)]),
+    ("Hi", [(0, 2)]),
+]
+
+
+def _reference_span(enc: Encoder, text: str, span: tuple[int, int]) -> np.ndarray:
+    """sentence-transformers' token embeddings of the text, mean of those inside the span."""
+    states = enc.model.encode([text], output_value="token_embeddings")[0].numpy()
+    offsets = enc.model.tokenizer(text, return_offsets_mapping=True)["offset_mapping"]
+    picked = [i for i, (a, b) in enumerate(offsets) if b > a and span[0] <= a < span[1]]
+    mean = states[picked].mean(axis=0)
+    return mean / np.linalg.norm(mean)
+
+
+@pytest.mark.parametrize("text, spans", SPAN_CASES)
+def test_span_vectors_pool_the_texts_own_token_states(onnx_encoder, text, spans):
+    vecs, pooled = onnx_encoder.encode_spans([text, "Hi"], [spans, []])
+    assert np.abs(vecs - onnx_encoder.encode_torch([text, "Hi"])).max() <= TOLERANCE
+    assert pooled[0].shape == (len(spans), onnx_encoder.dim) and pooled[1].shape[0] == 0
+    want = np.vstack([_reference_span(onnx_encoder, text, span) for span in spans])
+    assert np.abs(pooled[0] - want).max() <= TOLERANCE
+    # In context, not alone: the clause's vector is not the vector of its text on its own.
+    alone = onnx_encoder.encode([text[a:b] for a, b in spans])
+    assert len(spans) == 1 or np.abs(pooled[0] - alone).max() > 10 * TOLERANCE
+
+
+def test_spans_outside_the_window_or_without_mean_pooling_are_encoded_alone(onnx_encoder):
+    text = " ".join(f"word{i}" for i in range(400))
+    past = (text.index("word390"), len(text))  # truncated away at max_seq_length
+    _, pooled = onnx_encoder.encode_spans([text], [[(0, 5), past]])
+    alone = onnx_encoder.encode([text[past[0] :]])[0]
+    assert np.abs(pooled[0][1] - alone).max() <= TOLERANCE
+    assert np.abs(pooled[0][0] - onnx_encoder.encode(["word0"])[0]).max() > 10 * TOLERANCE
+
+    text, spans = SPAN_CASES[0]
+    onnx_encoder.pools_spans = False
+    try:
+        _, pooled = onnx_encoder.encode_spans([text], [spans])
+    finally:
+        onnx_encoder.pools_spans = True
+    np.testing.assert_array_equal(pooled[0], onnx_encoder.encode([text[a:b] for a, b in spans]))
+
+
+def test_torch_backend_pools_spans_like_onnx(onnx_encoder):
+    torch_encoder = Encoder(MODEL, backend="torch")
+    text, spans = SPAN_CASES[1]
+    got = torch_encoder.encode_spans([text], [spans])
+    want = onnx_encoder.encode_spans([text], [spans])
+    assert np.abs(got[0] - want[0]).max() <= TOLERANCE
+    assert np.abs(got[1][0] - want[1][0]).max() <= TOLERANCE
+
+
+def test_no_texts_give_empty_arrays(onnx_encoder):
+    vecs, pooled = onnx_encoder.encode_spans([], [])
+    assert vecs.shape == (0, onnx_encoder.dim) and pooled == []
+    assert onnx_encoder.encode([]).shape == (0, onnx_encoder.dim)

@@ -1,10 +1,10 @@
-"""Length buckets of the ONNX encoder: little padding, few runs, every row once."""
+"""Length buckets of the ONNX encoder and the tokens a span pools."""
 
 from __future__ import annotations
 
 import pytest
 
-from classifiers.encoder import BATCH, RUN_TOKENS, _batches
+from classifiers.encoder import BATCH, RUN_TOKENS, _batches, _tokens_in
 
 
 @pytest.mark.parametrize(
@@ -34,3 +34,19 @@ def test_batches_hold_every_row_once_and_at_most_batch_rows():
     for b in batches:
         assert len(b) <= BATCH
         assert max(lengths[i] for i in b) - min(lengths[i] for i in b) <= RUN_TOKENS
+
+
+@pytest.mark.parametrize(
+    "offsets, span, expected",
+    [
+        # [CLS] who wrote it ? [SEP]: special tokens have no extent and are never picked.
+        ([(0, 0), (0, 3), (4, 9), (10, 12), (12, 13), (0, 0)], (0, 13), [1, 2, 3, 4]),
+        ([(0, 0), (0, 3), (4, 9), (10, 12), (12, 13), (0, 0)], (4, 12), [2, 3]),
+        # A token belongs where it starts: "##ter" of a word cut by the span stays out.
+        ([(0, 3), (3, 6), (7, 9)], (3, 9), [1, 2]),
+        ([(0, 3), (3, 6), (7, 9)], (2, 3), []),
+        ([(0, 3)], (5, 9), []),  # past the window: nothing to pool
+    ],
+)
+def test_tokens_in_a_span(offsets, span, expected):
+    assert _tokens_in(offsets, span) == expected
