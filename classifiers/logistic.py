@@ -8,6 +8,10 @@ from classifiers.base import PromptClassifier, register_classifier
 
 DEFAULT_FPR = 0.01
 SCORE_MARGIN = 1e-5
+# OpenBLAS multiplies a few rows by a wide matrix far slower as one product than row by row
+# (10,000 targets, one BLAS thread, measured: 1 row 0.27 ms; 3 rows 3.5 ms as one product,
+# 0.82 ms row by row; even at 16 rows). A request has a handful of rows.
+ROW_BY_ROW = 16
 
 
 def calibrate(negative_scores: np.ndarray, fpr: float) -> float:
@@ -97,7 +101,9 @@ class LogisticClassifier(PromptClassifier):
         ids, w_t, bias, thresholds = self._pack()
         if not ids:
             return [], np.zeros((len(embeddings), 0), dtype=np.float32), thresholds
-        return ids, _sigmoid(embeddings.astype(np.float32) @ w_t + bias), thresholds
+        x = embeddings.astype(np.float32)
+        z = np.vstack([row @ w_t for row in x]) if 0 < len(x) < ROW_BY_ROW else x @ w_t
+        return ids, _sigmoid(z + bias), thresholds
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from classifiers.base import (
     get_classifier,
     register_classifier,
 )
-from classifiers.logistic import LogisticClassifier, calibrate
+from classifiers.logistic import ROW_BY_ROW, LogisticClassifier, calibrate
 
 DIM = 16
 
@@ -125,6 +125,18 @@ def test_scores_shape_order_and_remove():
     clf.remove("c")
     ids3, scores3, thresholds3 = clf.scores(batch)
     assert ids3 == [] and scores3.shape == (9, 0) and thresholds3.size == 0
+
+
+@pytest.mark.parametrize("rows", [0, 1, 3, ROW_BY_ROW - 1, ROW_BY_ROW, 40])
+def test_scores_row_by_row_agree_with_one_product(rows):
+    clf = LogisticClassifier()
+    for seed, name in enumerate("abc"):
+        clf.fit(name, *gaussians(seed, n_pos=50, n_neg=300)[:2])
+    batch = np.random.default_rng(7).standard_normal((rows, DIM)).astype(np.float32)
+    _, scores, _ = clf.scores(batch)
+    _, w_t, bias, _ = clf._pack()
+    assert scores.shape == (rows, 3) and scores.dtype == np.float32
+    np.testing.assert_allclose(scores, 1 / (1 + np.exp(-(batch @ w_t + bias))), atol=1e-6)
 
 
 @pytest.mark.parametrize(
