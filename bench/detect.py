@@ -51,30 +51,29 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
     return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
 
 
-def encoder_latency(encoder, queries: list[str]) -> list[dict[str, Any]]:
-    """The encoder's share of a request: the clauses encoded as texts of their own (torch,
-    and ONNX when loaded), and pooled from their turn's pass (what `screen` does)."""
+def encoder_latency(encoder, conversations: list[list[str]]) -> list[dict[str, Any]]:
+    """The encoder's share of a request: each turn and clause encoded as a text of its own
+    (torch, and ONNX when loaded), or pooled from the joined text's pass (what `screen` does)."""
     from classifiers.detector import screen_units
 
     def alone(encode):
-        def run(units, spans):
-            pairs = zip(units, spans, strict=True)
-            return encode([*units, *(unit[a:b] for unit, ss in pairs for a, b in ss)])
+        return lambda text, spans: encode([text, *(text[a:b] for a, b in spans)])
 
-        return run
+    def pooled(text, spans):
+        return encoder.encode_spans([text], [spans])
 
-    ways = {"torch, clauses alone": alone(encoder.encode_torch)}
+    ways = {"torch, turns and clauses alone": alone(encoder.encode_torch)}
     if encoder.backend != "torch":
-        ways[f"{encoder.backend}, clauses alone"] = alone(encoder.encode)
-    ways[f"{encoder.backend}, clauses pooled"] = encoder.encode_spans
+        ways[f"{encoder.backend}, turns and clauses alone"] = alone(encoder.encode)
+    ways[f"{encoder.backend}, turns and clauses pooled"] = pooled
     rows = []
     for way, encode in ways.items():
-        encode(["warm-up"], [[]])
+        encode("warm-up", [])
         samples = []
-        for q in queries:
-            units, spans = screen_units([q])
+        for conversation in conversations:
+            units = screen_units(conversation)
             t0 = time.perf_counter()
-            encode(units, spans)
+            encode(units.text, units.spans)
             samples.append(time.perf_counter() - t0)
         p50, p99 = _percentiles(samples)
         rows.append({"encoding": way, "p50_ms": p50, "p99_ms": p99})
@@ -88,8 +87,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     encoder = load_encoder(args.embedding_model, args.encoder_backend)
     suite = load_suite(args.suite)
-    queries = [p.messages[-1]["content"] for p in forget_probes(suite)]
-    queries += [r["prompt"] for r in suite["retain"]]
+    # Whole conversations, as a server screens them (multi-turn probes with every turn).
+    queries = [[m["content"] for m in p.messages] for p in forget_probes(suite)]
+    queries += [[r["prompt"]] for r in suite["retain"]]
     rng = random.Random(0)
     queries = [rng.choice(queries) for _ in range(args.queries)]
     detector = Detector(encoder)
@@ -108,10 +108,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         samples = []
         for q in queries:
             t0 = time.perf_counter()
-            detector.screen([q])
+            detector.screen(q)
             samples.append(time.perf_counter() - t0)
         p50, p99 = _percentiles(samples)
-        vecs = encoder.encode(queries[:50])
+        vecs = encoder.encode([q[-1] for q in queries[:50]])
         index_rows = {}
         for kind, floor in (("flat", 10**12), ("hnsw", 0)):
             index = SemanticIndex(encoder.dim, hnsw_min_vectors=floor)
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result,
         {
             "detection latency": (rows, list(rows[0])),
-            "encoder alone, per request (the units `screen` encodes)": (
+            "encoder alone, per request (the conversation's turns and clauses)": (
                 encoders,
                 ["encoding", "p50_ms", "p99_ms"],
             ),

@@ -133,22 +133,19 @@ class Detector:
         clauses of the last turn that ask something and match no target ([] unless the
         conversation matches a target and also asks something else: a mixed request).
         """
-        if not self.targets:
+        units = screen_units(texts)
+        if not self.targets or units is None:
             return [], []
-        units, spans = screen_units(texts)
-        if not units:
-            return [], []
-        # One pass gives the clauses too: each is pooled from its turn's token states.
-        vecs, span_vecs = self.encoder.encode_spans(units, spans)
-        pairs = zip(units, spans, strict=True)
-        clauses = [unit[a:b] for unit, unit_spans in pairs for a, b in unit_spans]
+        # One encoder pass: each turn and clause is pooled from the joined text's states.
+        vector, (span_vectors,) = self.encoder.encode_spans([units.text], [units.spans])
         with self._lock:
-            per_unit = self._score([*units, *clauses], np.vstack([vecs, *span_vecs]))
+            per_unit = self._score(units.texts, np.vstack([vector, span_vectors]))
         matches = _best([m for unit in per_unit for m in unit])
         if not matches:
             return [], []
-        others = [c for c, m in zip(clauses, per_unit[len(units) :], strict=True) if not m]
-        return matches, others
+        first = len(per_unit) - len(units.clauses)
+        clauses = zip(units.texts[first:], per_unit[first:], strict=True)
+        return matches, [text for text, found in clauses if not found]
 
     def _score(self, units: list[str], vecs: np.ndarray) -> list[list[Match]]:
         """Matches per unit, given the units' vectors."""
@@ -175,16 +172,37 @@ class Detector:
         return found
 
 
-def screen_units(texts: list[str]) -> tuple[list[str], list[list[Span]]]:
-    """What `screen` encodes for a conversation: the last turns, them joined, and for each
-    the character spans of its ask clauses (only the last turn has any)."""
+@dataclass(frozen=True)
+class Units:
+    """What `screen` scores: the last turns joined (the one text the encoder runs on), each
+    turn's span in it (none when there is one turn: the text is the turn) and the spans of
+    the last turn's ask clauses."""
+
+    text: str
+    turns: tuple[Span, ...]
+    clauses: tuple[Span, ...]
+
+    @property
+    def spans(self) -> list[Span]:
+        return [*self.turns, *self.clauses]
+
+    @property
+    def texts(self) -> list[str]:
+        """The joined text, then each turn, then each clause."""
+        return [self.text, *(self.text[a:b] for a, b in self.spans)]
+
+
+def screen_units(texts: list[str]) -> Units | None:
+    """The units of a conversation's last turns; None when it has no text."""
     turns = [t for t in texts if t.strip()][-MAX_TURNS:]
     if not turns:
-        return [], []
-    units = [*turns, " ".join(turns)] if len(turns) > 1 else list(turns)
-    spans: list[list[Span]] = [[] for _ in units]
-    spans[len(turns) - 1] = _ask_clauses(turns[-1])
-    return units, spans
+        return None
+    joined = " ".join(turns)
+    starts = np.cumsum([0, *(len(t) + 1 for t in turns[:-1])]).tolist()
+    last = starts[-1]
+    spans = tuple((s, s + len(t)) for s, t in zip(starts, turns, strict=True))
+    clauses = tuple((last + a, last + b) for a, b in _ask_clauses(turns[-1]))
+    return Units(joined, spans if len(turns) > 1 else (), clauses)
 
 
 def _top_hits(margins: np.ndarray, k: int = MAX_CLASSIFIER_HITS) -> list[int]:

@@ -1,10 +1,10 @@
-"""What the detector encodes for a conversation: turns, their join, the last turn's asks."""
+"""What the detector scores for a conversation: the turns joined, each turn, the last asks."""
 
 from __future__ import annotations
 
 import pytest
 
-from classifiers.detector import MAX_TURNS, _ask_clauses, screen_units
+from classifiers.detector import MAX_TURNS, Units, _ask_clauses, screen_units
 
 
 @pytest.mark.parametrize(
@@ -33,13 +33,25 @@ def test_ask_clauses_are_spans_of_the_turn(turn, clauses):
     assert [turn[a:b] for a, b in _ask_clauses(turn)] == clauses
 
 
-def test_units_are_the_last_turns_their_join_and_clauses_of_the_last():
+def test_units_are_spans_of_the_last_turns_joined():
     last = "What is 2 plus 2, and who is Bill Gates?"
-    units, spans = screen_units(["Hello there.", "  ", "Hi! How can I help?", last])
+    units = screen_units(["Hello there.", "  ", "Hi! How can I help?", last])
     turns = ["Hello there.", "Hi! How can I help?", last]
-    assert units == [*turns, " ".join(turns)]
-    assert spans == [[], [], _ask_clauses(last), []] and spans[2]
-    assert screen_units([last]) == ([last], [_ask_clauses(last)])
-    assert screen_units(["", " "]) == ([], [])
+    assert units.text == " ".join(turns)
+    assert [units.text[a:b] for a, b in units.turns] == turns
+    clauses = ["What is 2 plus 2", "who is Bill Gates?"]
+    assert [units.text[a:b] for a, b in units.clauses] == clauses
+    assert units.texts == [units.text, *turns, *clauses]
+
+
+def test_one_turn_is_its_own_text():
+    last = "What is 2 plus 2, and who is Bill Gates?"
+    assert screen_units([last]) == Units(last, (), tuple(_ask_clauses(last)))
+    assert screen_units(["Hi"]).texts == ["Hi"]
+    assert screen_units(["", " "]) is None and screen_units([]) is None
+
+
+def test_only_the_last_turns_count():
     many = [f"turn number {i}" for i in range(MAX_TURNS + 3)]
-    assert screen_units(many)[0][:-1] == many[-MAX_TURNS:]
+    units = screen_units(many)
+    assert units.texts[1 : MAX_TURNS + 1] == many[-MAX_TURNS:]
