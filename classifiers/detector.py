@@ -139,7 +139,7 @@ class Detector:
         # One encoder pass: each turn and clause is pooled from the joined text's states.
         vector, (span_vectors,) = self.encoder.encode_spans([units.text], [units.spans])
         with self._lock:
-            per_unit = self._score(units.texts, np.vstack([vector, span_vectors]))
+            per_unit = self._score(units, np.vstack([vector, span_vectors]))
         matches = _best([m for unit in per_unit for m in unit])
         if not matches:
             return [], []
@@ -147,10 +147,11 @@ class Detector:
         clauses = zip(units.texts[first:], per_unit[first:], strict=True)
         return matches, [text for text, found in clauses if not found]
 
-    def _score(self, units: list[str], vecs: np.ndarray) -> list[list[Match]]:
-        """Matches per unit, given the units' vectors."""
+    def _score(self, units: Units, vecs: np.ndarray) -> list[list[Match]]:
+        """Matches per row of `units.texts`, given their vectors."""
+        texts = units.texts
         ids, scores, thresholds = self.classifier.scores(vecs)
-        found: list[list[Match]] = [[] for _ in units]
+        found: list[list[Match]] = [[] for _ in texts]
 
         def offer(row: int, target_id: str, score: float, evidence: str) -> None:
             info = self.targets.get(target_id)
@@ -159,16 +160,18 @@ class Detector:
 
         if ids:
             margins = scores - thresholds[None, :]
-            for r in range(len(units)):
+            for r in range(len(texts)):
                 for c in _top_hits(margins[r]):
                     offer(r, ids[c], float(scores[r, c]), "classifier")
         for row, sims in enumerate(self.semantic.search(vecs)):
             for target_id, sim in sims.items():
                 if sim >= SEMANTIC_THRESHOLD:
                     offer(row, target_id, sim, "semantic")
-        for row, unit in enumerate(units):
-            for target_id, phrase in self.lexical.match(unit).items():
-                offer(row, target_id, 1.0, f"lexical:{phrase}")
+        # Every phrase a turn holds, the joined text holds too: turns need no lexical pass.
+        for row, text in enumerate(texts):
+            if not 0 < row <= len(units.turns):
+                for target_id, phrase in self.lexical.match(text).items():
+                    offer(row, target_id, 1.0, f"lexical:{phrase}")
         return found
 
 
