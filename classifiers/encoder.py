@@ -105,8 +105,8 @@ class Encoder:
         """Vectors of `texts`, and of the character `spans` of each, from one forward pass.
 
         A span's vector is the normalised mean of the states of the tokens inside it, taken
-        from its text's pass. A span with no token inside the model's window (truncated
-        away), and every span of a model that does not mean-pool, is encoded on its own.
+        from its text's pass. A span not wholly inside the model's window (the text was
+        truncated), and every span of a model that does not mean-pool, is encoded on its own.
         """
         pooled = [np.empty((len(s), self.dim), dtype=np.float32) for s in spans]
         out = np.empty((len(texts), self.dim), dtype=np.float32)
@@ -115,8 +115,10 @@ class Encoder:
         for batch in _batches([len(r.ids) for r in rows]):
             out[batch], states = self._forward([rows[i] for i in batch])
             for j, i in enumerate(batch):
+                end = _window_end(rows[i])
                 for k, span in enumerate(spans[i]):
-                    tokens = _tokens_in(rows[i].offsets, span) if self.pools_spans else []
+                    whole = self.pools_spans and span[1] <= end
+                    tokens = _tokens_in(rows[i].offsets, span) if whole else []
                     if tokens:
                         pooled[i][k] = _unit(states[j, tokens].mean(axis=0))
                     else:
@@ -187,6 +189,11 @@ def _tokens_in(offsets: list[tuple[int, int]], span: Span) -> list[int]:
     """Positions of the tokens that start inside the span (special tokens have no extent)."""
     start, end = span
     return [i for i, (a, b) in enumerate(offsets) if b > a and start <= a < end]
+
+
+def _window_end(row: Encoding) -> float:
+    """Characters of the text inside the model's window: all of them unless truncated."""
+    return max(b for _, b in row.offsets) if row.overflowing else float("inf")
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:
