@@ -32,6 +32,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--targets", default="1,100,1000,10000")
     # p99 of 200 samples rests on its 2 or 3 largest; 1,000 give it ten.
     p.add_argument("--queries", type=int, default=1000)
+    p.add_argument("--replace", type=int, default=1000, help="new versions registered at the end")
     p.add_argument("--suite", default="default")
     p.add_argument("--embedding-model", default=None)
     p.add_argument("--encoder-backend", choices=ENCODER_BACKENDS, default="auto")
@@ -81,9 +82,48 @@ def encoder_latency(encoder, conversations: list[list[str]]) -> list[dict[str, A
     return rows
 
 
+def _register(detector, todo: list[tuple[str, int, dict[str, Any]]], label: str) -> float:
+    """Register in batches of 256; ms per target."""
+    start = time.perf_counter()
+    for k in tqdm(range(0, len(todo), 256), desc=label, leave=False):
+        detector.add_targets(todo[k : k + 256])
+    return (time.perf_counter() - start) / max(len(todo), 1) * 1000
+
+
+def _row(detector, encoder, queries: list[list[str]], add_ms: float, replaced: int) -> dict:
+    """Latency per conversation now, and a flat vs HNSW search over the same vectors."""
+    from classifiers.semantic import SemanticIndex
+
+    detector.screen(["warm-up"])
+    samples = []
+    for q in queries:
+        t0 = time.perf_counter()
+        detector.screen(q)
+        samples.append(time.perf_counter() - t0)
+    p50, p99 = _percentiles(samples)
+    vecs = encoder.encode([q[-1] for q in queries[:50]])
+    index_rows = {}
+    for kind, floor in (("flat", 10**12), ("hnsw", 0)):
+        index = SemanticIndex(encoder.dim, hnsw_min_vectors=floor)
+        index.add("all", np.vstack(detector.semantic._vectors))
+        t0 = time.perf_counter()
+        for v in vecs:
+            index.search(v[None, :])
+        index_rows[f"{kind}_search_ms"] = (time.perf_counter() - t0) / len(vecs) * 1000
+    return {
+        "targets": len(detector.targets),
+        "replaced": replaced,
+        "vectors": detector.semantic.size,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "add_ms_per_target": add_ms,
+        "index": detector.semantic.kind,
+        **index_rows,
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from classifiers.detector import Detector
-    from classifiers.semantic import SemanticIndex
     from guard_server.models import load_encoder
 
     encoder = load_encoder(args.embedding_model, args.encoder_backend)
@@ -99,39 +139,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     quality = detection_quality(detector, suite, {t["name"]: t["name"] for t in suite["targets"]})
     rows, added = [], len(suite["targets"])
     for n in map(int, args.targets.split(",")):
-        start = time.perf_counter()
         todo = [(f"syn{i}", 1, synthetic_target(i, rng)) for i in range(added, max(n, added))]
-        for k in tqdm(range(0, len(todo), 256), desc=f"targets to {n}", leave=False):
-            detector.add_targets(todo[k : k + 256])
-        per_target_add = (time.perf_counter() - start) / max(n - added, 1)
+        add_ms = _register(detector, todo, f"targets to {n}")
         added = max(n, added)
-        detector.screen(["warm-up"])
-        samples = []
-        for q in queries:
-            t0 = time.perf_counter()
-            detector.screen(q)
-            samples.append(time.perf_counter() - t0)
-        p50, p99 = _percentiles(samples)
-        vecs = encoder.encode([q[-1] for q in queries[:50]])
-        index_rows = {}
-        for kind, floor in (("flat", 10**12), ("hnsw", 0)):
-            index = SemanticIndex(encoder.dim, hnsw_min_vectors=floor)
-            index.add("all", np.vstack(detector.semantic._vectors))
-            t0 = time.perf_counter()
-            for v in vecs:
-                index.search(v[None, :])
-            index_rows[f"{kind}_search_ms"] = (time.perf_counter() - t0) / len(vecs) * 1000
-        rows.append(
-            {
-                "targets": added,
-                "vectors": detector.semantic.size,
-                "p50_ms": p50,
-                "p99_ms": p99,
-                "add_ms_per_target": per_target_add * 1000,
-                "index": detector.semantic.kind,
-                **index_rows,
-            }
-        )
+        rows.append(_row(detector, encoder, queries, add_ms, replaced=0))
+    if args.replace:  # new versions leave tombstones behind; searches must not slow down
+        first = len(suite["targets"])
+        ids = range(first, min(added, first + args.replace))
+        add_ms = _register(detector, [(f"syn{i}", 2, synthetic_target(i, rng)) for i in ids], "new")
+        rows.append(_row(detector, encoder, queries, add_ms, replaced=len(ids)))
+    grown = [r for r in rows if not r["replaced"]]
     encoders = encoder_latency(encoder, queries)
     directory = report.out_dir(args.name)
     result = {
@@ -139,7 +156,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "quality": quality,
         "encoders": encoders,
         "summary": {
-            **rows[-1],
+            **grown[-1],
             "encoder": encoder.backend,
             "recall": quality["recall"],
             "fpr": quality["fpr"],
@@ -164,10 +181,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ),
         },
     )
-    xs = [r["targets"] for r in rows]
+    xs = [r["targets"] for r in grown]
     report.line_plot(
         directory / "latency_vs_targets.png",
-        {"p50": (xs, [r["p50_ms"] for r in rows]), "p99": (xs, [r["p99_ms"] for r in rows])},
+        {"p50": (xs, [r["p50_ms"] for r in grown]), "p99": (xs, [r["p99_ms"] for r in grown])},
         "detection latency per request",
         "registered targets",
         "ms",

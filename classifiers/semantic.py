@@ -10,13 +10,17 @@ import numpy as np
 # (guard-bench detect measures both). Below it the exact index is as fast and exact.
 HNSW_MIN_VECTORS = 4096
 HNSW_M = 32
+HNSW_EF_SEARCH = 64
 
 
 class SemanticIndex:
     """Vectors labelled by slot; a slot is one registration of one target version.
 
     Removal is a tombstone on the slot, so the HNSW graph never needs rebuilding and a
-    re-registered target never revives the vectors of its previous version.
+    re-registered target never revives the vectors of its previous version. Searches skip
+    tombstoned vectors inside FAISS (an ID selector over the live ones): fetching extra
+    neighbours to filter afterwards made every search slower with each replacement
+    (measured at 10,000 targets: 0.23 ms, then 12.3 ms after 1,000 re-registrations).
     """
 
     def __init__(self, dim: int, hnsw_min_vectors: int = HNSW_MIN_VECTORS):
@@ -25,8 +29,10 @@ class SemanticIndex:
         self._index: faiss.Index = faiss.IndexFlatIP(dim)
         self._vector_slot: list[int] = []
         self._slot_target: list[str] = []
+        self._slot_rows: list[range] = []  # slot -> its vector ids
         self._live: dict[str, int] = {}  # target id -> its current slot
-        self._dead_vectors = 0
+        self._alive = np.zeros(0, dtype=bool)  # vector id -> not tombstoned
+        self._params: faiss.SearchParameters | None = None  # None: every vector is live
         self._vectors: list[np.ndarray] = []
 
     @property
@@ -42,37 +48,57 @@ class SemanticIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         slot = len(self._slot_target)
         self._slot_target.append(target_id)
+        self._slot_rows.append(range(self.size, self.size + len(vectors)))
         self._live[target_id] = slot
         if self.kind == "flat" and self.size + len(vectors) >= self.hnsw_min_vectors:
             hnsw = faiss.IndexHNSWFlat(self.dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-            hnsw.hnsw.efSearch = 64
+            hnsw.hnsw.efSearch = HNSW_EF_SEARCH
             if self._vectors:
                 hnsw.add(np.vstack(self._vectors))
             self._index = hnsw
         self._index.add(vectors)
         self._vectors.append(vectors)
         self._vector_slot.extend([slot] * len(vectors))
+        self._alive = np.concatenate([self._alive, np.ones(len(vectors), dtype=bool)])
+        self._params = None if self._alive.all() else self._selector()
 
     def remove(self, target_id: str) -> None:
         slot = self._live.pop(target_id, None)
         if slot is not None:
-            self._dead_vectors += self._vector_slot.count(slot)
+            rows = self._slot_rows[slot]
+            self._alive[rows.start : rows.stop] = False
+            self._params = self._selector()
+
+    @property
+    def dead(self) -> int:
+        return int(self._alive.size - np.count_nonzero(self._alive))
+
+    def _selector(self) -> faiss.SearchParameters:
+        """Search parameters that let FAISS return live vectors only."""
+        bits = np.packbits(self._alive, bitorder="little")
+        selector = faiss.IDSelectorBitmap(self._alive.size, faiss.swig_ptr(bits))
+        if self.kind == "hnsw":
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=HNSW_EF_SEARCH)
+        else:
+            params = faiss.SearchParameters(sel=selector)
+        params.keep = (bits, selector)  # FAISS holds raw pointers to both
+        return params
 
     def search(self, queries: np.ndarray, k: int = 8) -> list[dict[str, float]]:
         """For each query, the best similarity per live target among its nearest vectors."""
         if self.size == 0:
             return [{} for _ in range(len(queries))]
-        fetch = min(self.size, k + self._dead_vectors)
-        sims, ids = self._index.search(np.ascontiguousarray(queries, dtype=np.float32), fetch)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        fetch = min(self.size, k)
+        sims, ids = self._index.search(queries, fetch, params=self._params)
         out = []
         for row_sims, row_ids in zip(sims, ids, strict=True):
             best: dict[str, float] = {}
             for sim, idx in zip(row_sims.tolist(), row_ids.tolist(), strict=True):
                 if idx < 0:
                     continue
-                slot = self._vector_slot[idx]
-                target = self._slot_target[slot]
-                if self._live.get(target) == slot and sim > best.get(target, -1.0):
+                target = self._slot_target[self._vector_slot[idx]]
+                if sim > best.get(target, -1.0):
                     best[target] = sim
             out.append(best)
         return out
