@@ -115,7 +115,7 @@ class Encoder:
         for batch in _batches([len(r.ids) for r in rows]):
             out[batch], states = self._forward([rows[i] for i in batch])
             for j, i in enumerate(batch):
-                end = _window_end(rows[i])
+                end = _window_end(rows[i]) if spans[i] else 0.0
                 for k, span in enumerate(spans[i]):
                     whole = self.pools_spans and span[1] <= end
                     tokens = _tokens_in(rows[i].offsets, span) if whole else []

@@ -31,8 +31,10 @@ class SemanticIndex:
         self._slot_target: list[str] = []
         self._slot_rows: list[range] = []  # slot -> its vector ids
         self._live: dict[str, int] = {}  # target id -> its current slot
-        self._alive = np.zeros(0, dtype=bool)  # vector id -> not tombstoned
-        self._params: faiss.SearchParameters | None = None  # None: every vector is live
+        self._alive = bytearray()  # vector id -> 1 unless tombstoned; grows amortised
+        self._dead = 0
+        self._params: faiss.SearchParameters | None = None  # built by the next search
+        self._stale = False
         self._vectors: list[np.ndarray] = []
 
     @property
@@ -59,24 +61,28 @@ class SemanticIndex:
         self._index.add(vectors)
         self._vectors.append(vectors)
         self._vector_slot.extend([slot] * len(vectors))
-        self._alive = np.concatenate([self._alive, np.ones(len(vectors), dtype=bool)])
-        self._params = None if self._alive.all() else self._selector()
+        self._alive.extend(b"\x01" * len(vectors))
+        self._stale = True
 
     def remove(self, target_id: str) -> None:
         slot = self._live.pop(target_id, None)
         if slot is not None:
             rows = self._slot_rows[slot]
-            self._alive[rows.start : rows.stop] = False
-            self._params = self._selector()
+            self._alive[rows.start : rows.stop] = bytes(len(rows))
+            self._dead += len(rows)
+            self._stale = True
 
     @property
     def dead(self) -> int:
-        return int(self._alive.size - np.count_nonzero(self._alive))
+        return self._dead
 
-    def _selector(self) -> faiss.SearchParameters:
-        """Search parameters that let FAISS return live vectors only."""
-        bits = np.packbits(self._alive, bitorder="little")
-        selector = faiss.IDSelectorBitmap(self._alive.size, faiss.swig_ptr(bits))
+    def _selector(self) -> faiss.SearchParameters | None:
+        """Search parameters that let FAISS return live vectors only; None when all are."""
+        if not self._dead:
+            return None
+        alive = np.frombuffer(self._alive, dtype=np.uint8)
+        bits = np.packbits(alive, bitorder="little")
+        selector = faiss.IDSelectorBitmap(alive.size, faiss.swig_ptr(bits))
         if self.kind == "hnsw":
             params = faiss.SearchParametersHNSW(sel=selector, efSearch=HNSW_EF_SEARCH)
         else:
@@ -88,6 +94,8 @@ class SemanticIndex:
         """For each query, the best similarity per live target among its nearest vectors."""
         if self.size == 0:
             return [{} for _ in range(len(queries))]
+        if self._stale:  # once per change of the live set, not per add or remove
+            self._params, self._stale = self._selector(), False
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         fetch = min(self.size, k)
         sims, ids = self._index.search(queries, fetch, params=self._params)

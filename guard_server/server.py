@@ -61,7 +61,7 @@ def build_guard_state(app: FastAPI, args: argparse.Namespace) -> None:
     if recovered:
         logger.info("recompiled %d forget targets left half-done", recovered)
     encoder = load_encoder(args.embedding_model, args.encoder_backend)
-    logger.info("embedding model %s on %s", args.embedding_model, encoder.backend)
+    logger.info("embedding model %s on %s", args.embedding_model or "(default)", encoder.backend)
     guard = Guard(store, Detector(encoder))
     guard.sync()
     app.state.guard = guard
