@@ -16,6 +16,7 @@ class Match:
     version: int
     score: float
     evidence: str
+    policy: str = "refuse"
 
 
 class PromptClassifier(ABC):

@@ -102,8 +102,9 @@ class Detector:
                 self.semantic.add(target_id, probe_vecs)
                 self.lexical.add(target_id, phrases)
                 info = TargetInfo(target_id, version, threshold, spec.get("policy", "refuse"))
-                self.targets[target_id] = info
                 infos.append(info)
+            # Readers take `self.targets` once per screen: swap in a new dict, never mutate.
+            self.targets = {**self.targets, **{i.target_id: i for i in infos}}
         # Thousands of targets are millions of long-lived objects; without this, a full
         # collection scanning them lands inside some request (measured: p99 597 ms at 10k).
         gc.freeze()
@@ -120,43 +121,79 @@ class Detector:
 
     def remove_target(self, target_id: str) -> None:
         with self._lock:
-            self.targets.pop(target_id, None)
+            self.targets = {k: v for k, v in self.targets.items() if k != target_id}
             self.classifier.remove(target_id)
             self.semantic.remove(target_id)
             self.lexical.remove(target_id)
 
     def screen(self, texts: list[str]) -> tuple[list[Match], list[str]]:
-        """Matches for a conversation (oldest turn first) and what else its last turn asks.
+        """Matches for a conversation (oldest turn first) and what else its last turn asks."""
+        return self.screen_many([texts])[0]
 
-        Each of the last turns is scored on its own and the last turns are scored together,
-        so a target reached only across turns is still found. The second value holds the
-        clauses of the last turn that ask something and match no target ([] unless the
-        conversation matches a target and also asks something else: a mixed request).
+    def screen_many(self, conversations: list[list[str]]) -> list[tuple[list[Match], list[str]]]:
+        """`screen` for several conversations at once: one encoder call for all of them.
+
+        Every turn is screened. The last MAX_TURNS turns are joined and encoded together, each
+        turn and each ask clause of the last turn pooled from that pass; older turns are
+        joined the same way, MAX_TURNS at a time. The second value of a result holds the
+        clauses of the last turn that ask something else ([] unless the conversation matches
+        a target and also asks something else: a mixed request). It stays [] when a target
+        is asked anywhere but in a clause of the last turn (a system prompt, an earlier turn,
+        only the turns read together): removing the last turn's clauses would not remove it.
         """
-        units = screen_units(texts)
-        if not self.targets or units is None:
-            return [], []
-        # One encoder pass: each turn and clause is pooled from the joined text's states.
-        vector, (span_vectors,) = self.encoder.encode_spans([units.text], [units.spans])
+        plans = [conversation_units(texts) for texts in conversations]
+        flat = [units for plan in plans for units in plan]
+        targets = self.targets  # a snapshot: registration swaps the dict, never mutates it
+        if not targets or not flat:
+            return [([], []) for _ in conversations]
+        vectors, span_vectors = self.encoder.encode_spans(
+            [u.text for u in flat], [u.spans for u in flat]
+        )
         with self._lock:
-            per_unit = self._score(units, np.vstack([vector, span_vectors]))
-        matches = _best([m for unit in per_unit for m in unit])
+            scored = [
+                self._score(u, np.vstack([vectors[i : i + 1], span_vectors[i]]), targets)
+                for i, u in enumerate(flat)
+            ]
+        results, at = [], 0
+        for plan in plans:
+            per_plan, at = scored[at : at + len(plan)], at + len(plan)
+            results.append(self._verdict(plan, per_plan) if plan else ([], []))
+        return results
+
+    def _verdict(
+        self, plan: list[Units], scored: list[list[list[Match]]]
+    ) -> tuple[list[Match], list[str]]:
+        matches = _best([m for per_unit in scored for unit in per_unit for m in unit])
         if not matches:
             return [], []
+        units, per_unit = plan[-1], scored[-1]
         first = len(per_unit) - len(units.clauses)
-        clauses = zip(units.texts[first:], per_unit[first:], strict=True)
+        clauses = list(zip(units.texts[first:], per_unit[first:], strict=True))
+        in_clauses = {m.target_id for _, found in clauses for m in found}
+        earlier = [m for per in scored[:-1] for unit in per for m in unit]
+        earlier += [m for unit in per_unit[1 : len(units.turns)] for m in unit]
+        earlier_text = " ".join(units.text[a:b] for a, b in units.turns[:-1])
+        asked_elsewhere = (
+            earlier
+            or bool(self.lexical.match(earlier_text))
+            or not {m.target_id for m in matches} <= in_clauses
+        )
+        if asked_elsewhere:
+            return matches, []
         return matches, [text for text, found in clauses if not found]
 
-    def _score(self, units: Units, vecs: np.ndarray) -> list[list[Match]]:
+    def _score(
+        self, units: Units, vecs: np.ndarray, targets: dict[str, TargetInfo]
+    ) -> list[list[Match]]:
         """Matches per row of `units.texts`, given their vectors."""
         texts = units.texts
         ids, scores, thresholds = self.classifier.scores(vecs)
         found: list[list[Match]] = [[] for _ in texts]
 
         def offer(row: int, target_id: str, score: float, evidence: str) -> None:
-            info = self.targets.get(target_id)
+            info = targets.get(target_id)
             if info is not None:
-                found[row].append(Match(target_id, info.version, score, evidence))
+                found[row].append(Match(target_id, info.version, score, evidence, info.policy))
 
         if ids:
             margins = scores - thresholds[None, :]
@@ -197,15 +234,29 @@ class Units:
 
 def screen_units(texts: list[str]) -> Units | None:
     """The units of a conversation's last turns; None when it has no text."""
-    turns = [t for t in texts if t.strip()][-MAX_TURNS:]
+    plan = conversation_units(texts)
+    return plan[-1] if plan else None
+
+
+def conversation_units(texts: list[str]) -> list[Units]:
+    """Every turn of a conversation as units, oldest first: MAX_TURNS turns per unit, the
+    newest unit ending with the last turn and holding its ask clauses ([] without text)."""
+    turns = [t for t in texts if t.strip()]
     if not turns:
-        return None
+        return []
+    cut = max(len(turns) - MAX_TURNS, 0)
+    older = [_units(turns[i : min(i + MAX_TURNS, cut)], ()) for i in range(0, cut, MAX_TURNS)]
+    newest = turns[cut:]
+    return [*older, _units(newest, _ask_clauses(newest[-1]))]
+
+
+def _units(turns: list[str], clauses: list[Span]) -> Units:
     joined = " ".join(turns)
     starts = np.cumsum([0, *(len(t) + 1 for t in turns[:-1])]).tolist()
     last = starts[-1]
     spans = tuple((s, s + len(t)) for s, t in zip(starts, turns, strict=True))
-    clauses = tuple((last + a, last + b) for a, b in _ask_clauses(turns[-1]))
-    return Units(joined, spans if len(turns) > 1 else (), clauses)
+    clause_spans = tuple((last + a, last + b) for a, b in clauses)
+    return Units(joined, spans if len(turns) > 1 else (), clause_spans)
 
 
 def _top_hits(margins: np.ndarray, k: int = MAX_CLASSIFIER_HITS) -> list[int]:

@@ -53,17 +53,20 @@ class Verdict:
     def header(self) -> str:
         return ",".join(f.target_id for f in self.flags)
 
-    def report(self) -> dict[str, Any]:
-        targets = [
-            {
-                "id": f.target_id,
-                "version": f.version,
-                "score": round(f.score, 4),
-                "evidence": f.evidence,
-            }
-            for f in self.flags
-        ]
-        report = {"flagged": self.flagged, "action": self.action, "targets": targets}
+    def report(self, admin: bool = False) -> dict[str, Any]:
+        """What a response says about the guard. Which target matched, how strongly and on
+        what evidence is for an admin only: a client could tune an evasion against it."""
+        report: dict[str, Any] = {"flagged": self.flagged, "action": self.action}
+        if admin:
+            report["targets"] = [
+                {
+                    "id": f.target_id,
+                    "version": f.version,
+                    "score": round(f.score, 4),
+                    "evidence": f.evidence,
+                }
+                for f in self.flags
+            ]
         if self.keep:
             report["answered"] = list(self.keep)
         return report
@@ -71,6 +74,24 @@ class Verdict:
     def without_partial(self) -> Verdict:
         """For raw-text prompts, which cannot be cut into turns: restrict instead."""
         return replace(self, action="restrict", keep=()) if self.action == "partial" else self
+
+
+_SEVERITY = {"none": 0, "partial": 1, "restrict": 2, "refuse": 3}
+
+
+def merge(route: Verdict, seam: Verdict) -> Verdict:
+    """One verdict from the route's (structure: turns, clauses) and the seam's (the prompt the
+    engine runs). The seam cannot cut a prompt into turns, so its partial is a restrict; the
+    stronger action wins, and a target either one found is enforced."""
+    if not seam.flagged:
+        return route
+    seam = seam.without_partial()
+    if not route.flagged:
+        return seam
+    flags = {f.target_id: f for f in seam.flags} | {f.target_id: f for f in route.flags}
+    action = max(route.action, seam.action, key=_SEVERITY.__getitem__)
+    keep = route.keep if action == "partial" else ()
+    return Verdict(tuple(flags.values()), action, keep)
 
 
 def keep_only(messages: list[Any], verdict: Verdict) -> None:
@@ -99,19 +120,27 @@ def apply_verdict(xargs: dict[str, Any] | None, verdict: Verdict) -> dict[str, A
 
 
 def conversation_texts(messages: Iterable[Any]) -> list[str]:
-    """Every turn's text, oldest first (user, assistant and system turns alike)."""
+    """Every turn's text, oldest first (user, assistant, system and tool turns alike).
+
+    Every string of a message counts, whatever holds it: content parts of any type ("text",
+    "input_text", "refusal", "thinking", a bare string), reasoning, tool-call arguments. The
+    chat template may render any of them.
+    """
     texts: list[str] = []
     for message in messages:
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, str):
-            texts.append(content)
-        elif isinstance(content, list):
-            texts.extend(
-                part.get("text", "")
-                for part in content
-                if isinstance(part, dict) and part.get("type") == "text"
-            )
-    return [t for t in texts if t]
+        if isinstance(message, dict):
+            texts.extend(_strings({k: v for k, v in message.items() if k != "role"}))
+    return [t for t in texts if t.strip()]
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    if isinstance(value, dict):
+        return [s for key, item in value.items() if key != "type" for s in _strings(item)]
+    return []
 
 
 class Guard:
@@ -154,22 +183,38 @@ class Guard:
             self._generation = generation
 
     def screen(self, texts: list[str]) -> Verdict:
-        if self.detector is None or not texts:
-            return Verdict()
+        return self.screen_many([texts])[0]
+
+    def has_targets(self) -> bool:
+        """Whether any target is enforced now (after catching up with the store)."""
+        self.sync()
+        return self.detector is not None and bool(self.detector.targets)
+
+    def screen_many(self, conversations: list[list[str]]) -> list[Verdict]:
+        """Verdicts for several requests, detected together (one encoder call)."""
+        if self.detector is None:
+            return [Verdict() for _ in conversations]
         start = time.perf_counter()
         self.sync()
-        matches, others = self.detector.screen(texts)
-        metrics.DETECTION_SECONDS.observe(time.perf_counter() - start)
-        if not matches:
-            metrics.REQUESTS.labels("none").inc()
-            return Verdict()
-        policies = {self.detector.targets[m.target_id].policy for m in matches}
-        action, keep = decide(policies, others)
-        flags = tuple(Flag(m.target_id, m.version, m.score, m.evidence) for m in matches)
-        metrics.REQUESTS.labels(action).inc()
-        for flag in flags:
-            metrics.TARGET_HITS.labels(flag.target_id).inc()
-        return Verdict(flags, action, keep)
+        results = self.detector.screen_many(conversations)
+        elapsed = time.perf_counter() - start
+        verdicts = []
+        for matches, others in results:
+            metrics.DETECTION_SECONDS.observe(elapsed)
+            verdicts.append(_verdict(matches, others))
+        return verdicts
+
+
+def _verdict(matches: list[Any], others: list[str]) -> Verdict:
+    if not matches:
+        metrics.REQUESTS.labels("none").inc()
+        return Verdict()
+    action, keep = decide({m.policy for m in matches}, others)
+    flags = tuple(Flag(m.target_id, m.version, m.score, m.evidence) for m in matches)
+    metrics.REQUESTS.labels(action).inc()
+    for flag in flags:
+        metrics.TARGET_HITS.labels(flag.target_id).inc()
+    return Verdict(flags, action, keep)
 
 
 def decide(policies: set[str], others: list[str]) -> tuple[str, tuple[str, ...]]:

@@ -15,14 +15,8 @@ from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 from vllm.entrypoints.serve.utils.api_utils import validate_json_request
 
 from guard_server import errors
-from guard_server.guard import (
-    HEADER,
-    Guard,
-    Verdict,
-    apply_verdict,
-    conversation_texts,
-    keep_only,
-)
+from guard_server.guard import Verdict, conversation_texts, keep_only
+from guard_server.seam import current_scope
 
 router = APIRouter()
 # Recomputed by the new response: copying them would describe the old body.
@@ -33,19 +27,25 @@ _ERRORS = {
 }
 
 
-def _guard(raw_request: Request) -> Guard:
-    return raw_request.app.state.guard
-
-
-def _decorate(response: Response, verdict: Verdict) -> Response:
-    """Report the verdict: a header on every response, a `guard` field on JSON bodies."""
-    response.headers[HEADER] = verdict.header()
+def _report(response: Response) -> Response:
+    """A `guard` field on a JSON body: what the engine seam enforced for this request."""
+    scope = current_scope()
     if isinstance(response, JSONResponse) and response.status_code == HTTPStatus.OK:
         body = json.loads(response.body)
-        body["guard"] = verdict.report()
+        body["guard"] = scope.verdict.report(scope.admin)
         headers = {k: v for k, v in response.headers.items() if k not in _BODY_HEADERS}
         return JSONResponse(body, headers=headers, background=response.background)
     return response
+
+
+async def _screen_turns(raw_request: Request, texts: list[str]) -> Verdict:
+    """The route's structural verdict on a chat's turns (turns and clauses: a partial answer
+    is only possible here); the seam reuses it when the engine's prompt holds these texts."""
+    scope = current_scope()
+    verdict = await raw_request.app.state.guard_batcher.screen(texts) if texts else Verdict()
+    scope.screened[tuple(texts)] = verdict
+    scope.route = verdict
+    return verdict
 
 
 @router.post(
@@ -54,21 +54,15 @@ def _decorate(response: Response, verdict: Verdict) -> Response:
 async def create_chat_completion(request: ChatCompletionRequest, raw_request: Request):
     if not request.messages:
         raise errors.InvalidRequest(errors.ERR_EMPTY_MESSAGES, param="messages")
-    verdict = _guard(raw_request).screen(conversation_texts(request.messages))
+    verdict = await _screen_turns(raw_request, conversation_texts(request.messages))
     keep_only(request.messages, verdict)
-    request.vllm_xargs = apply_verdict(request.vllm_xargs, verdict)
-    response = await vllm_chat.create_chat_completion(request, raw_request)
-    return _decorate(response, verdict)
+    return _report(await vllm_chat.create_chat_completion(request, raw_request))
 
 
 @router.post("/v1/completions", dependencies=[Depends(validate_json_request)], responses=_ERRORS)
 async def create_completion(request: CompletionRequest, raw_request: Request):
-    prompts = request.prompt if isinstance(request.prompt, list) else [request.prompt]
-    verdict = _guard(raw_request).screen([p for p in prompts if isinstance(p, str)])
-    verdict = verdict.without_partial()
-    request.vllm_xargs = apply_verdict(request.vllm_xargs, verdict)
-    response = await vllm_completion.create_completion(request, raw_request)
-    return _decorate(response, verdict)
+    # Raw prompts (text or token ids) are screened at the seam, one verdict per prompt.
+    return _report(await vllm_completion.create_completion(request, raw_request))
 
 
 def attach(app: FastAPI) -> None:

@@ -8,10 +8,13 @@ from typing import TYPE_CHECKING
 
 from fastapi.routing import APIRoute
 
-from guard_server import admin, routes
+from guard_server import admin, routes, surface
 from guard_server.adapters import AdapterManager
+from guard_server.batcher import ScreenBatcher
 from guard_server.guard import Guard
+from guard_server.prompts import PromptReader
 from guard_server.registry import Registry
+from guard_server.seam import GuardedEngineClient
 from guard_server.store import SQLiteStore
 
 if TYPE_CHECKING:
@@ -25,7 +28,7 @@ GUARDED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 
 
 async def build_guard_app(engine_client: EngineClient, args: argparse.Namespace) -> FastAPI:
-    """vLLM's OpenAI app, its state initialised, with the guarded routes replacing vLLM's."""
+    """vLLM's OpenAI app on the guarded engine client, its unchecked routes dropped."""
     from vllm.entrypoints.launchers.api_server.app_state import init_app_state
     from vllm.entrypoints.launchers.app import build_app
 
@@ -38,19 +41,33 @@ async def build_guard_app(engine_client: EngineClient, args: argparse.Namespace)
     ]
     routes.attach(app)
     admin.attach(app)
+    surface.restrict_routes(app)
+    surface.separate_admin_auth(app)
     # build_app already built the middleware stack (SageMaker bootstrap), freezing the
     # exception handlers it saw; drop it so Starlette rebuilds it with ours on first request.
     app.middleware_stack = None
-    await init_app_state(engine_client, app.state, args, supported_tasks)
-    build_guard_state(app, args)
+    app.add_middleware(surface.GuardScopeMiddleware, admin_key=args.admin_key)
+    guard = build_guard_state(app, args)
+    guarded = GuardedEngineClient(
+        engine_client,
+        guard,
+        app.state.guard_batcher,
+        PromptReader(engine_client.renderer.get_tokenizer()),
+    )
+    await init_app_state(guarded, app.state, args, supported_tasks)
+    base = app.state.openai_serving_models.base_model_paths[0].name
+    max_loras = args.max_loras if args.enable_lora else None
+    app.state.guard_adapters = AdapterManager(
+        app.state.openai_serving_models, guard.store, base, max_loras
+    )
     restored = await app.state.guard_adapters.restore()
     if restored:
         logger.info("restored adapters: %s", restored)
     return app
 
 
-def build_guard_state(app: FastAPI, args: argparse.Namespace) -> None:
-    """Registry, compiler and detector; compiles whatever a crash left half-done."""
+def build_guard_state(app: FastAPI, args: argparse.Namespace) -> Guard:
+    """Registry, compiler, detector and its worker; compiles whatever a crash left half-done."""
     from classifiers.detector import Detector
     from guard_server.compiler import Compiler
     from guard_server.models import load_encoder
@@ -65,13 +82,10 @@ def build_guard_state(app: FastAPI, args: argparse.Namespace) -> None:
     guard = Guard(store, Detector(encoder))
     guard.sync()
     app.state.guard = guard
+    app.state.guard_batcher = ScreenBatcher(guard)
     app.state.guard_registry = registry
     app.state.guard_admin_key = args.admin_key
-    base = app.state.openai_serving_models.base_model_paths[0].name
-    max_loras = args.max_loras if args.enable_lora else None
-    app.state.guard_adapters = AdapterManager(
-        app.state.openai_serving_models, store, base, max_loras
-    )
+    return guard
 
 
 async def run_server(args: argparse.Namespace) -> None:

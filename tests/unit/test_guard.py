@@ -9,6 +9,7 @@ from guard_server.guard import (
     conversation_texts,
     decide,
     keep_only,
+    merge,
 )
 from logits_processors.params import ACTION_KEY, TARGETS_KEY, parse_guard_params
 
@@ -28,7 +29,14 @@ def test_flagged_verdict_round_trips_through_the_processor_parser():
     assert parsed.action == "refuse"
     assert xargs["mine"] == "x"
     assert verdict.header() == "hp,ae"
-    assert verdict.report()["targets"][0]["evidence"] == "alias"
+    assert verdict.report(admin=True)["targets"][0]["evidence"] == "alias"
+
+
+def test_a_client_learns_the_action_but_never_which_target_or_why():
+    verdict = Verdict(flags=(Flag("hp", 2, 0.91, "lexical:hogwarts"),), action="refuse")
+    report = verdict.report()
+    assert report == {"flagged": True, "action": "refuse"}
+    assert "hogwarts" not in str(report) and "0.91" not in str(report)
 
 
 def test_conversation_texts_reads_every_turn_and_text_parts():
@@ -40,6 +48,57 @@ def test_conversation_texts_reads_every_turn_and_text_parts():
         {"role": "user", "content": "third turn"},
     ]
     assert conversation_texts(messages) == ["be nice", "part one", "answer", "third turn"]
+
+
+def test_conversation_texts_reads_every_part_type_the_template_may_render():
+    messages = [
+        {"role": "user", "content": [{"type": "input_text", "text": "input text part"}]},
+        {"role": "user", "content": ["a bare string part"]},
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": "a refusal part"}]},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "a thought"}]},
+        {"role": "assistant", "reasoning_content": "reasoning", "content": None},
+        {
+            "role": "assistant",
+            "tool_calls": [{"type": "function", "function": {"arguments": "tool args"}}],
+        },
+    ]
+    texts = conversation_texts(messages)
+    for expected in (
+        "input text part",
+        "a bare string part",
+        "a refusal part",
+        "a thought",
+        "reasoning",
+        "tool args",
+    ):
+        assert expected in texts
+    assert "input_text" not in texts and "function" not in texts
+
+
+HP = Flag("hp", 1, 0.9)
+AE = Flag("ae", 1, 0.8)
+
+
+@pytest.mark.parametrize(
+    ("route", "seam", "action", "targets"),
+    [
+        (Verdict(), Verdict(), "none", []),
+        (Verdict((HP,), "refuse"), Verdict(), "refuse", ["hp"]),
+        # The seam screens the rewritten prompt of a partial answer: nothing left to flag.
+        (Verdict((HP,), "partial", ("2+2?",)), Verdict(), "partial", ["hp"]),
+        # A route nobody sharpened: the seam's verdict, its partial made a restrict.
+        (Verdict(), Verdict((HP,), "partial", ("2+2?",)), "restrict", ["hp"]),
+        (Verdict(), Verdict((HP,), "refuse"), "refuse", ["hp"]),
+        # The seam found more than the route: the stronger action, both targets.
+        (Verdict((HP,), "partial", ("2+2?",)), Verdict((AE,), "refuse"), "refuse", ["hp", "ae"]),
+        (Verdict((HP,), "restrict"), Verdict((HP,), "refuse"), "refuse", ["hp"]),
+    ],
+)
+def test_merge_never_weakens_either_verdict(route, seam, action, targets):
+    merged = merge(route, seam)
+    assert merged.action == action
+    assert sorted(f.target_id for f in merged.flags) == sorted(targets)
+    assert merged.keep == (route.keep if action == "partial" else ())
 
 
 @pytest.mark.parametrize(

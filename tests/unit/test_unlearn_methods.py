@@ -174,12 +174,16 @@ def test_flat_raises_the_good_answer_and_needs_it(model, batch):
 def test_gu_applied_forget_gradient_never_conflicts_with_retain(model, batch):
     gu = method("gu", retain_weight=1.0)
     params = [p for p in model.parameters() if p.requires_grad]
+    projected = []
     for _ in range(3):
         g_retain = flat_grad(nll(model, batch.retain), params)
         logs = train(model, gu, batch, steps=1)[0]
-        update = torch.cat([p.grad.flatten() for p in params])
-        assert torch.dot(update - g_retain, g_retain) >= -1e-6 * g_retain.norm() ** 2
-        assert logs["projected"] in (0.0, 1.0)
+        g_forget = torch.cat([p.grad.flatten() for p in params]) - g_retain
+        # A float32 dot product errs in proportion to the product of the two norms.
+        assert torch.dot(g_forget, g_retain) >= -1e-5 * g_forget.norm() * g_retain.norm()
+        projected.append(logs["projected"])
+    assert set(projected) <= {0.0, 1.0}
+    assert 1.0 in projected, "no step conflicted with retain: the projection went untested"
 
 
 def test_every_required_method_is_registered():

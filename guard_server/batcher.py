@@ -1,0 +1,61 @@
+"""Detection off the event loop: one worker thread screens concurrent requests together."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from guard_server.guard import Guard, Verdict
+
+# Requests that arrive while a batch is being screened wait for the next one; a batch this
+# large already costs one encoder call of ~32 short texts.
+MAX_BATCH = 32
+
+
+class ScreenBatcher:
+    """`await screen(texts)` from any task; the worker drains the queue and screens every
+    waiting conversation with one `Guard.screen_many` call (one encoder pass for all).
+
+    Registration training (`Guard.sync`) also runs here, never on the event loop. A detection
+    error fails the requests of its batch (fail closed), not the worker.
+    """
+
+    def __init__(self, guard: Guard, max_batch: int = MAX_BATCH):
+        self.guard = guard
+        self.max_batch = max_batch
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._worker = threading.Thread(target=self._run, name="guard-screen", daemon=True)
+        self._worker.start()
+
+    async def screen(self, texts: list[str]) -> Verdict:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._jobs.put((texts, loop, future))
+        return await future
+
+    def _run(self) -> None:
+        while True:
+            jobs = [self._jobs.get()]
+            while len(jobs) < self.max_batch:
+                try:
+                    jobs.append(self._jobs.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                results, error = self.guard.screen_many([texts for texts, _, _ in jobs]), None
+            except Exception as exc:  # fail the batch's requests, keep serving
+                results, error = [None] * len(jobs), exc
+            for (_, loop, future), verdict in zip(jobs, results, strict=True):
+                loop.call_soon_threadsafe(_settle, future, verdict, error)
+
+
+def _settle(future: asyncio.Future, verdict: Verdict | None, error: Exception | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(verdict)

@@ -1,0 +1,184 @@
+"""The one enforcement point: the engine client that every vLLM serving class calls.
+
+Chat, completions, Responses, Anthropic Messages, batch, SageMaker `/invocations`, generative
+scoring, beam search and any route a later vLLM adds all reach the engine through
+`EngineClient.generate` or `.encode`. `GuardedEngineClient` screens the prompt there, as the
+token ids the engine will run, and writes the verdict into the request's sampling params.
+Route handlers may sharpen a verdict (turns, clauses, a partial answer) through the request's
+`RequestScope`; they are never the only check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from vllm.exceptions import VLLMValidationError
+
+from guard_server.guard import Verdict, apply_verdict, merge
+from guard_server.prompts import PromptReader
+
+if TYPE_CHECKING:
+    from vllm import SamplingParams
+
+    from guard_server.batcher import ScreenBatcher
+    from guard_server.guard import Guard
+
+ERR_LOGPROBS = (
+    "{param} is not available for this request: it asks for a forgotten subject, and "
+    "log-probabilities would show what the answer leaves out"
+)
+ERR_SCORING = "this request asks for a forgotten subject and cannot be scored or encoded"
+ERR_UNSCREENABLE = (
+    "prompts given as {shape} cannot be screened for forgotten subjects and are not accepted "
+    "while forget targets are registered"
+)
+# Constraints that could forbid the refusal's tokens or force others: a flagged request is
+# generated without them (its answer is the refusal or a restricted one either way).
+_CONSTRAINTS = {
+    "allowed_token_ids": None,
+    "bad_words": None,
+    "logit_bias": None,
+    "min_tokens": 0,
+    "structured_outputs": None,
+}
+
+
+@dataclass
+class RequestScope:
+    """One HTTP request's view of the guard, shared by its route handler, the engine seam
+    and the reporting middleware (a context variable, so concurrent requests never mix)."""
+
+    admin: bool = False
+    route: Verdict = field(default_factory=Verdict)  # the route's structural verdict
+    screened: dict[tuple[str, ...], Verdict] = field(default_factory=dict)
+    enforced: Verdict | None = None  # what the seam applied (merged over sub-requests)
+
+    def record(self, verdict: Verdict) -> None:
+        self.enforced = verdict if self.enforced is None else merge(self.enforced, verdict)
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.enforced if self.enforced is not None else self.route
+
+
+SCOPE: contextvars.ContextVar[RequestScope | None] = contextvars.ContextVar(
+    "guard_scope", default=None
+)
+
+
+def current_scope() -> RequestScope:
+    """The request's scope; a fresh one where no middleware opened one (engine-only callers)."""
+    scope = SCOPE.get()
+    if scope is None:
+        scope = RequestScope()
+        SCOPE.set(scope)
+    return scope
+
+
+class GuardedEngineClient:
+    """Wraps vLLM's engine client; everything but `generate` and `encode` passes through."""
+
+    def __init__(self, inner: Any, guard: Guard, batcher: ScreenBatcher, reader: PromptReader):
+        self._inner = inner
+        self.guard = guard
+        self.batcher = batcher
+        self.reader = reader
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def generate(
+        self, prompt: Any, sampling_params: SamplingParams, request_id: str, **kwargs: Any
+    ) -> AsyncGenerator[Any, None]:
+        if _is_core_request(prompt):
+            prompt.sampling_params = await self.enforce(prompt, prompt.sampling_params)
+        else:
+            sampling_params = await self.enforce(prompt, sampling_params)
+        async for output in self._inner.generate(prompt, sampling_params, request_id, **kwargs):
+            yield output
+
+    async def encode(
+        self, prompt: Any, pooling_params: Any, request_id: str, *args: Any, **kwargs: Any
+    ) -> AsyncGenerator[Any, None]:
+        verdict = await self.verdict(prompt)
+        if verdict.flagged:
+            raise VLLMValidationError(ERR_SCORING, parameter="prompt")
+        async for output in self._inner.encode(prompt, pooling_params, request_id, *args, **kwargs):
+            yield output
+
+    async def verdict(self, prompt: Any) -> Verdict:
+        """The verdict for what the engine will run, merged with the route's, and recorded."""
+        scope = current_scope()
+        texts = await self._texts(prompt)
+        found = scope.screened.get(tuple(texts))
+        if found is None:
+            found = await self.batcher.screen(texts) if texts else Verdict()
+        verdict = merge(scope.route, found)
+        scope.record(verdict)
+        return verdict
+
+    async def enforce(self, prompt: Any, params: SamplingParams) -> SamplingParams:
+        """The sampling params the engine gets: the verdict's keys set, client ones dropped."""
+        verdict = await self.verdict(prompt)
+        xargs = apply_verdict(params.extra_args, verdict)
+        if not verdict.flagged and xargs == params.extra_args:
+            return params  # unflagged and nothing forged: the very object, bit-identical
+        params = params.clone()
+        params.extra_args = xargs
+        if verdict.flagged:
+            _refuse_logprobs(params)
+            for name, value in _CONSTRAINTS.items():
+                setattr(params, name, value)
+        return params
+
+    async def _texts(self, prompt: Any) -> list[str]:
+        ids, text, shape = _prompt_parts(prompt)
+        if shape is not None:
+            if await asyncio.to_thread(self.guard.has_targets):
+                raise VLLMValidationError(ERR_UNSCREENABLE.format(shape=shape), parameter="prompt")
+            return []
+        if ids is not None:
+            return self.reader.texts(list(ids))
+        return [text] if text and text.strip() else []
+
+
+def _refuse_logprobs(params: SamplingParams) -> None:
+    for param in ("logprobs", "prompt_logprobs", "logprob_token_ids"):
+        if getattr(params, param, None) not in (None, [], ()):
+            raise VLLMValidationError(ERR_LOGPROBS.format(param=param), parameter=param)
+
+
+def _is_core_request(prompt: Any) -> bool:
+    return hasattr(prompt, "prompt_token_ids") and hasattr(prompt, "sampling_params")
+
+
+def _prompt_parts(prompt: Any) -> tuple[list[int] | None, str | None, str | None]:
+    """(token ids, text, unscreenable shape) of any prompt form the engine accepts.
+
+    Token ids win over text wherever both are given: the ids are what the engine runs.
+    """
+    if isinstance(prompt, str):
+        return None, prompt, None
+    if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt):
+        return prompt, None, None
+    if _is_core_request(prompt):
+        if getattr(prompt, "prompt_embeds", None) is not None:
+            return None, None, "embeddings"
+        return prompt.prompt_token_ids, None, None
+    if not isinstance(prompt, Mapping):
+        return None, None, type(prompt).__name__
+    if "prompt_embeds" in prompt:
+        return None, None, "embeddings"
+    if "encoder_prompt" in prompt or "decoder_prompt" in prompt:
+        return None, None, "encoder-decoder prompts"
+    if prompt.get("multi_modal_data") or prompt.get("type") == "multimodal":
+        return None, None, "multimodal data"
+    if "prompt_token_ids" in prompt:
+        return prompt["prompt_token_ids"], None, None
+    if isinstance(prompt.get("prompt"), str):
+        return None, prompt["prompt"], None
+    return None, None, "this prompt shape"

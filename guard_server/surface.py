@@ -1,0 +1,141 @@
+"""The served surface: which routes exist (default deny), who is an admin, what a response says.
+
+Every route that can make the model produce or score text reaches the engine through the
+guarded engine client (`guard_server.seam`). A route is served only if it is listed here as
+checked: a route vLLM adds in a later release is dropped, with a warning, until someone has
+checked it and written its test (`tests/server/test_every_route.py`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import TYPE_CHECKING
+
+from fastapi.routing import APIRoute
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.routing import Route, WebSocketRoute
+from vllm.entrypoints.serve.middleware.authenticate import AuthenticationMiddleware
+
+from guard_server.seam import SCOPE, RequestScope
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
+logger = logging.getLogger(__name__)
+
+# Reach the engine (generate, encode, beam search); screened at the seam, tested per route.
+ENGINE_ROUTES = frozenset(
+    {
+        "/v1/chat/completions",
+        "/v1/chat/completions/batch",
+        "/v1/completions",
+        "/v1/responses",
+        "/v1/messages",
+        "/invocations",
+        "/generative_scoring",
+    }
+)
+# Never reach the engine: they cannot make the model produce or score text.
+NO_ENGINE_ROUTES = frozenset(
+    {
+        "/tokenize",
+        "/detokenize",
+        "/ping",
+        "/v1/messages/count_tokens",
+        "/v1/responses/{response_id}/cancel",
+    }
+)
+# The guard's own admin API (admin key, never the client API key).
+ADMIN_PREFIXES = ("/v1/forget-targets", "/v1/adapters")
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+HEADER_ACTION = "x-guard-action"
+HEADER_TARGETS = "x-guard-targets"
+ADMIN_HEADER = "x-guard-admin-key"
+
+
+def is_admin_path(path: str) -> bool:
+    return path.startswith(ADMIN_PREFIXES)
+
+
+def checked(route: object) -> bool:
+    """Whether a route may be served: read-only, admin, or a checked POST route."""
+    if isinstance(route, WebSocketRoute):
+        return False
+    if not isinstance(route, APIRoute | Route):
+        return True  # mounts and the like: vLLM adds none that reach the engine
+    methods = set(route.methods or ()) - _SAFE_METHODS
+    if not methods:
+        return True
+    return (
+        route.path in ENGINE_ROUTES or route.path in NO_ENGINE_ROUTES or is_admin_path(route.path)
+    )
+
+
+def restrict_routes(app: FastAPI) -> list[str]:
+    """Drop every route that is not checked; returns what was dropped."""
+    dropped = [getattr(r, "path", repr(r)) for r in app.router.routes if not checked(r)]
+    app.router.routes = [r for r in app.router.routes if checked(r)]
+    for path in dropped:
+        logger.warning("not serving %s: no one has checked that the guard screens it", path)
+    return dropped
+
+
+def is_admin(headers: Headers, admin_key: str | None) -> bool:
+    """An admin sends the admin key as `x-guard-admin-key` or as its bearer token."""
+    if not admin_key:
+        return False
+    scheme, _, bearer = headers.get("authorization", "").partition(" ")
+    offered = [headers.get(ADMIN_HEADER, "")]
+    if scheme.lower() == "bearer":
+        offered.append(bearer.strip())
+    return any(hmac.compare_digest(o.encode(), admin_key.encode()) for o in offered if o)
+
+
+class ClientApiKey(AuthenticationMiddleware):
+    """vLLM's `--api-key` check for every route but the admin API, which has its own key: an
+    API client is not an admin, and an admin needs no API key."""
+
+    def __call__(self, scope: Scope, receive: Receive, send: Send):
+        if scope["type"] == "http" and is_admin_path(scope["path"]):
+            return self.app(scope, receive, send)
+        return super().__call__(scope, receive, send)
+
+
+def separate_admin_auth(app: FastAPI) -> None:
+    for middleware in app.user_middleware:
+        if middleware.cls is AuthenticationMiddleware:
+            middleware.cls = ClientApiKey
+
+
+class GuardScopeMiddleware:
+    """Opens each request's `RequestScope` and reports its verdict in response headers:
+    the action for everyone, the target ids for an admin only."""
+
+    def __init__(self, app: ASGIApp, admin_key: str | None = None):
+        self.app = app
+        self.admin_key = admin_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_scope = RequestScope(admin=is_admin(Headers(scope=scope), self.admin_key))
+        token = SCOPE.set(request_scope)
+
+        async def report(message: dict) -> None:
+            if message["type"] == "http.response.start" and (
+                request_scope.enforced is not None or request_scope.screened
+            ):
+                headers = MutableHeaders(scope=message)
+                verdict = request_scope.verdict
+                headers[HEADER_ACTION] = verdict.action
+                if request_scope.admin:
+                    headers[HEADER_TARGETS] = verdict.header()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, report)
+        finally:
+            SCOPE.reset(token)
