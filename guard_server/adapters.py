@@ -9,6 +9,7 @@ starts an engine with `max_loras < 2`.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +43,9 @@ class AdapterManager:
         self.store = store
         self.base = base
         self.limit = max(max_loras - 1, 0) if max_loras else 0
+        # The slot check and the engine load are one step: two loads must not both pass the
+        # check for the last free slot while the first is still loading.
+        self._lock = asyncio.Lock()
 
     def served_name(self, name: str) -> str:
         return f"{self.base}:{name}"
@@ -50,6 +54,10 @@ class AdapterManager:
         return self.store.adapters()
 
     async def load(self, name: str, path: str, persist: bool = True) -> str:
+        async with self._lock:
+            return await self._load(name, path, persist)
+
+    async def _load(self, name: str, path: str, persist: bool) -> str:
         if not self.limit:
             raise errors.InvalidRequest(ERR_DISABLED, "name")
         if not _NAME.match(name):
@@ -73,6 +81,10 @@ class AdapterManager:
         return self.served_name(name)
 
     async def unload(self, name: str) -> None:
+        async with self._lock:
+            await self._unload(name)
+
+    async def _unload(self, name: str) -> None:
         served = self.served_name(name)
         lora = self.serving.lora_requests.get(served)
         if lora is None or name not in self.loaded():

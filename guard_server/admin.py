@@ -20,6 +20,7 @@ from guard_server.registry import Registry, to_wire
 
 ERR_NO_AUTH = "missing bearer token: send 'Authorization: Bearer <admin key>'"
 ERR_BAD_KEY = "the admin key is not valid"
+ERR_IF_MATCH = 'If-Match must be a target version such as "3", got {value!r}'
 ERR_DISABLED = "the admin API is disabled: start the server with --admin-key or GUARD_ADMIN_KEY"
 
 
@@ -68,14 +69,30 @@ async def list_targets(
     return {"data": data, "has_more": more, "last_id": data[-1]["id"] if data else None}
 
 
+def _tagged(row) -> JSONResponse:
+    """A target with its version as ETag: send it back as If-Match to PATCH safely."""
+    return JSONResponse(to_wire(row), headers={"etag": f'"{row.version}"'})
+
+
+def _if_match(request: Request) -> int | None:
+    raw = request.headers.get("if-match")
+    if raw is None:
+        return None
+    value = raw.strip().removeprefix("W/").strip('"')
+    if not value.isdigit():
+        raise errors.InvalidRequest(ERR_IF_MATCH.format(value=raw), "if-match")
+    return int(value)
+
+
 @router.get("/{target_id}")
 async def get_target(target_id: str, request: Request):
-    return to_wire(_registry(request).get(target_id))
+    return _tagged(await asyncio.to_thread(_registry(request).get, target_id))
 
 
 @router.patch("/{target_id}")
 async def patch_target(target_id: str, body: TargetPatch, request: Request):
-    return to_wire(await _write(request, "patch", _registry(request).update, target_id, body))
+    update = _registry(request).update
+    return _tagged(await _write(request, "patch", update, target_id, body, _if_match(request)))
 
 
 @router.delete("/{target_id}", response_model=TargetDeleted)

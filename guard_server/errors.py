@@ -46,6 +46,16 @@ class Conflict(GuardError):
     type = "ConflictError"
 
 
+class PreconditionFailed(GuardError):
+    status = HTTPStatus.PRECONDITION_FAILED
+    type = "PreconditionFailedError"
+
+
+class Unprocessable(GuardError):
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+    type = "UnprocessableEntityError"
+
+
 def envelope(message: str, type_: str, code: int, param: str | None = None) -> dict:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 

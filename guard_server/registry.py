@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 ERR_DUPLICATE = "a forget target named {name!r} already exists (id {id})"
 ERR_NOT_FOUND = "no forget target with id {id!r}"
+ERR_STALE = "If-Match names version {expected}, but the target is at version {version}"
+ERR_PATCH_COMPILE = "the new version did not compile ({error}); version {old} stays enforced"
+ERR_BUSY = "forget target {id!r} is being changed by other requests; retry"
+MAX_PATCH_RETRIES = 8
 
 
 def new_target_id() -> str:
@@ -42,17 +46,50 @@ class Registry:
             raise errors.Conflict(ERR_DUPLICATE.format(name=body.name, id="?"), "name") from exc
         return self._compile(row)
 
-    def update(self, target_id: str, patch: TargetPatch) -> TargetRow:
-        row = self.get(target_id)
+    def update(
+        self, target_id: str, patch: TargetPatch, expected_version: int | None = None
+    ) -> TargetRow:
+        """A new version from `patch`, live only once compiled: until then, and for good if
+        it fails to compile, the previous version stays enforced (never fail open).
+
+        Optimistic: `expected_version` (If-Match) must be the stored version. Without it, a
+        patch that loses a race to another is applied again on top of the winner's version,
+        so neither update is lost.
+        """
         changes = patch.model_dump(exclude_none=True)
-        if "name" in changes:
-            other = self.store.find_by_name(changes["name"])
-            if other is not None and other.id != target_id:
-                raise errors.Conflict(ERR_DUPLICATE.format(name=other.name, id=other.id), "name")
-        spec = {**row.spec, **changes}
-        row = replace(row, name=spec["name"], spec=spec, version=row.version + 1)
-        self.store.update(replace(row, status="compiling", error=None))
-        return self._compile(row)
+        for _ in range(MAX_PATCH_RETRIES):
+            row = self.get(target_id)
+            if expected_version is not None and row.version != expected_version:
+                raise errors.PreconditionFailed(
+                    ERR_STALE.format(expected=expected_version, version=row.version), "if-match"
+                )
+            if "name" in changes:
+                other = self.store.find_by_name(changes["name"])
+                if other is not None and other.id != target_id:
+                    name = ERR_DUPLICATE.format(name=other.name, id=other.id)
+                    raise errors.Conflict(name, "name")
+            spec = {**row.spec, **changes}
+            new = replace(
+                row,
+                name=spec["name"],
+                spec=spec,
+                version=row.version + 1,
+                status="active",
+                error=None,
+            )
+            try:
+                blob = self._blob(new)
+            except Exception as exc:
+                logger.exception("compiling %s@%d failed", new.id, new.version)
+                raise errors.Unprocessable(
+                    ERR_PATCH_COMPILE.format(error=f"{type(exc).__name__}: {exc}", old=row.version)
+                ) from exc
+            try:
+                if self.store.publish(new, blob, row.version):
+                    return self.store.get(target_id) or new
+            except sqlite3.IntegrityError as exc:  # a concurrent create took the name
+                raise errors.Conflict(ERR_DUPLICATE.format(name=new.name, id="?"), "name") from exc
+        raise errors.Conflict(ERR_BUSY.format(id=target_id), "id")
 
     def delete(self, target_id: str) -> None:
         if not self.store.delete(target_id):
@@ -80,14 +117,17 @@ class Registry:
             after = batch[-1].id
         return fixed
 
-    def _compile(self, row: TargetRow) -> TargetRow:
+    def _blob(self, row: TargetRow) -> bytes | None:
         if row.spec.get("mode") == "adapter":  # weight editing only: nothing for the sampler
-            row = replace(row, status="active", error=None)
-            self.store.update(row)
-            return row
+            return None
+        return self.compiler.compile(row.id, row.version, row.spec).to_bytes()
+
+    def _compile(self, row: TargetRow) -> TargetRow:
+        """Compile a row stored as `compiling` (a new target, or one a crash left half-done)."""
         try:
-            compiled = self.compiler.compile(row.id, row.version, row.spec)
-            self.store.put_compiled(row.id, row.version, compiled.to_bytes())
+            blob = self._blob(row)
+            if blob is not None:
+                self.store.put_compiled(row.id, row.version, blob)
             row = replace(row, status="active", error=None)
         except Exception as exc:  # a failed compile leaves the target inactive, never half-on
             logger.exception("compiling %s@%d failed", row.id, row.version)

@@ -60,6 +60,11 @@ class TargetStore(ABC):
     def get_compiled(self, target_id: str, version: int) -> bytes | None: ...
 
     @abstractmethod
+    def publish(self, row: TargetRow, blob: bytes | None, expected_version: int) -> bool:
+        """Make `row` (a new version, compiled as `blob`) the live one in one transaction,
+        only if the stored version is still `expected_version`; False when it is not."""
+
+    @abstractmethod
     def generation(self) -> int: ...
 
     @abstractmethod
@@ -208,15 +213,42 @@ class SQLiteStore(TargetStore):
 
     def put_compiled(self, target_id: str, version: int, blob: bytes) -> None:
         with self._tx() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO compiled (target_id, version, blob) VALUES (?, ?, ?)",
-                (target_id, version, blob),
-            )
-            # Older versions stay until the next one is active: in-flight requests name them.
-            db.execute(
-                "DELETE FROM compiled WHERE target_id=? AND version < ?", (target_id, version - 1)
-            )
+            self._put_compiled(db, target_id, version, blob)
             self._bump(db)
+
+    def _put_compiled(self, db: sqlite3.Connection, target_id: str, version: int, blob: bytes):
+        db.execute(
+            "INSERT OR REPLACE INTO compiled (target_id, version, blob) VALUES (?, ?, ?)",
+            (target_id, version, blob),
+        )
+        # Older versions stay until the next one is active: in-flight requests name them.
+        db.execute(
+            "DELETE FROM compiled WHERE target_id=? AND version < ?", (target_id, version - 1)
+        )
+
+    def publish(self, row: TargetRow, blob: bytes | None, expected_version: int) -> bool:
+        with self._tx() as db:
+            swapped = db.execute(
+                "UPDATE targets SET name=?, name_key=?, version=?, status=?, spec=?, error=?,"
+                " updated_at=? WHERE id=? AND version=?",
+                (
+                    row.name,
+                    name_key(row.name),
+                    row.version,
+                    row.status,
+                    json.dumps(row.spec),
+                    row.error,
+                    time.time(),
+                    row.id,
+                    expected_version,
+                ),
+            ).rowcount
+            if not swapped:
+                return False
+            if blob is not None:
+                self._put_compiled(db, row.id, row.version, blob)
+            self._bump(db)
+        return True
 
     def get_compiled(self, target_id: str, version: int) -> bytes | None:
         sql = "SELECT blob FROM compiled WHERE target_id=? AND version=?"
