@@ -104,9 +104,7 @@ class GuardedEngineClient:
     async def encode(
         self, prompt: Any, pooling_params: Any, request_id: str, *args: Any, **kwargs: Any
     ) -> AsyncGenerator[Any, None]:
-        verdict = await self.verdict(prompt)
-        if verdict.flagged:
-            raise VLLMValidationError(ERR_SCORING, parameter="prompt")
+        await self.enforce(prompt, None)
         async for output in self._inner.encode(prompt, pooling_params, request_id, *args, **kwargs):
             yield output
 
@@ -121,9 +119,13 @@ class GuardedEngineClient:
         scope.record(verdict)
         return verdict
 
-    async def enforce(self, prompt: Any, params: SamplingParams) -> SamplingParams:
+    async def enforce(self, prompt: Any, params: SamplingParams | None) -> SamplingParams | None:
         """The sampling params the engine gets: the verdict's keys set, client ones dropped."""
         verdict = await self.verdict(prompt)
+        if params is None:  # a pooling request: nothing to restrict, so nothing flagged runs
+            if verdict.flagged:
+                raise VLLMValidationError(ERR_SCORING, parameter="prompt")
+            return None
         xargs = apply_verdict(params.extra_args, verdict)
         if not verdict.flagged and xargs == params.extra_args:
             return params  # unflagged and nothing forged: the very object, bit-identical

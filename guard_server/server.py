@@ -33,20 +33,7 @@ async def build_guard_app(engine_client: EngineClient, args: argparse.Namespace)
     from vllm.entrypoints.launchers.app import build_app
 
     supported_tasks = await engine_client.get_supported_tasks()
-    app = build_app(args, supported_tasks, engine_client.model_config)
-    app.router.routes = [
-        r
-        for r in app.router.routes
-        if not (isinstance(r, APIRoute) and r.path in GUARDED_PATHS and "POST" in r.methods)
-    ]
-    routes.attach(app)
-    admin.attach(app)
-    surface.restrict_routes(app)
-    surface.separate_admin_auth(app)
-    # build_app already built the middleware stack (SageMaker bootstrap), freezing the
-    # exception handlers it saw; drop it so Starlette rebuilds it with ours on first request.
-    app.middleware_stack = None
-    app.add_middleware(surface.GuardScopeMiddleware, admin_key=args.admin_key)
+    app = guard_routes(build_app(args, supported_tasks, engine_client.model_config), args)
     guard = build_guard_state(app, args)
     guarded = GuardedEngineClient(
         engine_client,
@@ -63,6 +50,24 @@ async def build_guard_app(engine_client: EngineClient, args: argparse.Namespace)
     restored = await app.state.guard_adapters.restore()
     if restored:
         logger.info("restored adapters: %s", restored)
+    return app
+
+
+def guard_routes(app: FastAPI, args: argparse.Namespace) -> FastAPI:
+    """vLLM's app with the guard's routes and middleware, and no route left unchecked."""
+    app.router.routes = [
+        r
+        for r in app.router.routes
+        if not (isinstance(r, APIRoute) and r.path in GUARDED_PATHS and "POST" in r.methods)
+    ]
+    routes.attach(app)
+    admin.attach(app)
+    surface.restrict_routes(app)
+    surface.separate_admin_auth(app)
+    # build_app already built the middleware stack (SageMaker bootstrap), freezing the
+    # exception handlers it saw; drop it so Starlette rebuilds it with ours on first request.
+    app.middleware_stack = None
+    app.add_middleware(surface.GuardScopeMiddleware, admin_key=args.admin_key)
     return app
 
 

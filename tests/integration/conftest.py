@@ -2,22 +2,46 @@
 
 Only one engine runs at a time on this machine: the guarded engine depends on the reference
 fixture, which shuts its plain engine down before returning.
+
+Scheduling is made deterministic, so that "bit-identical" compares like with like: the engine
+core runs in this process (every request of a `chat` call is queued before the first step;
+with the core in its own process, requests reach it over a socket while it is already
+stepping, so batches differ from run to run), and prefix caching is off (a request that hits
+the cache computes only its suffix, in another shape, and bf16 rounds differently). Under
+either, two runs of the same plain engine can already differ on near-tied greedy tokens.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from guard_server.cli import ENGINE_DEFAULTS, PROCESSOR_FQCN
+from guard_server.cli import ENGINE_DEFAULTS
 from tests.prompts import RETAIN_PROMPTS
 
 MAX_TOKENS = 32
 
 
+RECORDING_PROCESSOR = "tests.integration.recording:RecordingProcessor"
+
+
+@pytest.fixture(scope="package", autouse=True)
+def in_process_engine_core():
+    mp = pytest.MonkeyPatch()
+    mp.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    yield
+    mp.undo()
+
+
 def make_llm(model_dir: str, processors: list[str]):
     from vllm import LLM
 
-    return LLM(model=model_dir, logits_processors=processors, seed=0, **ENGINE_DEFAULTS)
+    return LLM(
+        model=model_dir,
+        logits_processors=processors,
+        seed=0,
+        enable_prefix_caching=False,
+        **ENGINE_DEFAULTS,
+    )
 
 
 def shutdown(llm) -> None:
@@ -82,7 +106,8 @@ def llm(model_dir, reference_outputs, compiled_db):
     # Read by the worker process the engine spawns, exactly as the server arranges it.
     mp = pytest.MonkeyPatch()
     mp.setenv(SNAPSHOT_DB_ENV, str(compiled_db[0]))
-    engine = make_llm(model_dir, processors=[PROCESSOR_FQCN])
+    # The forget processor itself, recording what its apply() did to each row.
+    engine = make_llm(model_dir, processors=[RECORDING_PROCESSOR])
     yield engine
     shutdown(engine)
     mp.undo()

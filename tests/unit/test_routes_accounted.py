@@ -1,0 +1,79 @@
+"""Default deny: every route of the served app that can make the model speak is checked."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.routing import APIRoute
+from starlette.routing import WebSocketRoute
+
+from guard_server import surface
+
+
+@pytest.fixture(scope="module")
+def vllm_app(model_dir):
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.entrypoints.launchers.app import build_app
+
+    from guard_server.cli import finalize_args, make_parser
+
+    args = finalize_args(make_parser().parse_args(["--model", model_dir, "--api-key", "k"]))
+    model_config = AsyncEngineArgs.from_cli_args(args).create_model_config()
+    return args, build_app(args, ("generate",), model_config), model_config
+
+
+def served(app):
+    return {(r.path, m) for r in app.router.routes if isinstance(r, APIRoute) for m in r.methods}
+
+
+def test_every_served_route_that_can_reach_the_engine_is_checked(vllm_app):
+    from vllm.entrypoints.launchers.app import build_app
+
+    from guard_server.server import guard_routes
+
+    args, _, model_config = vllm_app
+    app = guard_routes(build_app(args, ("generate",), model_config), args)
+    unchecked = [r for r in app.router.routes if not surface.checked(r)]
+    assert unchecked == []
+    for path, method in served(app):
+        if method not in ("GET", "HEAD", "OPTIONS"):
+            assert (
+                path in surface.ENGINE_ROUTES
+                or path in surface.NO_ENGINE_ROUTES
+                or surface.is_admin_path(path)
+            ), path
+    # vLLM serves these; nobody has checked that the guard screens them, so they go.
+    for gone in ("/scale_elastic_ep", "/v1/systemone", "/inference/v1/generate"):
+        assert gone not in {p for p, _ in served(app)}
+
+
+def test_the_checked_table_names_routes_vllm_really_has(vllm_app):
+    _, app, _ = vllm_app
+    posts = {p for p, m in served(app) if m == "POST"}
+    assert posts >= (surface.ENGINE_ROUTES | surface.NO_ENGINE_ROUTES)
+
+
+def test_a_route_a_later_vllm_adds_is_not_served(vllm_app):
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.post("/v1/brand_new_generation")
+    async def brand_new():  # pragma: no cover - must never be reachable
+        return {}
+
+    app.router.routes.append(WebSocketRoute("/v1/realtime", brand_new))
+    dropped = surface.restrict_routes(app)
+    assert dropped == ["/v1/brand_new_generation", "/v1/realtime"]
+    assert not any(getattr(r, "path", "") in dropped for r in app.router.routes)
+
+
+def test_api_key_middleware_is_replaced_so_admins_need_no_client_key(vllm_app):
+    from vllm.entrypoints.launchers.app import build_app
+
+    from guard_server.server import guard_routes
+
+    args, _, model_config = vllm_app
+    app = guard_routes(build_app(args, ("generate",), model_config), args)
+    classes = [m.cls for m in app.user_middleware]
+    assert surface.ClientApiKey in classes
+    assert surface.AuthenticationMiddleware not in classes
