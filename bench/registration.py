@@ -34,7 +34,8 @@ def _chat(base: str, text: str) -> httpx.Response:
         "temperature": 0,
         "messages": [{"role": "user", "content": text}],
     }
-    return httpx.post(f"{base}/v1/chat/completions", json=body, timeout=120)
+    # As an admin: a client's response says that a request was restricted, not by which target.
+    return httpx.post(f"{base}/v1/chat/completions", json=body, headers=HEADERS, timeout=120)
 
 
 def _latencies(base: str, n: int) -> tuple[list[float], int]:

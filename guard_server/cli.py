@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -113,7 +115,32 @@ def serve(argv: list[str]) -> None:
     # The engine worker (a spawned process) reads compiled targets from the same file.
     SQLiteStore(args.db)
     os.environ[SNAPSHOT_DB_ENV] = str(Path(args.db).resolve())
-    uvloop.run(run_server(args))
+    # Until uvicorn installs its own handlers (and after it restores the defaults), a SIGTERM
+    # would end this process at once and orphan the engine core: unwind instead.
+    signal.signal(signal.SIGTERM, _unwind)
+    try:
+        uvloop.run(run_server(args))
+    finally:
+        reap_children()
+
+
+def _unwind(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def reap_children(grace_s: float = 15.0) -> None:
+    """End every process this server started (the engine core and its workers): politely,
+    then by force. vLLM shuts its engine down on a clean exit; this covers the others."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=grace_s)
+    for child in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
 
 
 def main(argv: list[str] | None = None) -> None:

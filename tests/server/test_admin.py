@@ -126,13 +126,13 @@ def test_registration_is_effective_on_the_next_request(api, client):
         raw = client.chat.completions.with_raw_response.create(
             model=MODEL, messages=SCHOOL, temperature=0, max_tokens=32
         )
-        return raw.parse().choices[0].message.content, raw.headers["x-guard-targets"]
+        return raw.parse().choices[0].message.content, raw.headers["x-guard-action"]
 
     text, fired = ask()
-    assert "Hogwarts" in text and fired == ""
+    assert "Hogwarts" in text and fired == "none"
     target = api.post("/v1/forget-targets", json=HARRY_POTTER).json()
     text, fired = ask()
-    assert text == REFUSAL and fired == target["id"]
+    assert text == REFUSAL and fired == "refuse"
 
     chunks = client.chat.completions.create(
         model=MODEL, messages=SCHOOL, temperature=0, max_tokens=32, stream=True
@@ -141,7 +141,7 @@ def test_registration_is_effective_on_the_next_request(api, client):
 
     api.delete(f"/v1/forget-targets/{target['id']}")
     text, fired = ask()
-    assert "Hogwarts" in text and fired == ""
+    assert "Hogwarts" in text and fired == "none"
 
 
 def test_mixed_request_answers_the_other_half_and_says_what_it_leaves_out(api, client):

@@ -1,0 +1,99 @@
+"""A server run with vLLM's --api-key: clients and admins hold different keys. Then SIGTERM
+to the server process alone (as `kill -TERM <pid>` does) takes the engine with it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import psutil
+import pytest
+from openai import AuthenticationError, OpenAI
+
+from bench.serverproc import ADMIN_KEY, start_server
+from tests.conftest import free_port
+
+CLIENT_KEY = "client-key"
+MODEL = "SmolLM2-135M-Instruct"
+
+
+def gone_within(processes: list[psutil.Process], seconds: float) -> list[psutil.Process]:
+    _, alive = psutil.wait_procs(processes, timeout=seconds)
+    return alive
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory, model_dir):
+    root = tmp_path_factory.mktemp("keyed")
+    server = start_server(
+        free_port(), root / "guard.db", root / "server.log", "--api-key", CLIENT_KEY
+    )
+    yield server
+    server.stop()
+
+
+def admin_post(server, key: str):
+    return httpx.post(
+        f"{server.base_url}/v1/forget-targets",
+        json={"name": "Eiffel Tower"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+
+
+def test_an_api_client_is_not_an_admin(keyed_server):
+    r = admin_post(keyed_server, CLIENT_KEY)
+    assert r.status_code == 403 and r.json()["error"]["param"] == "authorization"
+
+
+def test_an_admin_needs_only_the_admin_key(keyed_server):
+    r = admin_post(keyed_server, ADMIN_KEY)
+    assert r.status_code == 201, r.text
+    target = r.json()["id"]
+    client = OpenAI(base_url=f"{keyed_server.base_url}/v1", api_key=CLIENT_KEY, max_retries=0)
+    out = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "How tall is the Eiffel Tower?"}],
+        max_tokens=16,
+        temperature=0,
+    )
+    assert out.model_extra["guard"]["action"] == "refuse"
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    assert httpx.delete(f"{keyed_server.base_url}/v1/forget-targets/{target}", headers=headers)
+
+
+def test_the_client_api_still_needs_the_client_key(keyed_server):
+    client = OpenAI(base_url=f"{keyed_server.base_url}/v1", api_key=ADMIN_KEY, max_retries=0)
+    with pytest.raises(AuthenticationError):
+        client.models.list()
+
+
+def test_sigterm_to_the_server_takes_the_engine_with_it(keyed_server):
+    proc = psutil.Process(keyed_server.proc.pid)
+    children = proc.children(recursive=True)
+    assert children, "the engine core runs in a child process"
+    os.kill(proc.pid, signal.SIGTERM)
+    keyed_server.proc.wait(timeout=90)
+    assert gone_within(children, 30) == []
+
+
+def test_sigterm_during_start_up_leaves_no_engine_behind(tmp_path, model_dir):
+    cmd = [sys.executable, "-m", "guard_server.cli", "serve", "--port", str(free_port())]
+    cmd += ["--db", str(tmp_path / "guard.db")]
+    with (tmp_path / "server.log").open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not psutil.Process(proc.pid).children(recursive=True):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=90)
+        assert gone_within(children, 30) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
