@@ -49,7 +49,12 @@ def start_server(port: int, db: Path, log: Path, *extra: str) -> ServerProcess:
         proc = subprocess.Popen(
             [*cmd, *extra], stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
-    server = ServerProcess(proc, port, log, db)
+    return wait_healthy(ServerProcess(proc, port, log, db))
+
+
+def wait_healthy(server: ServerProcess) -> ServerProcess:
+    """Wait for /health; a server that exits or never answers is stopped and reported."""
+    proc = server.proc
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:

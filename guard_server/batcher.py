@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from typing import TYPE_CHECKING
+
+from guard_server import metrics
 
 if TYPE_CHECKING:
     from guard_server.guard import Guard, Verdict
@@ -33,8 +36,12 @@ class ScreenBatcher:
     async def screen(self, texts: list[str]) -> Verdict:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
+        start = time.perf_counter()
         self._jobs.put((texts, loop, future))
-        return await future
+        try:
+            return await future
+        finally:
+            metrics.DETECTION_SECONDS.observe(time.perf_counter() - start)
 
     def _run(self) -> None:
         while True:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -194,15 +193,8 @@ class Guard:
         """Verdicts for several requests, detected together (one encoder call)."""
         if self.detector is None:
             return [Verdict() for _ in conversations]
-        start = time.perf_counter()
         self.sync()
-        results = self.detector.screen_many(conversations)
-        elapsed = time.perf_counter() - start
-        verdicts = []
-        for matches, others in results:
-            metrics.DETECTION_SECONDS.observe(elapsed)
-            verdicts.append(_verdict(matches, others))
-        return verdicts
+        return [_verdict(m, o) for m, o in self.detector.screen_many(conversations)]
 
 
 def _verdict(matches: list[Any], others: list[str]) -> Verdict:

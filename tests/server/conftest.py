@@ -14,7 +14,11 @@ MODEL = "SmolLM2-135M-Instruct"
 @pytest.fixture(scope="package")
 def server(tmp_path_factory, model_dir):
     root = tmp_path_factory.mktemp("server")
-    proc = start_server(free_port(), root / "guard.db", root / "server.log")
+    # No prefix caching: a cache hit computes only the suffix, in another shape, and bf16
+    # greedy output then depends on which requests came before (vLLM's, guard or not).
+    proc = start_server(
+        free_port(), root / "guard.db", root / "server.log", "--no-enable-prefix-caching"
+    )
     yield proc
     proc.stop()
 

@@ -189,3 +189,29 @@ def test_concurrent_registrations_and_chats(api, client):
     names = {t["name"] for t in api.get("/v1/forget-targets", params={"limit": 100}).json()["data"]}
     assert {f"Concurrent topic {i}" for i in range(12)} <= names
     assert json.loads(api.get("/v1/forget-targets/nope").text)["error"]["code"] == 404
+
+
+def test_patch_is_optimistic_with_if_match(api, client):
+    target = api.post("/v1/forget-targets", json=HARRY_POTTER).json()
+    url = f"/v1/forget-targets/{target['id']}"
+    assert api.get(url).headers["etag"] == '"1"'
+    patched = api.patch(url, json={"keywords": ["Quidditch"]}, headers={"If-Match": '"1"'})
+    assert patched.status_code == 200 and patched.headers["etag"] == '"2"'
+    stale = api.patch(url, json={"aliases": []}, headers={"If-Match": '"1"'})
+    assert stale.status_code == 412 and stale.json()["error"]["param"] == "if-match"
+    bad = api.patch(url, json={"aliases": []}, headers={"If-Match": "latest"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "if-match"
+    assert api.get(url).json()["aliases"] == HARRY_POTTER["aliases"]
+    # The patched version is what the next request is screened and restricted by.
+    out = client.chat.completions.create(model=MODEL, messages=SCHOOL, temperature=0, max_tokens=32)
+    assert out.choices[0].message.content == REFUSAL
+
+
+def test_concurrent_patches_lose_no_update(api):
+    target = api.post("/v1/forget-targets", json={"name": "Eiffel Tower"}).json()
+    url = f"/v1/forget-targets/{target['id']}"
+    with cf.ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda i: api.patch(url, json={"keywords": [f"k{i}"]}), range(2)))
+        list(pool.map(lambda a: api.patch(url, json={"aliases": [a]}), ["Tour Eiffel"]))
+    final = api.get(url).json()
+    assert final["version"] == 4 and final["aliases"] == ["Tour Eiffel"]

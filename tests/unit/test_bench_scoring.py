@@ -52,3 +52,20 @@ def test_mixed_prompts_keep_the_unrelated_half(before, after, keep, leak):
     out = mixed_scores(SUITE, before, after)
     assert (out["keep"], out["leak"]) == (keep, leak)
     assert out["n"] == 2 and len(out["examples"]) == 2
+
+
+def test_detection_quantiles_come_from_the_histogram_between_two_scrapes():
+    from bench.load import detection_quantiles
+
+    def scrape(counts):
+        les = ["0.005", "0.01", "0.02", "+Inf"]
+        return "\n".join(
+            f'guard_detection_seconds_bucket{{le="{le}"}} {n}'
+            for le, n in zip(les, counts, strict=True)
+        )
+
+    # 100 new samples: 50 at or under 5 ms, 49 in (5, 10] ms, 1 in (10, 20] ms.
+    q = detection_quantiles(scrape([10, 10, 10, 10]), scrape([60, 109, 110, 110]))
+    assert q["samples"] == 100
+    assert q["p50_ms"] == pytest.approx(5.0)
+    assert 5.0 < q["p99_ms"] <= 10.0

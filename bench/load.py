@@ -1,0 +1,182 @@
+"""`guard-bench load`: unflagged chats under concurrent load, plain vLLM vs the guard server.
+
+Both servers run the same engine flags, one after the other. The guard server has N targets
+registered first (RWKU people: name and intro only). Reported: requests/s and latency
+percentiles of each, their ratios, and the guard's screening time per request under the same
+load (its Prometheus histogram: from entering the detection queue to holding a verdict).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from bench import report
+from bench.serverproc import ADMIN_KEY, ServerProcess, start_server, wait_healthy
+from bench.suite import load_suite
+
+MODEL = "SmolLM2-135M-Instruct"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--requests", type=int, default=512)
+    p.add_argument("--clients", type=int, default=64)
+    p.add_argument("--max-tokens", type=int, default=1)
+    p.add_argument("--targets", type=int, default=50, help="RWKU targets registered first")
+    p.add_argument("--rwku", default=str(REPO.parent / "shared" / "rwku"))
+    p.add_argument("--port", type=int, default=8130)
+    p.add_argument("--name", default="load")
+
+
+def rwku_targets(root: Path, n: int) -> list[dict[str, Any]]:
+    folders = sorted(
+        (d for d in root.iterdir() if d.is_dir() and d.name[0].isdigit()),
+        key=lambda d: int(d.name.split("_")[0]),
+    )
+    out = []
+    for folder in folders[:n]:
+        (intro,) = json.loads((folder / "intro.json").read_text())
+        out.append({"name": intro["target"], "documents": [intro["intro"]]})
+    return out
+
+
+async def _load(base: str, prompts: list[str], n: int, clients: int, max_tokens: int):
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(prompts[i % len(prompts)])
+    latencies: list[float] = []
+    flagged = 0
+
+    async def worker(http: httpx.AsyncClient) -> None:
+        nonlocal flagged
+        while not queue.empty():
+            prompt = queue.get_nowait()
+            body = {
+                "model": MODEL,
+                "messages": [{"role": "user", "content": prompt}],
+                "max_tokens": max_tokens,
+                "temperature": 0,
+            }
+            start = time.perf_counter()
+            r = await http.post("/v1/chat/completions", json=body)
+            latencies.append(time.perf_counter() - start)
+            r.raise_for_status()
+            flagged += r.headers.get("x-guard-action", "none") != "none"
+
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(base_url=base, timeout=300, limits=limits) as http:
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(http) for _ in range(clients)))
+        wall = time.perf_counter() - start
+    ms = np.asarray(latencies) * 1000
+    return {
+        "requests": n,
+        "clients": clients,
+        "req_per_s": n / wall,
+        "latency_p50_ms": float(np.percentile(ms, 50)),
+        "latency_p99_ms": float(np.percentile(ms, 99)),
+        "flagged": flagged,
+    }
+
+
+def _buckets(metrics_text: str) -> list[tuple[float, float]]:
+    pattern = r'^guard_detection_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)$'
+    return [(float(le), float(n)) for le, n in re.findall(pattern, metrics_text, re.M)]
+
+
+def detection_quantiles(before: str, after: str, qs=(0.5, 0.99)) -> dict[str, float]:
+    """Quantiles (ms) of the guard's detection histogram between two scrapes, interpolated
+    linearly inside a bucket (the open last bucket counts as twice the one before)."""
+    old = dict(_buckets(before))
+    buckets = [(le, n - old.get(le, 0.0)) for le, n in _buckets(after)]
+    total = buckets[-1][1]
+    out: dict[str, float] = {"samples": total}
+    for q in qs:
+        rank, lower, below = q * total, 0.0, 0.0
+        for le, count in buckets:
+            if count >= rank:
+                upper = le if le != float("inf") else 2 * lower
+                out[f"p{round(q * 100)}_ms"] = 1000 * (
+                    lower + (upper - lower) * (rank - below) / max(count - below, 1e-9)
+                )
+                break
+            lower, below = le, count
+    return out
+
+
+def _plain_vllm(model_dir: str, port: int, log: Path) -> ServerProcess:
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir]
+    cmd += ["--served-model-name", MODEL, "--port", str(port), "--enforce-eager"]
+    cmd += ["--max-model-len", "2048", "--kv-cache-memory-bytes", str(1 << 30)]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return wait_healthy(ServerProcess(proc, port, log, Path()))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from guard_server.models import convert_default_model
+
+    model_dir = str(convert_default_model())
+    prompts = [p["prompt"] for p in load_suite("default")["retain"] if p["kind"] == "general"]
+    root = Path(tempfile.mkdtemp(prefix="guard-load-"))
+
+    def measure(server: ServerProcess) -> dict[str, Any]:
+        return asyncio.run(
+            _load(server.base_url, prompts, args.requests, args.clients, args.max_tokens)
+        )
+
+    server = _plain_vllm(model_dir, args.port, root / "vllm.log")
+    try:
+        asyncio.run(_load(server.base_url, prompts, 64, 16, 1))  # warm-up
+        plain = {"server": "vllm", **measure(server)}
+    finally:
+        server.stop()
+    server = start_server(args.port, root / "guard.db", root / "guard.log")
+    try:
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        for spec in rwku_targets(Path(args.rwku), args.targets):
+            r = httpx.post(
+                f"{server.base_url}/v1/forget-targets", json=spec, headers=headers, timeout=300
+            )
+            r.raise_for_status()
+        asyncio.run(_load(server.base_url, prompts, 64, 16, 1))  # warm-up
+        before = httpx.get(f"{server.base_url}/metrics").text
+        guarded = {"server": f"guard, {args.targets} targets", **measure(server)}
+        after = httpx.get(f"{server.base_url}/metrics").text
+    finally:
+        server.stop()
+    detection = detection_quantiles(before, after)
+    summary = {
+        "req_per_s_ratio": guarded["req_per_s"] / plain["req_per_s"],
+        "latency_p50_ratio": plain["latency_p50_ms"] / guarded["latency_p50_ms"],
+        "latency_p99_ratio": plain["latency_p99_ms"] / guarded["latency_p99_ms"],
+        "detection_p50_ms": detection["p50_ms"],
+        "detection_p99_ms": detection["p99_ms"],
+        "detection_samples": detection["samples"],
+        "unflagged_flagged": guarded["flagged"],
+    }
+    rows = [plain, guarded]
+    report.write(
+        report.out_dir(args.name),
+        {"rows": rows, "summary": summary},
+        {
+            "Unflagged chats under load": (
+                rows,
+                ["server", "requests", "clients", "req_per_s", "latency_p50_ms", "latency_p99_ms"],
+            ),
+            "Guard vs plain vLLM": ([summary], list(summary)),
+        },
+    )
+    return {"summary": summary}
