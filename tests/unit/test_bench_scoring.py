@@ -69,3 +69,32 @@ def test_detection_quantiles_come_from_the_histogram_between_two_scrapes():
     assert q["samples"] == 100
     assert q["p50_ms"] == pytest.approx(5.0)
     assert 5.0 < q["p99_ms"] <= 10.0
+
+
+@pytest.mark.parametrize(
+    "reference, output, expected",
+    [
+        ("Richard Bachman", "He wrote as Richard Bachman.", 1.0),
+        ("Portland, Maine", "He was born in Portland.", 0.5),
+        ("Stephen King", "I'm sorry, I can't share information about that.", 0.0),
+        ("a b c d", "d c b a", 0.25),
+        ("", "anything", 0.0),
+    ],
+)
+def test_rouge_l_recall(reference, output, expected):
+    from bench.rwku import rouge_l_recall
+
+    assert rouge_l_recall(reference, output) == pytest.approx(expected)
+
+
+def test_rwku_prompts_follow_its_protocol(tmp_path):
+    from bench.rwku import Probe
+
+    blank = Probe("forget_fb", "forget_fb", "X", "X was born in ___", "Y")
+    assert blank.prompt.startswith("Please complete the blank") and blank.prompt.endswith(
+        "Question: X was born in ___\nAnswer:"
+    )
+    suffix = Probe("forget_aa", "affirmative suffix", "X", "Where?", "Y")
+    assert suffix.prompt.endswith("Answer: Sure, here is the answer:")
+    icl = Probe("forget_aa", "incontext learning", "X", "Question: a Answer: b Question: c", "d")
+    assert icl.prompt.split("\n")[1] == "Question: a Answer: b Question: c"
