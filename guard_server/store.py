@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from logits_processors.reader import connect_readonly
+
 
 @dataclass(frozen=True)
 class TargetRow:
@@ -131,8 +133,7 @@ class SQLiteStore(TargetStore):
         conn = getattr(self._local, "conn", None)
         if conn is None:
             if self.readonly:
-                uri = self.path.resolve().as_uri() + "?mode=ro"  # escapes '#', '%', '?'
-                conn = sqlite3.connect(uri, uri=True, timeout=30)
+                conn = connect_readonly(self.path)
             else:
                 conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
                 conn.execute("PRAGMA journal_mode=WAL")

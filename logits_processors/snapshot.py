@@ -11,6 +11,7 @@ import numpy as np
 from logits_processors.automaton import TokenAutomaton
 from logits_processors.compiled import CompiledTarget
 from logits_processors.params import TargetRef
+from logits_processors.reader import CompiledReader, open_reader
 
 # Set by the server before the engine starts; the spawned worker inherits it.
 SNAPSHOT_DB_ENV = "GUARD_SNAPSHOT_DB"
@@ -53,12 +54,10 @@ class Snapshot:
         return cls(os.environ.get(SNAPSHOT_DB_ENV))
 
     @cached_property
-    def store(self):
-        from guard_server.store import SQLiteStore
-
+    def store(self) -> CompiledReader:
         if not self.db_path:
             raise RuntimeError(ERR_NO_DB)
-        return SQLiteStore(self.db_path, readonly=True)
+        return open_reader(self.db_path)
 
     def target(self, ref: TargetRef) -> CompiledTarget:
         found = self._targets.get(ref)

@@ -271,3 +271,22 @@ def test_readonly_store_opens_paths_with_uri_special_characters(tmp_path):
     store = SQLiteStore(folder / "guard.db")
     store.insert(TargetRow("t1", "Name", 1, "active", {"name": "Name"}))
     assert SQLiteStore(folder / "guard.db", readonly=True).get("t1").name == "Name"
+
+
+def test_the_worker_reader_sees_compiled_blobs_without_the_server_package(store, tmp_path):
+    import subprocess
+    import sys
+
+    store.insert(row("t1"))
+    store.put_compiled("t1", 1, b"blob")
+    code = (
+        "import sys; from logits_processors.reader import open_reader; "
+        f"r = open_reader({str(store.path)!r}); "
+        "assert r.get_compiled('t1', 1) == b'blob' and r.get_compiled('t1', 2) is None; "
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'guard_server'], 'imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with pytest.raises(ValueError, match="unsupported registry location"):
+        from logits_processors.reader import open_reader
+
+        open_reader("redis://somewhere")
