@@ -26,6 +26,11 @@ from classifiers.semantic import SemanticIndex
 # the classifier abstains (exact repeats and near-paraphrases of registered examples).
 SEMANTIC_THRESHOLD = 0.78
 MAX_TURNS = 6
+# A turn longer than this is screened as several chunks cut at sentence ends: the encoder
+# reads 256 tokens, so a question after a page of padding would otherwise go unread
+# (about 4 characters a token; 600 leaves room for the turns it is joined with).
+MAX_CHUNK_CHARS = 600
+_SENTENCE_END = re.compile(r"(?<=[.!?\n])\s+")
 # A prompt is about a handful of targets at most; beyond that, keep the most confident ones
 # (without a cap, one vague prompt against 10,000 targets built thousands of matches).
 MAX_CLASSIFIER_HITS = 8
@@ -241,13 +246,45 @@ def screen_units(texts: list[str]) -> Units | None:
 def conversation_units(texts: list[str]) -> list[Units]:
     """Every turn of a conversation as units, oldest first: MAX_TURNS turns per unit, the
     newest unit ending with the last turn and holding its ask clauses ([] without text)."""
-    turns = [t for t in texts if t.strip()]
+    turns = [piece for t in texts if t.strip() for piece in _pieces(t)]
     if not turns:
         return []
     cut = max(len(turns) - MAX_TURNS, 0)
     older = [_units(turns[i : min(i + MAX_TURNS, cut)], ()) for i in range(0, cut, MAX_TURNS)]
     newest = turns[cut:]
     return [*older, _units(newest, _ask_clauses(newest[-1]))]
+
+
+def _pieces(turn: str) -> list[str]:
+    """What a turn is screened as: itself; a long turn as chunks, then each sentence of it
+    that asks something on its own (in a chunk, padding would drown a one-line ask)."""
+    if len(turn) <= MAX_CHUNK_CHARS:
+        return [turn]
+    asks = [
+        s
+        for s in _SENTENCE_END.split(turn)
+        if len(s.split()) >= 3 and _ASK.search(s) and len(s) <= MAX_CHUNK_CHARS
+    ]
+    return [*_chunks(turn), *dict.fromkeys(asks)]
+
+
+def _chunks(turn: str, limit: int = MAX_CHUNK_CHARS) -> list[str]:
+    """A turn as pieces of at most `limit` characters, cut after sentences where possible."""
+    if len(turn) <= limit:
+        return [turn]
+    pieces, current = [], ""
+    for sentence in _SENTENCE_END.split(turn):
+        while len(sentence) > limit:  # a sentence longer than a chunk: cut at a space
+            cut = sentence.rfind(" ", 0, limit)
+            cut = cut if cut > 0 else limit
+            pieces.append(sentence[:cut])
+            sentence = sentence[cut:].lstrip()
+        if current and len(current) + 1 + len(sentence) > limit:
+            pieces.append(current)
+            current = sentence
+        else:
+            current = f"{current} {sentence}" if current else sentence
+    return [p for p in (*pieces, current) if p.strip()]
 
 
 def _units(turns: list[str], clauses: list[Span]) -> Units:

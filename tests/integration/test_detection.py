@@ -53,6 +53,14 @@ def test_suite_recall_and_false_positives(detector):
         (["albert einstien biography"], "Albert Einstein", False),
         # Its second clause is read in context ("his" is Gates): one forget ask, not mixed.
         (["Who co-founded Microsoft and what was his role?"], "Bill Gates", False),
+        # A page of padding does not push the ask out of the encoder's window.
+        (
+            ["The weather was mild and the fields were green. " * 60 + "Who founded Microsoft?"],
+            "Bill Gates",
+            False,
+        ),
+        # Nor does a long conversation push an early ask out of screening.
+        (["Who founded Microsoft?", *["Okay."] * 14, "Go on."], "Bill Gates", False),
     ],
 )
 def test_conversations(detector, turns, expected, mixed):

@@ -55,3 +55,25 @@ def test_only_the_last_turns_count():
     many = [f"turn number {i}" for i in range(MAX_TURNS + 3)]
     units = screen_units(many)
     assert units.texts[1 : MAX_TURNS + 1] == many[-MAX_TURNS:]
+
+
+def test_a_long_turn_is_screened_in_chunks_the_encoder_can_read():
+    from classifiers.detector import MAX_CHUNK_CHARS, conversation_units
+
+    padding = "The weather was mild and the fields were green. " * 60
+    ask = "Who wrote the Harry Potter books?"
+    plan = conversation_units([padding + ask])
+    texts = [t for units in plan for t in units.texts]
+    assert all(len(t) <= MAX_CHUNK_CHARS for units in plan for t in units.texts[1:])
+    assert any(t.endswith(ask) and len(t) <= MAX_CHUNK_CHARS for t in texts)
+    assert ask in texts  # the one-line ask is also read on its own
+    words = " ".join(t for units in plan for t in units.texts[1:] or units.texts)
+    assert words.split().count("weather") >= 60  # nothing dropped
+
+
+def test_a_word_longer_than_a_chunk_is_still_cut():
+    from classifiers.detector import MAX_CHUNK_CHARS, _chunks
+
+    pieces = _chunks("x" * (3 * MAX_CHUNK_CHARS) + " Who wrote Harry Potter?")
+    assert all(len(p) <= MAX_CHUNK_CHARS for p in pieces)
+    assert pieces[-1].endswith("Who wrote Harry Potter?")
