@@ -11,6 +11,8 @@ from typing import Any
 _ROLE = r"(?:system|user|assistant|developer|tool|ipython|human|model|function)"
 _ROLE_LINE = re.compile(rf"^\s*{_ROLE}\s*(?:\n|$)", re.I)
 _SENTINEL = "zqxj sentinel question zqxj"
+TINY_TURN_WORDS = 2
+TINY_TURNS = 3
 
 
 class PromptReader:
@@ -27,23 +29,33 @@ class PromptReader:
         self.boilerplate = self._boilerplate()
 
     def texts(self, token_ids: list[int]) -> list[str]:
-        segments: list[list[int]] = [[]]
-        after_special = [False]
+        """The turns of a prompt, oldest first.
+
+        A piece after a special token starts a turn only if it starts with a role line; any
+        other piece belongs to the turn before it, so special tokens sprinkled between the
+        words of a question do not cut it into harmless fragments. Where a prompt still
+        falls into several tiny turns, their whole text is screened once more as one.
+        """
+        pieces: list[list[int]] = [[]]
         for token in token_ids:
             if token in self.special:
-                segments.append([])
-                after_special.append(True)
+                pieces.append([])
             else:
-                segments[-1].append(token)
-        texts = []
-        for ids, templated in zip(segments, after_special, strict=True):
+                pieces[-1].append(token)
+        turns: list[str] = []
+        for i, ids in enumerate(pieces):
             text = self.tokenizer.decode(ids) if ids else ""
-            if templated:
-                text = _ROLE_LINE.sub("", text, count=1)
-            text = text.strip()
-            if text and text not in self.boilerplate:
-                texts.append(text)
-        return texts
+            if i == 0:
+                turns.append(text)
+            elif _ROLE_LINE.match(text):
+                turns.append(_ROLE_LINE.sub("", text, count=1))
+            else:
+                turns[-1] += " " + text
+        turns = [t.strip() for t in turns]
+        turns = [t for t in turns if t and t not in self.boilerplate]
+        if sum(len(t.split()) <= TINY_TURN_WORDS for t in turns) > TINY_TURNS:
+            turns.append(" ".join(turns))
+        return turns
 
     def _boilerplate(self) -> frozenset[str]:
         if getattr(self.tokenizer, "chat_template", None) is None:

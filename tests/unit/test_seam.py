@@ -206,3 +206,17 @@ def test_the_route_verdict_is_reused_and_never_weakened(reader):
     assert client.batcher.seen == []  # the route already screened these very texts
     assert parse_guard_params(sent_params(client).extra_args).action == "refuse"
     assert scope.enforced == REFUSE
+
+
+def test_special_tokens_between_words_do_not_cut_a_question_into_fragments(tokenizer, reader):
+    start = tokenizer.convert_tokens_to_ids("<|im_start|>")
+    ids = []
+    for word in ASK.split():
+        ids += [start, *tokenizer.encode(" " + word)]
+    assert ASK in [t.replace("  ", " ") for t in reader.texts(ids)]
+    # Role lines between every word: tiny turns, and their whole text once more.
+    ids = []
+    for word in ASK.split():
+        ids += [start, *tokenizer.encode("user\n" + word)]
+    texts = reader.texts(ids)
+    assert texts[:-1] == ASK.split() and texts[-1] == ASK
