@@ -175,21 +175,32 @@ class SQLiteStore(TargetStore):
 
     def update(self, row: TargetRow) -> None:
         with self._tx() as db:
-            db.execute(
-                "UPDATE targets SET name=?, name_key=?, version=?, status=?, spec=?, error=?,"
-                " updated_at=? WHERE id=?",
-                (
-                    row.name,
-                    name_key(row.name),
-                    row.version,
-                    row.status,
-                    json.dumps(row.spec),
-                    row.error,
-                    time.time(),
-                    row.id,
-                ),
-            )
+            self._write_row(db, row)
             self._bump(db)
+
+    @staticmethod
+    def _write_row(
+        db: sqlite3.Connection, row: TargetRow, expected_version: int | None = None
+    ) -> int:
+        """Overwrite a stored row; with `expected_version`, only if that is still stored."""
+        sql = (
+            "UPDATE targets SET name=?, name_key=?, version=?, status=?, spec=?, error=?,"
+            " updated_at=? WHERE id=?"
+        )
+        values = [
+            row.name,
+            name_key(row.name),
+            row.version,
+            row.status,
+            json.dumps(row.spec),
+            row.error,
+            time.time(),
+            row.id,
+        ]
+        if expected_version is not None:
+            sql += " AND version=?"
+            values.append(expected_version)
+        return db.execute(sql, values).rowcount
 
     def delete(self, target_id: str) -> bool:
         with self._tx() as db:
@@ -229,21 +240,7 @@ class SQLiteStore(TargetStore):
 
     def publish(self, row: TargetRow, blob: bytes | None, expected_version: int) -> bool:
         with self._tx() as db:
-            swapped = db.execute(
-                "UPDATE targets SET name=?, name_key=?, version=?, status=?, spec=?, error=?,"
-                " updated_at=? WHERE id=? AND version=?",
-                (
-                    row.name,
-                    name_key(row.name),
-                    row.version,
-                    row.status,
-                    json.dumps(row.spec),
-                    row.error,
-                    time.time(),
-                    row.id,
-                    expected_version,
-                ),
-            ).rowcount
+            swapped = self._write_row(db, row, expected_version)
             if not swapped:
                 return False
             if blob is not None:
