@@ -49,7 +49,10 @@ def add_guard_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="bearer key for the admin API (env GUARD_ADMIN_KEY)",
     )
     group.add_argument(
-        "--db", default=None, help="SQLite file of the forget-target registry (WAL mode)"
+        "--db",
+        default=None,
+        help="forget-target registry: a SQLite file (WAL mode, the default) or a "
+        "postgresql://user@host:port/dbname URL shared by several replicas",
     )
     return parser
 
@@ -102,7 +105,7 @@ def serve(argv: list[str]) -> None:
     from vllm.entrypoints.serve.utils.api_utils import cli_env_setup
 
     from guard_server.server import run_server
-    from guard_server.store import SQLiteStore
+    from guard_server.store import open_store
     from logits_processors.snapshot import SNAPSHOT_DB_ENV
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -112,9 +115,9 @@ def serve(argv: list[str]) -> None:
     cli_env_setup()
     args = finalize_args(make_parser().parse_args(argv))
     validate_parsed_serve_args(args)
-    # The engine worker (a spawned process) reads compiled targets from the same file.
-    SQLiteStore(args.db)
-    os.environ[SNAPSHOT_DB_ENV] = str(Path(args.db).resolve())
+    # The engine worker (a spawned process) reads compiled targets from the same registry.
+    open_store(args.db)  # creates the schema, and fails here, clearly, if it cannot
+    os.environ[SNAPSHOT_DB_ENV] = registry_location(args.db)
     # Until uvicorn installs its own handlers (and after it restores the defaults), a SIGTERM
     # would end this process at once and orphan the engine core: unwind instead.
     signal.signal(signal.SIGTERM, _unwind)
@@ -122,6 +125,12 @@ def serve(argv: list[str]) -> None:
         uvloop.run(run_server(args))
     finally:
         reap_children()
+
+
+def registry_location(db: str) -> str:
+    """What the engine worker opens: the URL of a PostgreSQL registry, or the SQLite file's
+    absolute path (the worker may run in another directory)."""
+    return db if "://" in db else str(Path(db).resolve())
 
 
 def _unwind(signum: int, _frame: object) -> None:

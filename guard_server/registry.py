@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 import secrets
-import sqlite3
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from guard_server import errors
-from guard_server.store import TargetRow, TargetStore
+from guard_server.store import DuplicateKey, TargetRow, TargetStore
 
 if TYPE_CHECKING:
     from guard_server.compiler import Compiler
@@ -42,7 +41,7 @@ class Registry:
         row = TargetRow(new_target_id(), body.name, 1, "compiling", body.model_dump())
         try:
             self.store.insert(row)
-        except sqlite3.IntegrityError as exc:  # lost a race with a concurrent same-name create
+        except DuplicateKey as exc:  # lost a race with a concurrent same-name create
             raise errors.Conflict(ERR_DUPLICATE.format(name=body.name, id="?"), "name") from exc
         return self._compile(row)
 
@@ -87,7 +86,7 @@ class Registry:
             try:
                 if self.store.publish(new, blob, row.version):
                     return self.store.get(target_id) or new
-            except sqlite3.IntegrityError as exc:  # a concurrent create took the name
+            except DuplicateKey as exc:  # a concurrent create took the name
                 raise errors.Conflict(ERR_DUPLICATE.format(name=new.name, id="?"), "name") from exc
         raise errors.Conflict(ERR_BUSY.format(id=target_id), "id")
 
@@ -123,17 +122,20 @@ class Registry:
         return self.compiler.compile(row.id, row.version, row.spec).to_bytes()
 
     def _compile(self, row: TargetRow) -> TargetRow:
-        """Compile a row stored as `compiling` (a new target, or one a crash left half-done)."""
+        """Compile a row stored as `compiling` (a new target, or one a crash left half-done).
+
+        Published only if the row is still at that version: a replica recovering the same
+        row, or a PATCH that came first, is never overwritten with an older version.
+        """
+        blob = None
         try:
             blob = self._blob(row)
-            if blob is not None:
-                self.store.put_compiled(row.id, row.version, blob)
-            row = replace(row, status="active", error=None)
+            done = replace(row, status="active", error=None)
         except Exception as exc:  # a failed compile leaves the target inactive, never half-on
             logger.exception("compiling %s@%d failed", row.id, row.version)
-            row = replace(row, status="failed", error=f"{type(exc).__name__}: {exc}")
-        self.store.update(row)
-        return self.store.get(row.id) or row
+            done = replace(row, status="failed", error=f"{type(exc).__name__}: {exc}")
+        self.store.publish(done, blob, row.version)
+        return self.store.get(row.id) or done
 
 
 def to_wire(row: TargetRow) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from guard_server.guard import Guard
 from guard_server.prompts import PromptReader
 from guard_server.registry import Registry
 from guard_server.seam import GuardedEngineClient
-from guard_server.store import SQLiteStore
+from guard_server.store import open_store
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -77,7 +77,7 @@ def build_guard_state(app: FastAPI, args: argparse.Namespace) -> Guard:
     from guard_server.compiler import Compiler
     from guard_server.models import load_encoder
 
-    store = SQLiteStore(args.db)
+    store = open_store(args.db)
     registry = Registry(store, Compiler.from_model_dir(args.model))
     recovered = registry.recover()
     if recovered:

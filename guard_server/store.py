@@ -1,4 +1,4 @@
-"""Durable storage of forget targets: a small interface and its SQLite (WAL) implementation."""
+"""Durable storage of forget targets: a small interface, its SQL, and the SQLite (WAL) backend."""
 
 from __future__ import annotations
 
@@ -8,12 +8,16 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from logits_processors.reader import connect_readonly
+
+
+class DuplicateKey(Exception):
+    """A write broke a uniqueness rule (a target's id or name): nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,7 @@ CREATE TABLE IF NOT EXISTS adapters (
     created_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('generation', 0);
+INSERT INTO meta (key, value) VALUES ('generation', 0) ON CONFLICT (key) DO NOTHING;
 """
 _COLUMNS = "id, name, version, status, spec, error, created_at, updated_at"
 
@@ -118,41 +122,19 @@ def _row(record: tuple) -> TargetRow:
     return TargetRow(id_, name, version, status, json.loads(spec), error, created, updated)
 
 
-class SQLiteStore(TargetStore):
-    """SQLite in WAL mode with `synchronous=FULL`: a returned write survives a crash."""
+class SQLStore(TargetStore):
+    """The registry in SQL, written once for every backend: statements use `?` placeholders
+    and standard upserts; a backend supplies `_conn()` (a connection for this thread) and
+    `_tx()` (a transaction that commits on exit, rolls back on error and raises
+    `DuplicateKey` for a unique-constraint violation)."""
 
-    def __init__(self, path: str | Path, readonly: bool = False):
-        self.path = Path(path)
-        self.readonly = readonly
-        self._local = threading.local()
-        if not readonly:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn().executescript(_SCHEMA)  # idempotent; executescript commits itself
+    def _conn(self) -> Any:
+        raise NotImplementedError
 
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            if self.readonly:
-                conn = connect_readonly(self.path)
-            else:
-                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
-            self._local.conn = conn
-        return conn
+    def _tx(self) -> AbstractContextManager[Any]:
+        raise NotImplementedError
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-
-    def _bump(self, db: sqlite3.Connection) -> None:
+    def _bump(self, db: Any) -> None:
         db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
 
     def insert(self, row: TargetRow) -> None:
@@ -179,9 +161,7 @@ class SQLiteStore(TargetStore):
             self._bump(db)
 
     @staticmethod
-    def _write_row(
-        db: sqlite3.Connection, row: TargetRow, expected_version: int | None = None
-    ) -> int:
+    def _write_row(db: Any, row: TargetRow, expected_version: int | None = None) -> int:
         """Overwrite a stored row; with `expected_version`, only if that is still stored."""
         sql = (
             "UPDATE targets SET name=?, name_key=?, version=?, status=?, spec=?, error=?,"
@@ -228,9 +208,10 @@ class SQLiteStore(TargetStore):
             self._put_compiled(db, target_id, version, blob)
             self._bump(db)
 
-    def _put_compiled(self, db: sqlite3.Connection, target_id: str, version: int, blob: bytes):
+    def _put_compiled(self, db: Any, target_id: str, version: int, blob: bytes) -> None:
         db.execute(
-            "INSERT OR REPLACE INTO compiled (target_id, version, blob) VALUES (?, ?, ?)",
+            "INSERT INTO compiled (target_id, version, blob) VALUES (?, ?, ?)"
+            " ON CONFLICT (target_id, version) DO UPDATE SET blob = excluded.blob",
             (target_id, version, blob),
         )
         # Older versions stay until the next one is active: in-flight requests name them.
@@ -260,7 +241,8 @@ class SQLiteStore(TargetStore):
     def put_adapter(self, name: str, path: str) -> None:
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO adapters (name, path, created_at) VALUES (?, ?, ?)",
+                "INSERT INTO adapters (name, path, created_at) VALUES (?, ?, ?) ON CONFLICT (name)"
+                " DO UPDATE SET path = excluded.path, created_at = excluded.created_at",
                 (name, path, time.time()),
             )
 
@@ -271,3 +253,50 @@ class SQLiteStore(TargetStore):
     def adapters(self) -> dict[str, str]:
         rows = self._conn().execute("SELECT name, path FROM adapters ORDER BY created_at")
         return dict(rows.fetchall())
+
+
+class SQLiteStore(SQLStore):
+    """SQLite in WAL mode with `synchronous=FULL`: a returned write survives a crash."""
+
+    def __init__(self, path: str | Path, readonly: bool = False):
+        self.path = Path(path)
+        self.readonly = readonly
+        self._local = threading.local()
+        if not readonly:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn().executescript(_SCHEMA)  # idempotent; executescript commits itself
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self.readonly:
+                conn = connect_readonly(self.path)
+            else:
+                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except sqlite3.IntegrityError as exc:
+            db.execute("ROLLBACK")
+            raise DuplicateKey(str(exc)) from exc
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+
+def open_store(location: str) -> TargetStore:
+    """The registry at `location`: a PostgreSQL URL, else a SQLite file path."""
+    if location.startswith(("postgresql://", "postgres://")):
+        from guard_server.store_pg import PostgresStore
+
+        return PostgresStore(location)
+    return SQLiteStore(location)

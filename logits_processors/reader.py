@@ -11,7 +11,9 @@ import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-ERR_SCHEME = "unsupported registry location {location!r}: expected a SQLite file path"
+ERR_SCHEME = (
+    "unsupported registry location {location!r}: expected a SQLite file path or a postgresql:// URL"
+)
 
 
 def connect_readonly(path: str | Path) -> sqlite3.Connection:
@@ -44,7 +46,27 @@ class SQLiteReader(CompiledReader):
         return bytes(record[0]) if record else None
 
 
+class PostgresReader(CompiledReader):
+    """One autocommit connection per thread on the shared PostgreSQL registry."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self._local = threading.local()
+
+    def get_compiled(self, target_id: str, version: int) -> bytes | None:
+        import psycopg
+
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.broken:
+            conn = self._local.conn = psycopg.connect(self.url, autocommit=True)
+        sql = "SELECT blob FROM compiled WHERE target_id=%s AND version=%s"
+        record = conn.execute(sql, (target_id, version)).fetchone()
+        return bytes(record[0]) if record else None
+
+
 def open_reader(location: str) -> CompiledReader:
+    if location.startswith(("postgresql://", "postgres://")):
+        return PostgresReader(location)
     if "://" in location and not location.startswith("file:"):
         raise ValueError(ERR_SCHEME.format(location=location))
     return SQLiteReader(location.removeprefix("file:"))

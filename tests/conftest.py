@@ -22,3 +22,12 @@ def model_dir() -> str:
     from guard_server.models import convert_default_model
 
     return str(convert_default_model())
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server on loopback for the whole session."""
+    from tests.pg import postgres_server
+
+    with postgres_server(free_port()) as url:
+        yield url

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from guard_server.store import SQLiteStore, TargetRow, name_key
+from guard_server.store import DuplicateKey, SQLiteStore, TargetRow, name_key
 
 
 def row(id_: str, name: str | None = None, **kw) -> TargetRow:
@@ -187,7 +187,7 @@ def test_generation_starts_at_zero_and_counts_writes(store):
 def test_duplicate_name_key_raises_and_rolls_back(store, clash):
     store.insert(row("t1", "Harry Potter"))
     before = store.generation()
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(DuplicateKey):
         store.insert(row("t2", clash))
     assert store.get("t2") is None
     assert store.generation() == before
@@ -198,14 +198,14 @@ def test_duplicate_name_key_raises_and_rolls_back(store, clash):
 def test_update_to_a_taken_name_raises(store):
     store.insert(row("t1", "Harry Potter"))
     store.insert(row("t2", "Albert Einstein"))
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(DuplicateKey):
         store.update(row("t2", "HARRY potter"))
     assert store.get("t2").name == "Albert Einstein"
 
 
 def test_duplicate_id_raises(store):
     store.insert(row("t1", "One"))
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(DuplicateKey):
         store.insert(row("t1", "Two"))
 
 

@@ -1,0 +1,82 @@
+"""Both registry backends keep the same promises: SQLite on disk and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import pytest
+
+from guard_server.protocol import TargetCreate, TargetPatch
+from guard_server.registry import Registry
+from guard_server.store import DuplicateKey, TargetRow, open_store
+from logits_processors.reader import open_reader
+from tests.pg import reset
+from tests.unit.test_registry import StubCompiler
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request, tmp_path):
+    if request.param == "sqlite":
+        return str(tmp_path / "guard.db")
+    url = request.getfixturevalue("postgres_url")
+    reset(url)
+    return url
+
+
+def row(id_: str, name: str = "Harry Potter", version: int = 1) -> TargetRow:
+    return TargetRow(id_, name, version, "active", {"name": name})
+
+
+def test_rows_blobs_and_generations(location):
+    store = open_store(location)
+    start = store.generation()
+    store.insert(row("t1"))
+    assert store.get("t1").name == "Harry Potter"
+    assert store.find_by_name("  harry   POTTER ").id == "t1"
+    store.put_compiled("t1", 1, b"\x00blob\xff")
+    assert store.get_compiled("t1", 1) == b"\x00blob\xff"
+    assert open_reader(location).get_compiled("t1", 1) == b"\x00blob\xff"
+    store.put_compiled("t1", 1, b"again")
+    assert store.get_compiled("t1", 1) == b"again"
+    assert store.generation() == start + 3
+    with pytest.raises(DuplicateKey):
+        store.insert(row("t2", "HARRY potter"))
+    assert store.get("t2") is None
+    assert [r.id for r in store.list(10)] == ["t1"]
+    assert store.delete("t1") and store.get_compiled("t1", 1) is None
+
+
+def test_publish_is_a_compare_and_swap(location):
+    store = open_store(location)
+    store.insert(row("t1"))
+    assert store.publish(replace(row("t1"), version=2), b"v2", expected_version=1)
+    assert not store.publish(replace(row("t1"), version=2), b"stale", expected_version=1)
+    assert store.get("t1").version == 2 and store.get_compiled("t1", 2) == b"v2"
+
+
+def test_adapters_are_upserted(location):
+    store = open_store(location)
+    store.put_adapter("a", "/one")
+    store.put_adapter("a", "/two")
+    assert store.adapters() == {"a": "/two"}
+    assert store.delete_adapter("a") and store.adapters() == {}
+
+
+def test_two_writers_on_one_registry_lose_no_update(location):
+    """Two replicas (two store objects) patch one target at the same time."""
+    first = Registry(open_store(location), StubCompiler())
+    second = Registry(open_store(location), StubCompiler())
+    target = first.create(TargetCreate(name="Harry Potter"))
+    release = first.compiler.hold[2] = threading.Event()
+    slow = threading.Thread(
+        target=first.update, args=(target.id, TargetPatch(aliases=["Hogwarts"]))
+    )
+    slow.start()
+    assert first.compiler.started.setdefault(2, threading.Event()).wait(10)
+    second.update(target.id, TargetPatch(keywords=["Quidditch"]))
+    release.set()
+    slow.join(10)
+    final = second.get(target.id)
+    assert final.version == 3
+    assert final.spec["aliases"] == ["Hogwarts"] and final.spec["keywords"] == ["Quidditch"]
