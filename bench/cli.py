@@ -6,13 +6,24 @@ import argparse
 import json
 import sys
 
-from bench import adapters, attack, detect, forget, load, registration, rwku, throughput
+from bench import (
+    adapters,
+    attack,
+    detect,
+    forget,
+    load,
+    registration,
+    replicas,
+    rwku,
+    throughput,
+)
 
 COMMANDS = {
     "forget": (forget, "leak/retain/honesty of a server on a probe suite"),
     "throughput": (throughput, "guarded vs unguarded vs bad_words tokens/s, one engine"),
     "detect": (detect, "detection latency against the number of targets"),
     "load": (load, "unflagged chats under concurrent load: plain vLLM vs the guard server"),
+    "replicas": (replicas, "registration on replica A to effective on replica B (PostgreSQL)"),
     "rwku": (rwku, "RWKU probes and protocol, before and after registering N targets"),
     "register": (registration, "registration-to-effective latency and kill -9 survival"),
     "adapters": (adapters, "each unlearning method's adapter served beside the guard"),

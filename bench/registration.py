@@ -38,8 +38,9 @@ def _chat(base: str, text: str) -> httpx.Response:
     return httpx.post(f"{base}/v1/chat/completions", json=body, headers=HEADERS, timeout=120)
 
 
-def _latencies(base: str, n: int) -> tuple[list[float], int]:
-    """Seconds from sending the POST to holding a chat response that the new target guarded."""
+def latencies(base: str, n: int, read_base: str | None = None) -> tuple[list[float], int]:
+    """Seconds from sending the POST to holding a chat response that the new target guarded
+    (the chat goes to `read_base`, another replica, when given)."""
     samples, effective = [], 0
     for i in tqdm(range(n), desc="registrations"):
         word = f"quuxtopic{i}z"
@@ -55,7 +56,9 @@ def _latencies(base: str, n: int) -> tuple[list[float], int]:
             },
         )
         r.raise_for_status()
-        fired = _chat(base, f"Tell me about {word}.").headers.get("x-guard-targets", "")
+        fired = _chat(read_base or base, f"Tell me about {word}.").headers.get(
+            "x-guard-targets", ""
+        )
         samples.append(time.perf_counter() - start)
         effective += r.json()["id"] in fired.split(",")
     return samples, effective
@@ -94,7 +97,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="guard-bench-"))
     server = start_server(args.port, root / "guard.db", root / "server.log")
     try:
-        samples, effective = _latencies(server.base_url, args.registrations)
+        samples, effective = latencies(server.base_url, args.registrations)
     finally:
         server.stop()
     sizes = _snapshot_bytes(root / "guard.db")

@@ -27,7 +27,7 @@ def model_dir() -> str:
 @pytest.fixture(scope="session")
 def postgres_url():
     """A real PostgreSQL server on loopback for the whole session."""
-    from tests.pg import postgres_server
+    from bench.pgserver import postgres_server
 
     with postgres_server(free_port()) as url:
         yield url

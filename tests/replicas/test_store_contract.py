@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import pytest
 
+from bench.pgserver import reset
 from guard_server.protocol import TargetCreate, TargetPatch
 from guard_server.registry import Registry
 from guard_server.store import DuplicateKey, TargetRow, open_store
 from logits_processors.reader import open_reader
-from tests.pg import reset
 from tests.unit.test_registry import StubCompiler
 
 

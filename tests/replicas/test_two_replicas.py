@@ -12,10 +12,10 @@ import psycopg
 import pytest
 from openai import OpenAI
 
+from bench.pgserver import reset
 from bench.serverproc import ADMIN_KEY, start_server
 from guard_server.compiler import REFUSAL
 from tests.conftest import free_port
-from tests.pg import reset
 
 MODEL = "SmolLM2-135M-Instruct"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}

@@ -1,4 +1,4 @@
-"""A real PostgreSQL server for the tests: a throwaway cluster on a loopback port."""
+"""A real PostgreSQL server for tests and benchmarks: a throwaway cluster on a loopback port."""
 
 from __future__ import annotations
 
