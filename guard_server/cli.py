@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
 PROCESSOR_FQCN = "logits_processors.forget:ForgetLogitsProcessor"
+# The same processor for Model Runner V2 (vLLM's default on CUDA), which rejects V1 ones.
+PROCESSOR_V2_FQCN = "logits_processors.forget_v2:ForgetLogitsProcessorV2"
 DEFAULT_SERVED_NAME = "SmolLM2-135M-Instruct"
 # Engine options that make the default model run on a 2-core CPU machine. The CPU backend
 # reserves `gpu_memory_utilization` of a NUMA node for the KV cache, which fails on small
@@ -99,6 +101,21 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def match_model_runner(args: argparse.Namespace) -> argparse.Namespace:
+    """Register the forget processor for the model runner vLLM will pick (its own decision:
+    V2 on CUDA unless a feature needs V1; V1 on CPU)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return args  # MRV2 needs Triton's GPU backend: the CPU engine runs V1
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    if AsyncEngineArgs.from_cli_args(args).create_engine_config().use_v2_model_runner:
+        ours = {PROCESSOR_FQCN: PROCESSOR_V2_FQCN}
+        args.logits_processors = [ours.get(p, p) for p in args.logits_processors]
+    return args
+
+
 def serve(argv: list[str]) -> None:
     import uvloop
     from vllm.entrypoints.launchers.cli_args import validate_parsed_serve_args
@@ -109,12 +126,10 @@ def serve(argv: list[str]) -> None:
     from logits_processors.snapshot import SNAPSHOT_DB_ENV
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    # The forget processor implements vLLM's V1 interface; CUDA's Model Runner V2 rejects V1
-    # processors, so pin the V1 runner (a no-op on the CPU backend, which only has V1).
-    os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
     cli_env_setup()
     args = finalize_args(make_parser().parse_args(argv))
     validate_parsed_serve_args(args)
+    match_model_runner(args)
     # The engine worker (a spawned process) reads compiled targets from the same registry.
     open_store(args.db)  # creates the schema, and fails here, clearly, if it cannot
     os.environ[SNAPSHOT_DB_ENV] = registry_location(args.db)

@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 EMPTY_VALS = np.zeros(0, dtype=np.float32)
 
 
-def _eos_token_id(vllm_config: VllmConfig | None) -> int | None:
+def eos_token_id_of(vllm_config: VllmConfig | None) -> int | None:
     if vllm_config is None:
         return None
     eos = getattr(vllm_config.model_config.hf_config, "eos_token_id", None)
@@ -51,6 +51,11 @@ class RowState:
     def awaits_end(self) -> bool:
         """A partial answer that has not started its closing note yet."""
         return self.action == "partial" and bool(self.plan.note) and self.note_from < 0
+
+    def feed_prompt(self, prompt: list[int]) -> None:
+        """A forbidden sequence may start in the prompt and end in the answer."""
+        keep = self.plan.automaton.max_len - 1
+        self.node = self.plan.automaton.feed(0, prompt[-keep:] if prompt and keep > 0 else ())
 
     def advance(self) -> None:
         if self.consumed < len(self.output):
@@ -98,7 +103,7 @@ class ForgetLogitsProcessor(LogitsProcessor):
     def __init__(self, vllm_config: VllmConfig, device: torch.device, is_pin_memory: bool):
         self.device = torch.device(device)
         self.snapshot = Snapshot.from_env()
-        self.eos_token_id = _eos_token_id(vllm_config)
+        self.eos_token_id = eos_token_id_of(vllm_config)
         self.states: dict[int, RowState] = {}
         self._batch: tuple[torch.Tensor, ...] | None = None
 
@@ -109,24 +114,7 @@ class ForgetLogitsProcessor(LogitsProcessor):
     def _new_state(
         self, params: SamplingParams, prompt: list[int] | None, output: list[int]
     ) -> RowState | None:
-        guard = parse_guard_params(params.extra_args)
-        if guard is None:
-            return None
-        try:
-            plan = self.snapshot.plan(guard.targets)
-        except (KeyError, RuntimeError, ValueError):
-            # A target deleted while its request was in flight, or a broken registry: fail
-            # closed (end the answer at once) rather than crash the engine or answer freely.
-            if self.eos_token_id is None:
-                raise
-            logger.exception("cannot load forget targets %s; ending the answer", guard.targets)
-            plan = Plan(TokenAutomaton(()), EMPTY, EMPTY_VALS, (self.eos_token_id,))
-            return RowState(plan, "refuse", output)
-        state = RowState(plan, guard.action, output, params.max_tokens)
-        # A forbidden sequence may start in the prompt and end in the answer.
-        keep = plan.automaton.max_len - 1
-        state.node = plan.automaton.feed(0, prompt[-keep:] if prompt and keep > 0 else ())
-        return state
+        return new_row_state(self.snapshot, self.eos_token_id, params, prompt, output)
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:
         if process_dict_updates(self.states, batch_update, self._new_state):
@@ -134,49 +122,87 @@ class ForgetLogitsProcessor(LogitsProcessor):
 
     def _batch_tensors(self) -> tuple[torch.Tensor, ...]:
         if self._batch is None:
-            order = sorted(self.states)
-            states = [self.states[i] for i in order]
-            counts = [0 if s.refuse else len(s.plan.penalty_ids) for s in states]
-            pen_ids = [s.plan.penalty_ids for s in states if not s.refuse] or [
-                np.zeros(0, np.int64)
-            ]
-            pen_vals = [s.plan.penalty_vals for s in states if not s.refuse] or [
-                np.zeros(0, np.float32)
-            ]
-            self._batch = (
-                torch.tensor(order, dtype=torch.int64),
-                torch.ones(len(order), dtype=torch.float32),
-                torch.from_numpy(np.concatenate(pen_ids)),
-                torch.from_numpy(np.concatenate(pen_vals)),
-                torch.tensor(np.concatenate([[0], np.cumsum(counts)]), dtype=torch.int64),
-            )
-            self._order = order
+            self._order = sorted(self.states)
+            states = [self.states[i] for i in self._order]
+            self._batch = (torch.tensor(self._order, dtype=torch.int64), *penalty_csr(states))
         return self._batch
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.states:
             # Unflagged batches return the very tensor they got: bit-identical by construction.
             return logits
-        rows, strength, pen_ids, pen_vals, pen_offsets = self._batch_tensors()
-        forced, bans, ban_counts = [], [], [0]
-        for index in self._order:
-            state = self.states[index]
-            state.advance()
-            wants_end = state.awaits_end and int(logits[index].argmax()) == state.plan.note[-1]
-            forced.append(state.forced_token(wants_end))
-            banned = state.banned()
-            bans.append(banned)
-            ban_counts.append(ban_counts[-1] + len(banned))
-        ban_ids = np.concatenate(bans) if ban_counts[-1] else np.zeros(0, np.int64)
-        to = self.device
-        return forget_mask(
-            logits,
-            rows.to(to),
-            torch.tensor(forced, dtype=torch.int64, device=to),
-            strength.to(to),
-            pen_ids.to(to),
-            pen_vals.to(to),
-            pen_offsets.to(to),
-            torch.from_numpy(ban_ids.astype(np.int64)).to(to),
-            torch.tensor(ban_counts, dtype=torch.int64, device=to),
-        )
+        rows, *penalty = self._batch_tensors()
+        states = [self.states[i] for i in self._order]
+        return restrict_rows(logits, rows, states, penalty, self.device)
+
+
+def new_row_state(
+    snapshot: Snapshot,
+    eos_token_id: int | None,
+    params: SamplingParams,
+    prompt_tail: list[int] | None,
+    output: list[int],
+) -> RowState | None:
+    """A flagged request's state (None when unflagged); `output` is its generated tokens."""
+    guard = parse_guard_params(params.extra_args)
+    if guard is None:
+        return None
+    try:
+        plan = snapshot.plan(guard.targets)
+    except (KeyError, RuntimeError, ValueError):
+        # A target deleted while its request was in flight, or a broken registry: fail
+        # closed (end the answer at once) rather than crash the engine or answer freely.
+        if eos_token_id is None:
+            raise
+        logger.exception("cannot load forget targets %s; ending the answer", guard.targets)
+        plan = Plan(TokenAutomaton(()), EMPTY, EMPTY_VALS, (eos_token_id,))
+        return RowState(plan, "refuse", output)
+    state = RowState(plan, guard.action, output, params.max_tokens)
+    if prompt_tail is not None:
+        state.feed_prompt(prompt_tail)
+    return state
+
+
+def penalty_csr(states: list[RowState]) -> tuple[torch.Tensor, ...]:
+    """Per-row strength and the rows' sparse penalties (ids, values, row offsets)."""
+    counts = [0 if s.refuse else len(s.plan.penalty_ids) for s in states]
+    ids = [s.plan.penalty_ids for s in states if not s.refuse] or [np.zeros(0, np.int64)]
+    vals = [s.plan.penalty_vals for s in states if not s.refuse] or [np.zeros(0, np.float32)]
+    return (
+        torch.ones(len(states), dtype=torch.float32),
+        torch.from_numpy(np.concatenate(ids)),
+        torch.from_numpy(np.concatenate(vals)),
+        torch.tensor(np.concatenate([[0], np.cumsum(counts)]), dtype=torch.int64),
+    )
+
+
+def restrict_rows(
+    logits: torch.Tensor,
+    rows: torch.Tensor,
+    states: list[RowState],
+    penalty: list[torch.Tensor],
+    device: torch.device,
+) -> torch.Tensor:
+    """One step for the flagged `rows` (logits row indices, `states` in the same order):
+    forced tokens, the automaton's bans and the penalties, in one fused kernel call."""
+    forced, bans, ban_counts = [], [], [0]
+    for row, state in zip(rows.tolist(), states, strict=True):
+        state.advance()
+        wants_end = state.awaits_end and int(logits[row].argmax()) == state.plan.note[-1]
+        forced.append(state.forced_token(wants_end))
+        banned = state.banned()
+        bans.append(banned)
+        ban_counts.append(ban_counts[-1] + len(banned))
+    ban_ids = np.concatenate(bans) if ban_counts[-1] else np.zeros(0, np.int64)
+    strength, pen_ids, pen_vals, pen_offsets = (t.to(device) for t in penalty)
+    return forget_mask(
+        logits,
+        rows.to(device),
+        torch.tensor(forced, dtype=torch.int64, device=device),
+        strength,
+        pen_ids,
+        pen_vals,
+        pen_offsets,
+        torch.from_numpy(ban_ids.astype(np.int64)).to(device),
+        torch.tensor(ban_counts, dtype=torch.int64, device=device),
+    )
