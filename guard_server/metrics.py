@@ -4,7 +4,7 @@ from prometheus_client import Counter, Histogram
 
 REQUESTS = Counter("guard_requests_total", "Requests screened by the guard", ["action"])
 TARGET_HITS = Counter("guard_target_hits_total", "Requests flagged per forget target", ["target"])
-# Per request, from entering the detection queue to holding its verdict (queueing included).
+# Per request, from entering the detection queue to its verdict being ready (queueing included).
 DETECTION_SECONDS = Histogram(
     "guard_detection_seconds",
     "Detection latency per request, queueing included",
