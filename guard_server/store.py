@@ -83,7 +83,8 @@ class TargetStore(ABC):
     def adapters(self) -> dict[str, str]: ...
 
 
-_SCHEMA = """
+# One schema for every backend; each names its own types for bytes, floats and counters.
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS targets (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -92,21 +93,21 @@ CREATE TABLE IF NOT EXISTS targets (
     status TEXT NOT NULL,
     spec TEXT NOT NULL,
     error TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    created_at {real} NOT NULL,
+    updated_at {real} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS compiled (
     target_id TEXT NOT NULL,
     version INTEGER NOT NULL,
-    blob BLOB NOT NULL,
+    blob {blob} NOT NULL,
     PRIMARY KEY (target_id, version)
 );
 CREATE TABLE IF NOT EXISTS adapters (
     name TEXT PRIMARY KEY,
     path TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at {real} NOT NULL
 );
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value {counter} NOT NULL);
 INSERT INTO meta (key, value) VALUES ('generation', 0) ON CONFLICT (key) DO NOTHING;
 """
 _COLUMNS = "id, name, version, status, spec, error, created_at, updated_at"
@@ -264,7 +265,8 @@ class SQLiteStore(SQLStore):
         self._local = threading.local()
         if not readonly:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn().executescript(_SCHEMA)  # idempotent; executescript commits itself
+            schema = SCHEMA.format(real="REAL", blob="BLOB", counter="INTEGER")
+            self._conn().executescript(schema)  # idempotent; executescript commits itself
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

@@ -15,34 +15,9 @@ from typing import Any
 
 import psycopg
 
-from guard_server.store import DuplicateKey, SQLStore
+from guard_server.store import SCHEMA, DuplicateKey, SQLStore
 
-_SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS targets (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        name_key TEXT NOT NULL UNIQUE,
-        version INTEGER NOT NULL,
-        status TEXT NOT NULL,
-        spec TEXT NOT NULL,
-        error TEXT,
-        created_at DOUBLE PRECISION NOT NULL,
-        updated_at DOUBLE PRECISION NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS compiled (
-        target_id TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        blob BYTEA NOT NULL,
-        PRIMARY KEY (target_id, version)
-    )""",
-    """CREATE TABLE IF NOT EXISTS adapters (
-        name TEXT PRIMARY KEY,
-        path TEXT NOT NULL,
-        created_at DOUBLE PRECISION NOT NULL
-    )""",
-    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL)",
-    "INSERT INTO meta (key, value) VALUES ('generation', 0) ON CONFLICT (key) DO NOTHING",
-]
+_SCHEMA = SCHEMA.format(real="DOUBLE PRECISION", blob="BYTEA", counter="BIGINT")
 # Replicas starting together would race to create the tables: one at a time.
 _SCHEMA_LOCK = 0x6775617264
 
@@ -63,7 +38,7 @@ class PostgresStore(SQLStore):
         self._local = threading.local()
         with self._tx() as db:
             db.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
-            for statement in _SCHEMA:
+            for statement in filter(str.strip, _SCHEMA.split(";")):
                 db.execute(statement)
 
     def _conn(self) -> _Placeholders:
