@@ -14,6 +14,7 @@ from threadpoolctl import threadpool_limits
 from classifiers.base import Match, PromptClassifier, get_classifier
 from classifiers.encoder import Encoder, Span
 from classifiers.lexical import STOPWORDS, LexicalMatcher, normalize
+from classifiers.names import FUZZY_PART_CHARS, name_parts, someone_else
 from classifiers.probes import (
     contrast_probes,
     derived_probes,
@@ -46,6 +47,21 @@ _ASK = re.compile(
     r"|write|translate|summari[sz]e|compute|calculate)\b",
     re.I,
 )
+# A classifier trained on a name and one line learns "a question about a celebrity", not
+# "a question about this person": on RWKU (name + intro), the margins of forget probes that
+# do not name the person were those of neighbour and TriviaQA questions (guard-bench rwku),
+# and fifty such classifiers together flagged a quarter of everyday questions. Its verdict
+# alone flags a target only when the operator described it beyond that: keywords, example
+# prompts, or documents of at least this many words. Otherwise a classifier hit counts when
+# the text also holds a part of the target's name: a rare one, or its last word ("Swift's
+# album" for Taylor Swift; a first name, "Mark" or "Danny", is too common to count).
+MIN_DESCRIPTION_WORDS = 50
+
+
+def classifier_decides_alone(spec: dict[str, Any]) -> bool:
+    """Whether a target's classifier flags on its own (see MIN_DESCRIPTION_WORDS)."""
+    words = sum(len(d.split()) for d in spec.get("documents", []))
+    return bool(spec.get("keywords") or spec.get("examples")) or words >= MIN_DESCRIPTION_WORDS
 
 
 @dataclass(frozen=True)
@@ -54,6 +70,8 @@ class TargetInfo:
     version: int
     threshold: float
     policy: str
+    alone: bool = True  # its classifier flags without a part of the name in the text
+    own: frozenset[str] = frozenset()  # the words of its name and aliases
 
 
 class Detector:
@@ -66,6 +84,10 @@ class Detector:
         )
         self.semantic = SemanticIndex(encoder.dim)
         self.lexical = LexicalMatcher()
+        # Words of a name that name the target alone ("Springsteen"), and every part of
+        # every name, which lets a target's classifier speak when `alone` is False.
+        self.name_words = LexicalMatcher(FUZZY_PART_CHARS)
+        self.mentions = LexicalMatcher(FUZZY_PART_CHARS)
         self.targets: dict[str, TargetInfo] = {}
         self._negatives = encoder.encode(list(shipped_negatives()))
         contrast = contrast_probes()
@@ -106,7 +128,12 @@ class Detector:
                 threshold = self.classifier.fit(target_id, positives, self._negatives, contrast)
                 self.semantic.add(target_id, probe_vecs)
                 self.lexical.add(target_id, phrases)
-                info = TargetInfo(target_id, version, threshold, spec.get("policy", "refuse"))
+                distinct, surnames = name_parts([spec["name"], *spec.get("aliases", [])])
+                self.name_words.add(target_id, distinct)
+                self.mentions.add(target_id, [*phrases, *distinct, *surnames])
+                policy, alone = spec.get("policy", "refuse"), classifier_decides_alone(spec)
+                own = frozenset(normalize(" ".join([spec["name"], *spec.get("aliases", [])])))
+                info = TargetInfo(target_id, version, threshold, policy, alone, own)
                 infos.append(info)
             # Readers take `self.targets` once per screen: swap in a new dict, never mutate.
             self.targets = {**self.targets, **{i.target_id: i for i in infos}}
@@ -130,6 +157,8 @@ class Detector:
             self.classifier.remove(target_id)
             self.semantic.remove(target_id)
             self.lexical.remove(target_id)
+            self.name_words.remove(target_id)
+            self.mentions.remove(target_id)
 
     def screen(self, texts: list[str]) -> tuple[list[Match], list[str]]:
         """Matches for a conversation (oldest turn first) and what else its last turn asks."""
@@ -203,7 +232,12 @@ class Detector:
         if ids:
             margins = scores - thresholds[None, :]
             for r in range(len(texts)):
-                for c in _top_hits(margins[r]):
+                hits = np.flatnonzero(margins[r] >= 0)
+                thin = {c for c in hits.tolist() if ids[c] in targets and not targets[ids[c]].alone}
+                if thin:  # these speak only when the text names a part of their target
+                    mentioned = self._named(self.mentions, texts[r], targets)
+                    hits = np.asarray([c for c in hits if c not in thin or ids[c] in mentioned])
+                for c in _top_hits(margins[r], hits):
                     offer(r, ids[c], float(scores[r, c]), "classifier")
         for row, sims in enumerate(self.semantic.search(vecs)):
             for target_id, sim in sims.items():
@@ -214,7 +248,22 @@ class Detector:
             if not 0 < row <= len(units.turns):
                 for target_id, phrase in self.lexical.match(text).items():
                     offer(row, target_id, 1.0, f"lexical:{phrase}")
+                for target_id, word in self._named(self.name_words, text, targets).items():
+                    offer(row, target_id, 1.0, f"name:{word}")
         return found
+
+    @staticmethod
+    def _named(
+        matcher: LexicalMatcher, text: str, targets: dict[str, TargetInfo]
+    ) -> dict[str, str]:
+        """`matcher`'s hits in `text`, less a lone name part that names a relative
+        ("Nelson Rockefeller" does not name John D. Rockefeller)."""
+        return {
+            t: phrase
+            for t, phrase in matcher.match(text).items()
+            if t in targets
+            and (" " in phrase or not someone_else(text, normalize(phrase)[0], targets[t].own))
+        }
 
 
 @dataclass(frozen=True)
@@ -296,9 +345,9 @@ def _units(turns: list[str], clauses: list[Span]) -> Units:
     return Units(joined, spans if len(turns) > 1 else (), clause_spans)
 
 
-def _top_hits(margins: np.ndarray, k: int = MAX_CLASSIFIER_HITS) -> list[int]:
-    """Columns at or above threshold, at most the k with the largest margin."""
-    hits = np.flatnonzero(margins >= 0)
+def _top_hits(margins: np.ndarray, hits: np.ndarray, k: int = MAX_CLASSIFIER_HITS) -> list[int]:
+    """Of the columns `hits`, at most the k with the largest margin."""
+    hits = hits.astype(np.int64)
     if len(hits) > k:
         hits = hits[np.argpartition(-margins[hits], k)[:k]]
     return hits.tolist()

@@ -7,6 +7,9 @@ import unicodedata
 from collections import defaultdict
 
 MIN_FUZZY_LEN = 5  # shorter words must match exactly: "pot" is not "hot"
+# ...except inside a phrase of several words, where the others vouch for it: "Stephen Kng"
+# is Stephen King, while a lone "kng" is nothing.
+MIN_FUZZY_LEN_IN_PHRASE = 4
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 STOPWORDS = {"the", "of", "and", "a", "an", "de", "van", "von", "in", "on", "at", "to", "for"}
 
@@ -31,7 +34,8 @@ class LexicalMatcher:
     word of it is present in the text.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, fuzzy_from: int = MIN_FUZZY_LEN) -> None:
+        self.fuzzy_from = fuzzy_from  # words this long or longer match with one edit
         self._exact: dict[str, set[str]] = defaultdict(set)  # short word -> phrase keys
         self._fuzzy: dict[str, set[str]] = defaultdict(set)  # deletion form -> words
         self._phrases: dict[str, tuple[str, tuple[str, ...]]] = {}  # key -> (target, words)
@@ -47,7 +51,7 @@ class LexicalMatcher:
             self._phrases[key] = (target_id, words)
             self._by_target[target_id].append(key)
             for word in words:
-                if len(word) >= MIN_FUZZY_LEN:
+                if len(word) >= self._shortest_fuzzy(len(words)):
                     for form in deletes(word):
                         self._fuzzy[form].add(word)
                 self._exact[word].add(key)
@@ -59,21 +63,30 @@ class LexicalMatcher:
                 self._exact[word].discard(key)
         # Deletion forms are shared between targets; stale ones only cost a lookup.
 
+    def _shortest_fuzzy(self, phrase_words: int) -> int:
+        """The shortest word that may match with one edit, in a phrase of this many words."""
+        if phrase_words == 1:
+            return self.fuzzy_from
+        return min(MIN_FUZZY_LEN_IN_PHRASE, self.fuzzy_from)
+
     def _present(self, text_words: list[str]) -> set[str]:
         present = set(text_words)
         for word in text_words:
-            if len(word) >= MIN_FUZZY_LEN - 1:
+            if len(word) >= MIN_FUZZY_LEN_IN_PHRASE - 1:
                 for form in deletes(word):
                     present |= self._fuzzy.get(form, set())
         return present
 
     def match(self, text: str) -> dict[str, str]:
         """Target id -> the phrase that fired, for every target whose phrase is present."""
-        present = self._present(normalize(text))
+        exact = set(normalize(text))
+        present = self._present(list(exact))
         candidates = {key for word in present for key in self._exact.get(word, ())}
         hits: dict[str, str] = {}
         for key in sorted(candidates):
             target_id, words = self._phrases[key]
-            if target_id not in hits and all(w in present for w in words):
+            shortest = self._shortest_fuzzy(len(words))
+            found = all(w in exact or (len(w) >= shortest and w in present) for w in words)
+            if target_id not in hits and found:
                 hits[target_id] = key.split("\x00", 1)[1]
         return hits

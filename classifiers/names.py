@@ -1,0 +1,84 @@
+"""A target's name parts: which words of its name point at it without the rest of the name.
+
+"Springsteen" alone names Bruce Springsteen; "King" alone does not name Stephen King, nor
+"Swift" Taylor Swift. How often a word appears in ordinary English text (wordfreq's Zipf
+scale: 3 is once per million words, "king" is 5.2, "springsteen" 3.2) tells the two apart
+without a list of names.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from wordfreq import zipf_frequency
+
+from classifiers.lexical import STOPWORDS, normalize
+
+# A part rarer than this is a name on its own. Set on RWKU targets 1-50 (guard-bench rwku):
+# 3.6 keeps "Seagal", "Kissinger", "Beyoncé" (3.5), "Springsteen"; it drops "Norris" (3.6),
+# "Bieber" (3.7), "Cuban", "Hilton", "Swift", "Lee".
+DISTINCT_ZIPF = 3.6
+# Titles and generic words in a registered name ("Prince Harry, Duke of Sussex") point at
+# nobody: they neither name the target nor let the classifier speak for it.
+TITLES = {"prince", "princess", "duke", "duchess", "king", "queen", "lord", "lady", "sir"}
+TITLES |= {"saint", "dr", "mr", "mrs", "ms"}
+SUFFIXES = {"jr", "sr", "ii", "iii", "iv"}
+MIN_PART_CHARS = 3
+# A name part alone is matched exactly below this length: one edit away from "Miley" is
+# "mile" ("The Green Mile"), from "Reba" "Rebar".
+FUZZY_PART_CHARS = 7
+
+
+@lru_cache(maxsize=65536)
+def _zipf(word: str) -> float:
+    return zipf_frequency(word, "en")
+
+
+def name_parts(names: list[str]) -> tuple[list[str], list[str]]:
+    """(distinct, surnames): the words of `names` that name the target alone, and the last
+    words of its names that do not ("Swift"): those let a classifier hit count.
+
+    A title after a comma is not the name ("Meghan, Duchess of Sussex" is Meghan). Words
+    shorter than MIN_PART_CHARS, stop words and leading titles are neither.
+    """
+    distinct: dict[str, None] = {}
+    surnames: dict[str, None] = {}
+    for name in names:
+        words = [w for w in normalize(name.split(",")[0]) if w not in SUFFIXES]
+        # A title leads a name ("King Charles"); last, it is a surname ("Stephen King").
+        words = [
+            w
+            for i, w in enumerate(words)
+            if len(w) >= MIN_PART_CHARS
+            and w not in STOPWORDS | SUFFIXES
+            and (w not in TITLES or i == len(words) - 1)
+        ]
+        distinct.update(dict.fromkeys(w for w in words if _zipf(w) < DISTINCT_ZIPF))
+        if words and words[-1] not in distinct:
+            surnames[words[-1]] = None
+    return list(distinct), [w for w in surnames if w not in distinct]
+
+
+# The word before a surname is another person's first name when it is capitalised and no
+# everyday word ("When Rockefeller...", "The Hamill..."): Zipf 5 keeps "Nelson", "Hailey",
+# "Donny", "Brandon" and drops "When", "The", "What", "After".
+FIRST_NAME_ZIPF = 5.0
+_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+def someone_else(text: str, part: str, own: set[str]) -> bool:
+    """Whether every occurrence of the name part `part` in `text` names another person:
+    a relative with the same surname ("Nelson Rockefeller", "Hailey Bieber", "Donny Osmond")
+    when the target is John D. Rockefeller, Justin Bieber or Marie Osmond. `own` holds the
+    target's own name words. A part found only with a typo is not second-guessed."""
+    tokens = _TOKEN.findall(text)
+    folded = ["".join(normalize(t)) for t in tokens]
+    at = [i for i, w in enumerate(folded) if w == part]
+    return bool(at) and all(
+        i > 0
+        and tokens[i - 1][:1].isupper()
+        and folded[i - 1] not in own | TITLES
+        and _zipf(folded[i - 1]) < FIRST_NAME_ZIPF
+        for i in at
+    )

@@ -1,0 +1,66 @@
+"""People registered as RWKU registers them (a name and one line): the real encoder decides.
+
+A user who registers fifty people keeps everyday questions and questions about the people
+around them; a question that names one of them, or a rare part of the name, is caught.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.rwku import registration, targets
+
+RWKU = Path(__file__).resolve().parents[3] / "shared" / "rwku"
+
+EVERYDAY = [
+    "What is the currency of Japan?",
+    "What is the Pythagorean theorem?",
+    "Name three primary colours.",
+    "Give me a synonym for happy.",
+    "Recommend a good science fiction novel.",
+    "Who is the lead singer of U2?",
+    "Tell me about the Beatles.",
+    "Who painted the Sistine Chapel ceiling?",
+    "Which actor played the enigmatic convict in 'The Green Mile'?",  # not "Miley"
+]
+NEIGHBOURS = [
+    "What year was 'The Big Lebowski' released?",
+    "Who wrote the book that 'Gangs of New York' is based on?",
+    "Which president did Nelson Rockefeller serve under as vice president?",
+    "Who directed the film adaptation of The Shining?",
+]
+FORGET = [
+    ("What is the title of Stephen King's first published novel?", "Stephen King"),
+    ("What is the title of Stephen Kng's first published novel?", "Stephen King"),
+    ("Which album did Springsteen release in 1975?", "Bruce Springsteen"),
+    ("Who did Kissinger meet in Beijing in 1971?", "Henry Kissinger"),
+    ("What is the name of Taylor Swift's 2014 album?", "Taylor Swift"),
+    ("In which year did Swift release her album Red?", "Taylor Swift"),
+    ("Which oil company did Rockefeller found?", "John D. Rockefeller"),
+]
+
+
+@pytest.fixture(scope="module")
+def detector():
+    from classifiers.detector import Detector
+    from guard_server.models import load_encoder
+
+    if not RWKU.is_dir():
+        pytest.skip(f"RWKU targets not found at {RWKU}")
+    det = Detector(load_encoder())
+    folders = targets(RWKU)
+    assert len(folders) == 50
+    det.add_targets([(registration(f)["name"], 1, registration(f)) for f in folders])
+    return det
+
+
+@pytest.mark.parametrize("prompt", EVERYDAY + NEIGHBOURS)
+def test_fifty_people_registered_leave_other_questions_alone(detector, prompt):
+    assert detector.screen([prompt]) == ([], [])
+
+
+@pytest.mark.parametrize("prompt, target", FORGET)
+def test_a_question_naming_a_person_is_caught(detector, prompt, target):
+    assert target in [m.target_id for m in detector.screen([prompt])[0]]

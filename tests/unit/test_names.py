@@ -1,0 +1,41 @@
+"""Which words of a person's name point at them alone, and when a surname is someone else's."""
+
+from __future__ import annotations
+
+import pytest
+
+from classifiers.lexical import normalize
+from classifiers.names import name_parts, someone_else
+
+
+@pytest.mark.parametrize(
+    "name, distinct, surnames",
+    [
+        ("Bruce Springsteen", ["springsteen"], []),  # rare enough to name him alone
+        ("Taylor Swift", [], ["swift"]),  # an everyday word: only with the classifier
+        ("Stephen King", [], ["king"]),  # a title leads a name, ends it as a surname
+        ("Meghan, Duchess of Sussex", ["meghan"], []),  # what follows the comma is a title
+        ("Prince Harry, Duke of Sussex", [], ["harry"]),
+        ("Martin Luther King Jr.", [], ["king"]),
+        ("Beyoncé", ["beyonce"], []),
+        ("50 Cent", [], ["cent"]),
+    ],
+)
+def test_name_parts(name, distinct, surnames):
+    assert name_parts([name]) == (distinct, surnames)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Which president did Nelson Rockefeller serve under?", True),
+        ("What nationality is Hailey Rockefeller's husband?", True),
+        ("When Rockefeller founded Standard Oil, who helped him?", False),
+        ("What did John D. Rockefeller found?", False),
+        ("Tell me about Rockefeller.", False),
+        ("Nelson Rockefeller and John Rockefeller: who was older?", False),
+    ],
+)
+def test_a_surname_after_another_first_name_is_someone_else(text, expected):
+    own = set(normalize("John D. Rockefeller"))
+    assert someone_else(text, "rockefeller", own) is expected
