@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import re
 import tempfile
 from collections import defaultdict
@@ -46,6 +47,122 @@ PUBLISHED = {
     "NPO, LoRA": (75.1, 64.3, 69.0, 91.3, 82.2),
 }
 _WORDS = re.compile(r"[a-z0-9]+")
+# Beyond RWKU's 50 people, registrations are made-up people of the same shape (a name and a
+# line), to measure what 1,000 registered targets cost everyday questions.
+FIRST = [
+    "Adaeze",
+    "Bjorn",
+    "Carmela",
+    "Dmitri",
+    "Eleni",
+    "Farid",
+    "Gudrun",
+    "Hiroshi",
+    "Ines",
+    "Jovan",
+    "Kalani",
+    "Ludmila",
+    "Mateus",
+    "Nnamdi",
+    "Oksana",
+    "Priya",
+    "Quentin",
+    "Rasmus",
+    "Saoirse",
+    "Tariq",
+    "Ulrike",
+    "Vikram",
+    "Wanjiru",
+    "Xiomara",
+    "Yusuf",
+    "Zofia",
+    "Anouk",
+    "Bertil",
+    "Cosima",
+    "Dagny",
+    "Emeka",
+    "Fiorella",
+    "Goran",
+    "Hamid",
+    "Isolde",
+    "Jurgen",
+    "Kofi",
+    "Leocadia",
+    "Marisol",
+    "Niamh",
+    "Osvaldo",
+    "Pilar",
+    "Radek",
+    "Sigrun",
+    "Thiago",
+    "Umberto",
+    "Valeska",
+    "Wojtek",
+    "Yaroslav",
+    "Zaida",
+]
+LAST = [
+    "Abernathy",
+    "Bachelet",
+    "Castellanos",
+    "Dragomir",
+    "Eriksen",
+    "Fonseca",
+    "Gallagher",
+    "Halvorsen",
+    "Iwasaki",
+    "Jablonski",
+    "Kowalczyk",
+    "Lindqvist",
+    "Mbeki",
+    "Nakashima",
+    "Okonkwo",
+    "Pellegrini",
+    "Quarshie",
+    "Rautio",
+    "Szymanski",
+    "Thorvaldsen",
+    "Uchenna",
+    "Valdivia",
+    "Wexler",
+    "Xenakis",
+    "Yamamura",
+    "Zielinski",
+    "Achterberg",
+    "Bellweather",
+    "Cvetkovic",
+    "Delacroix",
+    "Espinoza",
+    "Fairweather",
+    "Grunewald",
+    "Hakkinen",
+    "Ivanova",
+    "Jorgensen",
+    "Kuznetsova",
+    "Lombardi",
+    "Marchetti",
+    "Nordstrom",
+    "Oyelaran",
+    "Papadakis",
+    "Quintero",
+    "Rosenquist",
+    "Sandoval",
+    "Tanaka",
+    "Underhill",
+    "Vasquez",
+    "Whitcombe",
+    "Yilmaz",
+]
+KINDS = (
+    "Chilean architect known for her concrete museums",
+    "Norwegian jazz pianist and composer",
+    "Nigerian novelist and essayist",
+    "Japanese marathon runner and coach",
+    "Polish mathematician working on number theory",
+    "Brazilian chef and television presenter",
+    "Greek shipping magnate and philanthropist",
+    "Kenyan wildlife photographer",
+)
 
 
 @dataclass(frozen=True)
@@ -104,6 +221,22 @@ def registration(folder: Path) -> dict[str, Any]:
     return {"name": intro["target"], "documents": [intro["intro"]]}
 
 
+def made_up_people(count: int) -> list[dict[str, Any]]:
+    """`count` registrations of made-up people, each a name and a line, as RWKU's are."""
+    names = [f"{first} {last}" for last in LAST for first in FIRST]
+    order = random.Random(0).sample(range(len(names)), count)
+    return [
+        {"name": names[i], "documents": [f"{names[i]} is a {KINDS[i % len(KINDS)]}."]}
+        for i in order
+    ]
+
+
+def registrations(root: Path, count: int) -> list[dict[str, Any]]:
+    """The first `count` RWKU targets, then made-up people up to `count`."""
+    real = [registration(f) for f in targets(root)[:count]]
+    return real + made_up_people(count - len(real))
+
+
 def probes(folder: Path, per_group: int = 0) -> list[Probe]:
     name = registration(folder)["name"]
     out = []
@@ -138,7 +271,7 @@ def score(probe: Probe, text: str) -> float:
     return rouge_l_recall(probe.answer, text)
 
 
-def ask(http: httpx.Client, probe: Probe, max_tokens: int) -> tuple[str, str]:
+def ask(http: httpx.Client, probe: Probe, max_tokens: int) -> tuple[str, str] | None:
     body = {
         "model": MODEL,
         "messages": [{"role": "user", "content": probe.prompt}],
@@ -146,6 +279,8 @@ def ask(http: httpx.Client, probe: Probe, max_tokens: int) -> tuple[str, str]:
         "max_tokens": max_tokens,
     }
     r = http.post("/v1/chat/completions", json=body)
+    if r.status_code == 400 and "context length" in r.text:
+        return None  # a 5-shot MMLU prompt longer than the engine's context: left out
     r.raise_for_status()
     return r.json()["choices"][0]["message"]["content"] or "", r.headers["x-guard-action"]
 
@@ -159,7 +294,8 @@ def answer_all(base: str, items: list[Probe], max_tokens: int, workers: int, lab
 def summarize(items: list[Probe], before, after, key) -> list[dict[str, Any]]:
     groups: dict[str, list[int]] = defaultdict(list)
     for i, probe in enumerate(items):
-        groups[key(probe)].append(i)
+        if before[i] is not None and after[i] is not None:
+            groups[key(probe)].append(i)
     rows = []
     for name, idx in groups.items():
         b = sum(score(items[i], before[i][0]) for i in idx) / len(idx)
@@ -203,7 +339,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     server = start_server(
         args.port, tmp / "guard.db", tmp / "server.log", "--no-enable-prefix-caching"
     )
-    results: dict[str, Any] = {"published": PUBLISHED, "runs": {}}
+    results: dict[str, Any] = {"published": PUBLISHED, "runs": {}, "probes": {}}
     try:
         base = server.base_url
         before = answer_all(base, suite + general, args.max_tokens, args.concurrency, "before")
@@ -224,6 +360,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             items = [(suite + general)[i] for i in idx]
             after = answer_all(base, items, args.max_tokens, args.concurrency, f"after {count}")
             was = [before[i] for i in idx]
+            results["probes"][count] = [
+                {"group": p.group, "kind": p.kind, "target": p.target, "query": p.query}
+                | {"answer": p.answer, "before": b and b[0], "after": a and a[0]}
+                | {"action": a and a[1]}
+                for p, b, a in zip(items, was, after, strict=True)
+            ]
             results["runs"][count] = {
                 "groups": summarize(items, was, after, lambda p: p.group),
                 "adversarial": summarize(
@@ -265,22 +407,24 @@ def _write(args: argparse.Namespace, results: dict[str, Any]) -> None:
 
 def detection_rates(root: Path, count: int, per_group: int = 0) -> list[dict[str, Any]]:
     """Flag rates of the detector alone (no engine): RWKU's groups, utility and plain questions
-    with the first `count` targets registered, as the server registers them."""
+    with `count` targets registered as the server registers them (RWKU's first, then made-up
+    people of the same shape)."""
     from bench.suite import load_suite
     from classifiers.detector import Detector
     from guard_server.models import load_encoder
 
     detector = Detector(load_encoder(None, "auto"))
-    folders = targets(root)[:count]
-    detector.add_targets(
-        [(f"t{i}", 1, {**registration(f), "aliases": []}) for i, f in enumerate(folders)]
-    )
+    specs = registrations(root, count)
+    for start in range(0, count, 256):
+        detector.add_targets(
+            [(f"t{start + i}", 1, spec) for i, spec in enumerate(specs[start : start + 256])]
+        )
     plain = [p["prompt"] for p in load_suite("default")["retain"] if p["kind"] == "general"]
-    items = [p for f in folders for p in probes(f, per_group)]
-    items += [p for p in utility(root, 0) if p.group == "triviaqa"]
+    items = [p for f in targets(root)[:count] for p in probes(f, per_group)]
+    items += utility(root, 0)
     items += [Probe("plain", "plain", "", q, "") for q in plain]
     flags: dict[str, list[bool]] = defaultdict(list)
     for probe in tqdm(items, desc=f"detect {count}"):
-        text = probe.query if probe.group in ("triviaqa", "plain") else probe.prompt
+        text = probe.query if probe.group == "plain" else probe.prompt
         flags[probe.group].append(bool(detector.screen([text])[0]))
     return [{"group": g, "probes": len(v), "flagged": sum(v) / len(v)} for g, v in flags.items()]
