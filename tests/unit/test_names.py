@@ -39,3 +39,19 @@ def test_name_parts(name, distinct, surnames):
 def test_a_surname_after_another_first_name_is_someone_else(text, expected):
     own = set(normalize("John D. Rockefeller"))
     assert someone_else(text, "rockefeller", own) is expected
+
+
+@pytest.mark.parametrize(
+    "spec, alone",
+    [
+        ({"name": "Stephen King", "documents": ["Stephen King is an American author."]}, False),
+        ({"name": "Stephen King"}, False),
+        ({"name": "Harry Potter", "keywords": ["boy wizard"]}, True),
+        ({"name": "Harry Potter", "examples": ["Which school does the boy wizard attend?"]}, True),
+        ({"name": "Eiffel Tower", "documents": ["The tower is made of wrought iron. " * 8]}, True),
+    ],
+)
+def test_a_classifier_decides_alone_only_for_a_described_target(spec, alone):
+    from classifiers.detector import classifier_decides_alone
+
+    assert classifier_decides_alone(spec) is alone
