@@ -47,6 +47,12 @@ _ASK = re.compile(
     r"|write|translate|summari[sz]e|compute|calculate)\b",
     re.I,
 )
+# A tag question confirms what the clause before it asked ("..., right?", "..., isn't it?").
+_TAG = re.compile(
+    r",?\s*(?:right|correct|true|yes|no|isn'?t (?:it|that)|wasn'?t (?:it|he|she)"
+    r"|didn'?t (?:he|she|they)|am i right|is that so)\s*\?\s*$",
+    re.I,
+)
 # A classifier trained on a name and one line learns "a question about a celebrity", not
 # "a question about this person": on RWKU (name + intro), the margins of forget probes that
 # do not name the person were those of neighbour and TriviaQA questions (guard-bench rwku),
@@ -361,9 +367,15 @@ def _best(matches: list[Match]) -> list[Match]:
     return sorted(best.values(), key=lambda m: -m.score)
 
 
+def _asks(clause: str) -> bool:
+    """Whether a clause asks something of its own: "The Oracle of Omaha, right?" only asks to
+    confirm the clause before it, so answering it alone would answer the forgotten ask."""
+    return len(clause.split()) >= 3 and bool(_ASK.search(clause)) and not _TAG.search(clause)
+
+
 def _ask_clauses(turn: str) -> list[Span]:
     """Character spans of the clauses of a turn that each ask something; [] below two."""
     bounds = [0, *(i for sep in _CLAUSES.finditer(turn) for i in sep.span()), len(turn)]
     spans = list(zip(bounds[::2], bounds[1::2], strict=True))
-    asks = [(a, b) for a, b in spans if len(turn[a:b].split()) >= 3 and _ASK.search(turn[a:b])]
+    asks = [(a, b) for a, b in spans if _asks(turn[a:b])]
     return asks if len(asks) >= 2 else []

@@ -71,14 +71,19 @@ def someone_else(text: str, part: str, own: set[str]) -> bool:
     """Whether every occurrence of the name part `part` in `text` names another person:
     a relative with the same surname ("Nelson Rockefeller", "Hailey Bieber", "Donny Osmond")
     when the target is John D. Rockefeller, Justin Bieber or Marie Osmond. `own` holds the
-    target's own name words. A part found only with a typo is not second-guessed."""
+    target's own name words. A longer run of names is the target's full or birth name
+    ("Cynthia Ann Crawford", "Samuel Pack Elliott"), not a relative. A part found only with
+    a typo is not second-guessed."""
     tokens = _TOKEN.findall(text)
     folded = ["".join(normalize(t)) for t in tokens]
+
+    def first_name(i: int) -> bool:
+        return (
+            i >= 0
+            and tokens[i][:1].isupper()
+            and folded[i] not in own | TITLES
+            and _zipf(folded[i]) < FIRST_NAME_ZIPF
+        )
+
     at = [i for i, w in enumerate(folded) if w == part]
-    return bool(at) and all(
-        i > 0
-        and tokens[i - 1][:1].isupper()
-        and folded[i - 1] not in own | TITLES
-        and _zipf(folded[i - 1]) < FIRST_NAME_ZIPF
-        for i in at
-    )
+    return bool(at) and all(first_name(i - 1) and not first_name(i - 2) for i in at)

@@ -55,3 +55,10 @@ def test_a_classifier_decides_alone_only_for_a_described_target(spec, alone):
     from classifiers.detector import classifier_decides_alone
 
     assert classifier_decides_alone(spec) is alone
+
+
+@pytest.mark.parametrize(
+    "text", ["Under which alias did Cynthia Ann Crawford gain popularity?", "Cindy Crawford?"]
+)
+def test_a_full_or_birth_name_is_not_a_relative(text):
+    assert not someone_else(text, "crawford", set(normalize("Cindy Crawford")))

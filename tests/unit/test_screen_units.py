@@ -77,3 +77,15 @@ def test_a_word_longer_than_a_chunk_is_still_cut():
     pieces = _chunks("x" * (3 * MAX_CHUNK_CHARS) + " Who wrote Harry Potter?")
     assert all(len(p) <= MAX_CHUNK_CHARS for p in pieces)
     assert pieces[-1].endswith("Who wrote Harry Potter?")
+
+
+def test_a_tag_question_confirms_the_ask_before_it_and_is_not_answered_alone():
+    from classifiers.detector import _ask_clauses
+
+    turn = "What pseudonym has Warren Buffett been known by? The Oracle of Omaha, right?"
+    assert _ask_clauses(turn) == []
+    mixed = "What is the capital of Italy, and who developed the theory of relativity?"
+    assert [mixed[a:b] for a, b in _ask_clauses(mixed)] == [
+        "What is the capital of Italy",
+        "who developed the theory of relativity?",
+    ]
