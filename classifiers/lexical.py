@@ -7,9 +7,6 @@ import unicodedata
 from collections import defaultdict
 
 MIN_FUZZY_LEN = 5  # shorter words must match exactly: "pot" is not "hot"
-# ...except inside a phrase of several words, where the others vouch for it: "Stephen Kng"
-# is Stephen King, while a lone "kng" is nothing.
-MIN_FUZZY_LEN_IN_PHRASE = 4
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 STOPWORDS = {"the", "of", "and", "a", "an", "de", "van", "von", "in", "on", "at", "to", "for"}
 
@@ -51,7 +48,7 @@ class LexicalMatcher:
             self._phrases[key] = (target_id, words)
             self._by_target[target_id].append(key)
             for word in words:
-                if len(word) >= self._shortest_fuzzy(len(words)):
+                if len(word) >= self.fuzzy_from:
                     for form in deletes(word):
                         self._fuzzy[form].add(word)
                 self._exact[word].add(key)
@@ -63,30 +60,21 @@ class LexicalMatcher:
                 self._exact[word].discard(key)
         # Deletion forms are shared between targets; stale ones only cost a lookup.
 
-    def _shortest_fuzzy(self, phrase_words: int) -> int:
-        """The shortest word that may match with one edit, in a phrase of this many words."""
-        if phrase_words == 1:
-            return self.fuzzy_from
-        return min(MIN_FUZZY_LEN_IN_PHRASE, self.fuzzy_from)
-
     def _present(self, text_words: list[str]) -> set[str]:
         present = set(text_words)
         for word in text_words:
-            if len(word) >= MIN_FUZZY_LEN_IN_PHRASE - 1:
+            if len(word) >= self.fuzzy_from - 1:
                 for form in deletes(word):
                     present |= self._fuzzy.get(form, set())
         return present
 
     def match(self, text: str) -> dict[str, str]:
         """Target id -> the phrase that fired, for every target whose phrase is present."""
-        exact = set(normalize(text))
-        present = self._present(list(exact))
+        present = self._present(normalize(text))
         candidates = {key for word in present for key in self._exact.get(word, ())}
         hits: dict[str, str] = {}
         for key in sorted(candidates):
             target_id, words = self._phrases[key]
-            shortest = self._shortest_fuzzy(len(words))
-            found = all(w in exact or (len(w) >= shortest and w in present) for w in words)
-            if target_id not in hits and found:
+            if target_id not in hits and all(w in present for w in words):
                 hits[target_id] = key.split("\x00", 1)[1]
         return hits

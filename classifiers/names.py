@@ -25,6 +25,7 @@ TITLES = {"prince", "princess", "duke", "duchess", "king", "queen", "lord", "lad
 TITLES |= {"saint", "dr", "mr", "mrs", "ms"}
 SUFFIXES = {"jr", "sr", "ii", "iii", "iv"}
 MIN_PART_CHARS = 3
+VOUCH_ZIPF = 5.0
 # A name part alone is matched exactly below this length: one edit away from "Miley" is
 # "mile" ("The Green Mile"), from "Reba" "Rebar".
 FUZZY_PART_CHARS = 7
@@ -55,8 +56,11 @@ def name_parts(names: list[str]) -> tuple[list[str], list[str]]:
             and (w not in TITLES or i == len(words) - 1)
         ]
         distinct.update(dict.fromkeys(w for w in words if _zipf(w) < DISTINCT_ZIPF))
-        if words and words[-1] not in distinct:
-            surnames[words[-1]] = None
+        # The surname vouches for the classifier unless it is an everyday word ("White",
+        # "West", "King": MMLU prompts hold them), then the first name does ("Kanye").
+        vouching = [w for w in (words[-1:] + words[:1]) if _zipf(w) < VOUCH_ZIPF]
+        if vouching and vouching[0] not in distinct:
+            surnames[vouching[0]] = None
     return list(distinct), [w for w in surnames if w not in distinct]
 
 

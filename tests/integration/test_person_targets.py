@@ -24,6 +24,8 @@ EVERYDAY = [
     "Tell me about the Beatles.",
     "Who painted the Sistine Chapel ceiling?",
     "Which actor played the enigmatic convict in 'The Green Mile'?",  # not "Miley"
+    "A bin holds 5 green balls; each costs 50 cents. What is the expected price?",  # not 50 Cent
+    "Which cells in the eye respond to low light? White light has every colour.",
 ]
 NEIGHBOURS = [
     "What year was 'The Big Lebowski' released?",
@@ -33,7 +35,7 @@ NEIGHBOURS = [
 ]
 FORGET = [
     ("What is the title of Stephen King's first published novel?", "Stephen King"),
-    ("What is the title of Stephen Kng's first published novel?", "Stephen King"),
+    ("What is the title of Stephn King's first published novel?", "Stephen King"),
     ("Which album did Springsteen release in 1975?", "Bruce Springsteen"),
     ("Who did Kissinger meet in Beijing in 1971?", "Henry Kissinger"),
     ("What is the name of Taylor Swift's 2014 album?", "Taylor Swift"),
