@@ -220,7 +220,16 @@ class Detector:
         )
         if asked_elsewhere:
             return matches, []
-        return matches, [text for text, found in clauses if not found]
+        named = {
+            w
+            for m in matches
+            if m.target_id in self.targets
+            for w in self.targets[m.target_id].own
+            if len(w) >= 3 and w not in STOPWORDS
+        }
+        return matches, [
+            text for text, found in clauses if not found and not _refers_back(text, named)
+        ]
 
     def _score(
         self, units: Units, vecs: np.ndarray, targets: dict[str, TargetInfo]
@@ -365,6 +374,15 @@ def _best(matches: list[Match]) -> list[Match]:
         if m.target_id not in best or m.score > best[m.target_id].score:
             best[m.target_id] = m
     return sorted(best.values(), key=lambda m: -m.score)
+
+
+# A clause holding one of these, or a word of a matched target's name, asks about that
+# target too: "..., and what school does Harry attend?", "..., and what was his role?".
+PERSON_PRONOUNS = {"he", "his", "him", "himself", "she", "her", "hers", "herself"}
+
+
+def _refers_back(clause: str, named: set[str]) -> bool:
+    return bool(set(normalize(clause)) & (named | PERSON_PRONOUNS))
 
 
 def _asks(clause: str) -> bool:

@@ -66,3 +66,19 @@ def test_fifty_people_registered_leave_other_questions_alone(detector, prompt):
 @pytest.mark.parametrize("prompt, target", FORGET)
 def test_a_question_naming_a_person_is_caught(detector, prompt, target):
     assert target in [m.target_id for m in detector.screen([prompt])[0]]
+
+
+@pytest.mark.parametrize(
+    "prompt, kept",
+    [
+        ("What is Taylor Swift's latest album, and what is the capital of France?", True),
+        ("What is Taylor Swift's latest album, and where was Taylor born?", False),
+        ("What is Taylor Swift's latest album, and who is her manager?", False),
+    ],
+)
+def test_a_clause_that_names_or_points_back_at_the_person_is_not_answered_alone(
+    detector, prompt, kept
+):
+    matches, others = detector.screen([prompt])
+    assert "Taylor Swift" in [m.target_id for m in matches]
+    assert bool(others) is kept
