@@ -7,7 +7,7 @@ import unicodedata
 from collections import defaultdict
 
 MIN_FUZZY_LEN = 5  # shorter words must match exactly: "pot" is not "hot"
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+WORD = re.compile(r"[^\W_]+", re.UNICODE)
 STOPWORDS = {"the", "of", "and", "a", "an", "de", "van", "von", "in", "on", "at", "to", "for"}
 
 
@@ -15,7 +15,7 @@ def normalize(text: str) -> list[str]:
     """Lower-case words with accents folded: 'Hogwarts,' and 'hogwárts' give 'hogwarts'."""
     folded = unicodedata.normalize("NFKD", text.casefold())
     folded = "".join(c for c in folded if not unicodedata.combining(c))
-    return _WORD.findall(folded)
+    return WORD.findall(folded)
 
 
 def deletes(word: str) -> set[str]:

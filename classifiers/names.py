@@ -8,12 +8,11 @@ without a list of names.
 
 from __future__ import annotations
 
-import re
 from functools import lru_cache
 
 from wordfreq import zipf_frequency
 
-from classifiers.lexical import STOPWORDS, normalize
+from classifiers.lexical import STOPWORDS, WORD, normalize
 
 # A part rarer than this is a name on its own. Set on RWKU targets 1-50 (guard-bench rwku):
 # 3.6 keeps "Seagal", "Kissinger", "Beyoncé" (3.5), "Springsteen"; it drops "Norris" (3.6),
@@ -52,7 +51,7 @@ def name_parts(names: list[str]) -> tuple[list[str], list[str]]:
             w
             for i, w in enumerate(words)
             if len(w) >= MIN_PART_CHARS
-            and w not in STOPWORDS | SUFFIXES
+            and w not in STOPWORDS
             and (w not in TITLES or i == len(words) - 1)
         ]
         distinct.update(dict.fromkeys(w for w in words if _zipf(w) < DISTINCT_ZIPF))
@@ -68,7 +67,6 @@ def name_parts(names: list[str]) -> tuple[list[str], list[str]]:
 # everyday word ("When Rockefeller...", "The Hamill..."): Zipf 5 keeps "Nelson", "Hailey",
 # "Donny", "Brandon" and drops "When", "The", "What", "After".
 FIRST_NAME_ZIPF = 5.0
-_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 
 
 def someone_else(text: str, part: str, own: set[str]) -> bool:
@@ -78,14 +76,15 @@ def someone_else(text: str, part: str, own: set[str]) -> bool:
     target's own name words. A longer run of names is the target's full or birth name
     ("Cynthia Ann Crawford", "Samuel Pack Elliott"), not a relative. A part found only with
     a typo is not second-guessed."""
-    tokens = _TOKEN.findall(text)
+    tokens = WORD.findall(text)
     folded = ["".join(normalize(t)) for t in tokens]
+    not_first = own | TITLES
 
     def first_name(i: int) -> bool:
         return (
             i >= 0
             and tokens[i][:1].isupper()
-            and folded[i] not in own | TITLES
+            and folded[i] not in not_first
             and _zipf(folded[i]) < FIRST_NAME_ZIPF
         )
 
