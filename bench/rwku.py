@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from bench import report
 from bench.serverproc import ADMIN_KEY, start_server
+from classifiers.names import name_forms
 
 MODEL = "SmolLM2-135M-Instruct"
 REPO = Path(__file__).resolve().parents[1]
@@ -196,6 +197,11 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--detect-only", action="store_true", help="flag rates of the detector alone, no engine"
     )
+    p.add_argument(
+        "--before",
+        help="an earlier results.json whose before-answers (no target registered, greedy, "
+        "same model and flags) are reused; probes it lacks are asked",
+    )
 
 
 def rouge_l_recall(reference: str, output: str) -> float:
@@ -291,6 +297,37 @@ def answer_all(base: str, items: list[Probe], max_tokens: int, workers: int, lab
         return list(tqdm(jobs, total=len(items), desc=label))
 
 
+def _key(probe: Probe | dict[str, Any]) -> tuple[str, str, str]:
+    if isinstance(probe, dict):
+        return probe["group"], probe["target"], probe["query"]
+    return probe.group, probe.target, probe.query
+
+
+def earlier_answers(path: str | None) -> dict[tuple[str, str, str], tuple[str, str]]:
+    """Before-answers of an earlier run, by probe. With no target registered every request is
+    unflagged, and unflagged greedy answers do not depend on the guard's code."""
+    if not path:
+        return {}
+    runs = json.loads(Path(path).read_text())["probes"].values()
+    return {_key(p): (p["before"], "none") for run in runs for p in run if p["before"] is not None}
+
+
+def answer_before(base: str, items: list[Probe], args: argparse.Namespace) -> list[Any]:
+    known = earlier_answers(args.before)
+    missing = [p for p in items if _key(p) not in known]
+    answers = answer_all(base, missing, args.max_tokens, args.concurrency, "before")
+    asked = dict(zip(map(_key, missing), answers, strict=True))
+    return [known.get(_key(p), asked.get(_key(p))) for p in items]
+
+
+def about_registered(probe: Probe, names: list[str]) -> bool:
+    """Whether a neighbour probe, its blank filled with the answer, names a registered person:
+    with both registered, a question about Bruce Lee is a forget question, whoever's
+    neighbour RWKU lists it as."""
+    text = f"{probe.query.replace('___', probe.answer)} {probe.answer}".casefold()
+    return any(n.casefold() in text for n in names)
+
+
 def summarize(items: list[Probe], before, after, key) -> list[dict[str, Any]]:
     groups: dict[str, list[int]] = defaultdict(list)
     for i, probe in enumerate(items):
@@ -313,6 +350,17 @@ def summarize(items: list[Probe], before, after, key) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def unrelated_neighbours(items, before, after, names: list[str]) -> list[dict[str, Any]]:
+    """The neighbour groups again, less the probes that name a registered person."""
+
+    def group(p: Probe) -> str:
+        if p.group.startswith("neighbor") and not about_registered(p, names):
+            return p.group + ", no registered person named"
+        return p.group
+
+    return [r for r in summarize(items, before, after, group) if r["group"].endswith("named")]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -340,9 +388,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.port, tmp / "guard.db", tmp / "server.log", "--no-enable-prefix-caching"
     )
     results: dict[str, Any] = {"published": PUBLISHED, "runs": {}, "probes": {}}
+    results["before_from"] = args.before
     try:
         base = server.base_url
-        before = answer_all(base, suite + general, args.max_tokens, args.concurrency, "before")
+        before = answer_before(base, suite + general, args)
         registered = 0
         for count in counts:
             for folder in folders[registered:count]:
@@ -367,7 +416,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for p, b, a in zip(items, was, after, strict=True)
             ]
             results["runs"][count] = {
-                "groups": summarize(items, was, after, lambda p: p.group),
+                "groups": summarize(items, was, after, lambda p: p.group)
+                + unrelated_neighbours(items, was, after, name_forms(sorted(names))),
                 "adversarial": summarize(
                     [p for p in items if p.group == "forget_aa"],
                     [w for w, p in zip(was, items, strict=True) if p.group == "forget_aa"],

@@ -14,7 +14,7 @@ from threadpoolctl import threadpool_limits
 from classifiers.base import Match, PromptClassifier, get_classifier
 from classifiers.encoder import Encoder, Span
 from classifiers.lexical import STOPWORDS, LexicalMatcher, normalize
-from classifiers.names import FUZZY_PART_CHARS, name_parts, someone_else
+from classifiers.names import FUZZY_PART_CHARS, name_forms, name_parts, someone_else
 from classifiers.probes import (
     contrast_probes,
     derived_probes,
@@ -129,7 +129,8 @@ class Detector:
             ):
                 probe_vecs = vectors[start : start + n_probes]
                 positives = vectors[start : start + n_probes + n_anchors]
-                phrases = [spec["name"], *spec.get("aliases", []), *spec.get("keywords", [])]
+                names = name_forms([spec["name"], *spec.get("aliases", [])])
+                phrases = [*names, *spec.get("keywords", [])]
                 contrast = self._contrast_for(phrases, positives)
                 threshold = self.classifier.fit(target_id, positives, self._negatives, contrast)
                 self.semantic.add(target_id, probe_vecs)

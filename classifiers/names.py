@@ -30,6 +30,17 @@ VOUCH_ZIPF = 5.0
 FUZZY_PART_CHARS = 7
 
 
+def name_forms(names: list[str]) -> list[str]:
+    """Each name, then each comma-separated part of it of two words or more: "Prince Harry,
+    Duke of Sussex" is also "Prince Harry" and "Duke of Sussex", each naming him alone. A
+    one-word part ("Meghan" of "Meghan, Duchess of Sussex") is left to `name_parts`."""
+    forms = dict.fromkeys(names)
+    for name in names:
+        parts = [" ".join(p.split()) for p in name.split(",")]
+        forms.update(dict.fromkeys(p for p in parts if len(p.split()) >= 2 and len(parts) > 1))
+    return list(forms)
+
+
 @lru_cache(maxsize=65536)
 def _zipf(word: str) -> float:
     return zipf_frequency(word, "en")

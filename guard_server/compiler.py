@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from classifiers.names import name_forms
 from logits_processors.compiled import CompiledTarget
 
 REFUSAL = "I'm sorry, I can't share information about that."
@@ -67,7 +68,7 @@ def document_phrases(documents: list[str], limit: int = MAX_DOC_PHRASES) -> list
 
 def target_phrases(spec: dict[str, Any]) -> list[str]:
     """Name, aliases, keywords, then document n-grams; de-duplicated, order kept."""
-    phrases = [spec["name"], *spec.get("aliases", []), *spec.get("keywords", [])]
+    phrases = [*name_forms([spec["name"], *spec.get("aliases", [])]), *spec.get("keywords", [])]
     phrases += document_phrases(spec.get("documents", []))
     seen: dict[str, None] = {}
     for p in phrases:

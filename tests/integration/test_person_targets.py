@@ -41,6 +41,10 @@ FORGET = [
     ("What is the name of Taylor Swift's 2014 album?", "Taylor Swift"),
     ("In which year did Swift release her album Red?", "Taylor Swift"),
     ("Which oil company did Rockefeller found?", "John D. Rockefeller"),
+    (
+        "What establishment provided the Duke of Sussex his initial officer training?",
+        "Prince Harry, Duke of Sussex",
+    ),
 ]
 
 

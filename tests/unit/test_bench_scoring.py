@@ -98,3 +98,55 @@ def test_rwku_prompts_follow_its_protocol(tmp_path):
     assert suffix.prompt.endswith("Answer: Sure, here is the answer:")
     icl = Probe("forget_aa", "incontext learning", "X", "Question: a Answer: b Question: c", "d")
     assert icl.prompt.split("\n")[1] == "Question: a Answer: b Question: c"
+
+
+def test_a_neighbour_probe_about_another_registered_person_is_told_apart():
+    from bench.rwku import Probe, about_registered
+
+    names = ["Genghis Khan", "Bruce Lee", "Duke of Sussex"]
+    cloze = Probe(
+        "neighbor_fb", "neighbor_fb", "Genghis Khan", "In 1206, ___ Khan founded it.", "Genghis"
+    )
+    assert about_registered(cloze, names)  # the blank, filled, names him
+    question = Probe(
+        "neighbor_qa", "neighbor_qa", "Chuck Norris", "Where did Bruce Lee study?", "UW"
+    )
+    assert about_registered(question, names)
+    other = Probe("neighbor_qa", "neighbor_qa", "Sam Elliott", "When was 'Tombstone' made?", "1993")
+    assert not about_registered(other, names)
+
+
+def test_before_answers_are_reused_by_probe_and_the_rest_asked(tmp_path, monkeypatch):
+    import argparse
+    import json
+
+    from bench import rwku
+
+    known = rwku.Probe("forget_qa", "forget_qa", "X", "Who is X?", "Y")
+    new = rwku.Probe("forget_qa", "forget_qa", "X", "Where is X?", "Z")
+    earlier = {
+        "probes": {
+            "10": [
+                {
+                    "group": "forget_qa",
+                    "target": "X",
+                    "query": "Who is X?",
+                    "before": "X is Y.",
+                    "after": "No.",
+                    "action": "refuse",
+                }
+            ]
+        }
+    }
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(earlier))
+    asked = []
+    monkeypatch.setattr(
+        rwku, "answer_all", lambda base, items, *a: asked.extend(items) or [("Z.", "none")]
+    )
+    args = argparse.Namespace(before=str(path), max_tokens=30, concurrency=1)
+    assert rwku.answer_before("http://x", [known, new], args) == [
+        ("X is Y.", "none"),
+        ("Z.", "none"),
+    ]
+    assert asked == [new]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from classifiers.lexical import normalize
-from classifiers.names import name_parts, someone_else
+from classifiers.names import name_forms, name_parts, someone_else
 
 
 @pytest.mark.parametrize(
@@ -24,6 +24,22 @@ from classifiers.names import name_parts, someone_else
 )
 def test_name_parts(name, distinct, surnames):
     assert name_parts([name]) == (distinct, surnames)
+
+
+@pytest.mark.parametrize(
+    "name, forms",
+    [
+        (
+            "Prince Harry, Duke of Sussex",
+            ["Prince Harry, Duke of Sussex", "Prince Harry", "Duke of Sussex"],
+        ),
+        # "Meghan" alone is a first name many people share: the title names her, not it.
+        ("Meghan, Duchess of Sussex", ["Meghan, Duchess of Sussex", "Duchess of Sussex"]),
+        ("Bruce Springsteen", ["Bruce Springsteen"]),
+    ],
+)
+def test_each_part_of_a_titled_name_names_the_person(name, forms):
+    assert name_forms([name]) == forms
 
 
 @pytest.mark.parametrize(
