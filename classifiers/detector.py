@@ -198,11 +198,11 @@ class Detector:
         results, at = [], 0
         for plan in plans:
             per_plan, at = scored[at : at + len(plan)], at + len(plan)
-            results.append(self._verdict(plan, per_plan) if plan else ([], []))
+            results.append(self._verdict(plan, per_plan, targets) if plan else ([], []))
         return results
 
     def _verdict(
-        self, plan: list[Units], scored: list[list[list[Match]]]
+        self, plan: list[Units], scored: list[list[list[Match]]], targets: dict[str, TargetInfo]
     ) -> tuple[list[Match], list[str]]:
         matches = _best([m for per_unit in scored for unit in per_unit for m in unit])
         if not matches:
@@ -224,8 +224,8 @@ class Detector:
         named = {
             w
             for m in matches
-            if m.target_id in self.targets
-            for w in self.targets[m.target_id].own
+            if m.target_id in targets
+            for w in targets[m.target_id].own
             if len(w) >= 3 and w not in STOPWORDS
         }
         return matches, [

@@ -51,6 +51,13 @@ def add_guard_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="bearer key for the admin API (env GUARD_ADMIN_KEY)",
     )
     group.add_argument(
+        "--engine-nice",
+        type=int,
+        default=None,
+        help="nice value of the engine's processes, so screening is not queued behind "
+        "generation on shared cores (default: 10 on a CPU host, 0 on a GPU)",
+    )
+    group.add_argument(
         "--db",
         default=None,
         help="forget-target registry: a SQLite file (WAL mode, the default) or a "
@@ -90,6 +97,10 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
         args.embedding_model = str(default_embedding_model_dir())
     if args.db is None:
         args.db = str(cache_dir() / "guard.db")
+    if args.engine_nice is None:
+        from guard_server.priority import default_engine_nice
+
+        args.engine_nice = default_engine_nice()
     if args.enable_lora:
         # One slot always stays empty (see guard_server.adapters): base rows stay unmodified.
         static = len(args.lora_modules or [])

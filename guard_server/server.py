@@ -12,6 +12,7 @@ from guard_server import admin, routes, surface
 from guard_server.adapters import AdapterManager
 from guard_server.batcher import ScreenBatcher
 from guard_server.guard import Guard
+from guard_server.priority import lower_engine_priority
 from guard_server.prompts import PromptReader
 from guard_server.registry import Registry
 from guard_server.seam import GuardedEngineClient
@@ -101,6 +102,8 @@ async def run_server(args: argparse.Namespace) -> None:
 
     listen_address, sock = setup_server(args, reuse_port=False)
     async with build_async_engine_client(args) as engine_client:
+        if args.engine_nice:
+            lower_engine_priority(args.engine_nice)
         app = await build_guard_app(engine_client, args)
         logger.info("guard server listening on %s", listen_address)
         shutdown_task = await serve_http(
