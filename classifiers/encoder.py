@@ -244,6 +244,10 @@ def _onnx_session(model: SentenceTransformer, model_dir: Path, cache: Path | Non
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.inter_op_num_threads = 1
+    # Idle threads sleep instead of spinning: a spinning pool takes the cores from the engine
+    # between requests. Measured, 50 targets, beside two busy processes at nice 10: detection
+    # p99 16.6 ms spinning, 10.9 ms not; alone on the machine 9.8 and 10.3 ms.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     with tempfile.TemporaryDirectory() as tmp:  # holds the export only when nothing caches it
         path = (
             Path(tmp) / "model.onnx" if cache is None else cache / f"{_fingerprint(model_dir)}.onnx"

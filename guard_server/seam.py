@@ -115,6 +115,7 @@ class GuardedEngineClient:
         found = scope.screened.get(tuple(texts))
         if found is None:
             found = await self.batcher.screen(texts) if texts else Verdict()
+            scope.screened[tuple(texts)] = found
         verdict = merge(scope.route, found)
         scope.record(verdict)
         return verdict

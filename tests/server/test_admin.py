@@ -138,6 +138,12 @@ def test_registration_is_effective_on_the_next_request(api, client):
         model=MODEL, messages=SCHOOL, temperature=0, max_tokens=32, stream=True
     )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REFUSAL
+    # A stream's headers leave before its first token: they still say what was enforced.
+    stream = client.completions.with_raw_response.create(
+        model=MODEL, prompt=SCHOOL[-1]["content"], max_tokens=8, stream=True
+    )
+    assert stream.headers["x-guard-action"] in ("refuse", "restrict")
+    list(stream.parse())
 
     api.delete(f"/v1/forget-targets/{target['id']}")
     text, fired = ask()
