@@ -16,6 +16,7 @@ import json
 import random
 import re
 import tempfile
+import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 from tqdm import tqdm
 
 from bench import report
@@ -373,7 +375,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             report.out_dir(args.name + "-detect"),
             {"runs": rates},
             {
-                f"{c} targets: flag rates": (rows, ["group", "probes", "flagged"])
+                f"{c} targets: flag rates": (
+                    rows,
+                    ["group", "probes", "flagged", "p50_ms", "p99_ms"],
+                )
                 for c, rows in rates.items()
             },
         )
@@ -474,7 +479,14 @@ def detection_rates(root: Path, count: int, per_group: int = 0) -> list[dict[str
     items += utility(root, 0)
     items += [Probe("plain", "plain", "", q, "") for q in plain]
     flags: dict[str, list[bool]] = defaultdict(list)
+    seconds: list[float] = []
     for probe in tqdm(items, desc=f"detect {count}"):
         text = probe.query if probe.group == "plain" else probe.prompt
+        start = time.perf_counter()
         flags[probe.group].append(bool(detector.screen([text])[0]))
-    return [{"group": g, "probes": len(v), "flagged": sum(v) / len(v)} for g, v in flags.items()]
+        seconds.append(time.perf_counter() - start)
+    p50, p99 = np.percentile(np.asarray(seconds) * 1000, [50, 99])
+    rows = [{"group": g, "probes": len(v), "flagged": sum(v) / len(v)} for g, v in flags.items()]
+    return rows + [
+        {"group": "latency, every probe", "probes": len(seconds), "p50_ms": p50, "p99_ms": p99}
+    ]
