@@ -299,13 +299,14 @@ def answer_all(base: str, items: list[Probe], max_tokens: int, workers: int, lab
         return list(tqdm(jobs, total=len(items), desc=label))
 
 
-def _key(probe: Probe | dict[str, Any]) -> tuple[str, str, str]:
+def _key(probe: Probe | dict[str, Any]) -> tuple[str, str, str, str]:
+    """A probe's identity: its prompt depends on its kind too (an affirmative suffix)."""
     if isinstance(probe, dict):
-        return probe["group"], probe["target"], probe["query"]
-    return probe.group, probe.target, probe.query
+        return probe["group"], probe["kind"], probe["target"], probe["query"]
+    return probe.group, probe.kind, probe.target, probe.query
 
 
-def earlier_answers(path: str | None) -> dict[tuple[str, str, str], tuple[str, str]]:
+def earlier_answers(path: str | None) -> dict[tuple[str, ...], tuple[str, str]]:
     """Before-answers of an earlier run, by probe. With no target registered every request is
     unflagged, and unflagged greedy answers do not depend on the guard's code."""
     if not path:

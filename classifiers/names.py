@@ -32,12 +32,15 @@ FUZZY_PART_CHARS = 7
 
 def name_forms(names: list[str]) -> list[str]:
     """Each name, then each comma-separated part of it of two words or more: "Prince Harry,
-    Duke of Sussex" is also "Prince Harry" and "Duke of Sussex", each naming him alone. A
-    one-word part ("Meghan" of "Meghan, Duchess of Sussex") is left to `name_parts`."""
+    Duke of Sussex" is also "Prince Harry" and "Duke of Sussex", the form most questions
+    use. A title may have named others before ("Duke of Sussex"): a question about them is
+    restricted too, which errs on the forgetting side. A one-word part ("Meghan" of "Meghan,
+    Duchess of Sussex") is left to `name_parts`."""
     forms = dict.fromkeys(names)
     for name in names:
         parts = [" ".join(p.split()) for p in name.split(",")]
-        forms.update(dict.fromkeys(p for p in parts if len(p.split()) >= 2 and len(parts) > 1))
+        if len(parts) > 1:
+            forms.update(dict.fromkeys(p for p in parts if len(p.split()) >= 2))
     return list(forms)
 
 

@@ -53,6 +53,8 @@ def add_guard_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group.add_argument(
         "--engine-nice",
         type=int,
+        choices=range(20),
+        metavar="{0..19}",
         default=None,
         help="nice value of the engine's processes, so screening is not queued behind "
         "generation on shared cores (default: 10 on a CPU host, 0 on a GPU)",

@@ -61,20 +61,17 @@ async def create_chat_completion(request: ChatCompletionRequest, raw_request: Re
 
 @router.post("/v1/completions", dependencies=[Depends(validate_json_request)], responses=_ERRORS)
 async def create_completion(request: CompletionRequest, raw_request: Request):
-    # Raw prompts (text or token ids) are screened at the seam, one verdict per prompt. A
-    # stream's headers leave before the engine is called: screen first, so that its
-    # x-guard-action header says what the seam will enforce.
-    if request.stream:
-        for prompt in _prompts(request.prompt):
-            await raw_request.app.state.engine_client.verdict(prompt)
+    # Raw prompts (text or token ids) are screened at the seam, one verdict per prompt; a
+    # stream's headers leave before the engine is called, so its prompts are screened first.
+    if request.stream and (prompts := _prompts(request.prompt)):
+        engine = raw_request.app.state.engine_client
+        await engine.prescreen(prompts, request.add_special_tokens)
     return _report(await vllm_completion.create_completion(request, raw_request))
 
 
-def _prompts(prompt: object) -> list[object]:
+def _prompts(prompt: object) -> list[str | list[int]]:
     """A completion request's prompts: one text, one list of token ids, or a list of either."""
-    if isinstance(prompt, str) or (
-        isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt)
-    ):
+    if isinstance(prompt, str) or (prompt and all(isinstance(t, int) for t in prompt)):
         return [prompt]
     return list(prompt) if isinstance(prompt, list) else []
 

@@ -115,10 +115,25 @@ class GuardedEngineClient:
         found = scope.screened.get(tuple(texts))
         if found is None:
             found = await self.batcher.screen(texts) if texts else Verdict()
-            scope.screened[tuple(texts)] = found
         verdict = merge(scope.route, found)
         scope.record(verdict)
         return verdict
+
+    async def prescreen(self, prompts: list[Any], add_special_tokens: bool = True) -> None:
+        """Screen raw prompts (texts or token ids) before the engine is called, for a stream
+        whose headers leave first: tokenized as the renderer does, each is read as the seam
+        will read it and screened once; the seam finds the verdict in the request's scope."""
+        scope = current_scope()
+        tokenizer = self.reader.tokenizer
+        ids = [
+            p if isinstance(p, list) else tokenizer.encode(p, add_special_tokens=add_special_tokens)
+            for p in prompts
+        ]
+        texts = [tuple(self.reader.texts(i)) for i in ids]
+        found = await asyncio.gather(*(self.batcher.screen(list(t)) for t in texts if t))
+        scope.screened.update(zip([t for t in texts if t], found, strict=True))
+        for verdict in found:
+            scope.record(merge(scope.route, verdict))
 
     async def enforce(self, prompt: Any, params: SamplingParams | None) -> SamplingParams | None:
         """The sampling params the engine gets: the verdict's keys set, client ones dropped."""

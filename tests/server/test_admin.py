@@ -143,7 +143,7 @@ def test_registration_is_effective_on_the_next_request(api, client):
         model=MODEL, prompt=SCHOOL[-1]["content"], max_tokens=8, stream=True
     )
     assert stream.headers["x-guard-action"] in ("refuse", "restrict")
-    list(stream.parse())
+    assert "hogwarts" not in "".join(c.choices[0].text for c in stream.parse()).lower()
 
     api.delete(f"/v1/forget-targets/{target['id']}")
     text, fired = ask()

@@ -129,6 +129,7 @@ def test_before_answers_are_reused_by_probe_and_the_rest_asked(tmp_path, monkeyp
             "10": [
                 {
                     "group": "forget_qa",
+                    "kind": "forget_qa",
                     "target": "X",
                     "query": "Who is X?",
                     "before": "X is Y.",
