@@ -220,3 +220,20 @@ def test_special_tokens_between_words_do_not_cut_a_question_into_fragments(token
         ids += [start, *tokenizer.encode("user\n" + word)]
     texts = reader.texts(ids)
     assert texts[:-1] == ASK.split() and texts[-1] == ASK
+
+
+def test_a_prescreened_stream_is_screened_once_and_reported_before_it_runs(tokenizer, reader):
+    client = seam(reader)
+    scope = RequestScope()
+
+    async def go():
+        SCOPE.set(scope)
+        await client.prescreen([ASK, tokenizer.encode("What is 2+2?")])
+        reported = scope.verdict.action  # what the headers say before the engine is called
+        ids = tokenizer.encode(ASK)  # the renderer's tokens for the same prompt
+        _ = [o async for o in client.generate({"prompt_token_ids": ids}, SamplingParams(), "r")]
+        return reported
+
+    assert asyncio.run(go()) == "refuse"
+    assert len(client.batcher.seen) == 2  # the engine's prompt reused the prescreened verdict
+    assert parse_guard_params(sent_params(client).extra_args).action == "refuse"
