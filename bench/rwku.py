@@ -480,14 +480,17 @@ def detection_rates(root: Path, count: int, per_group: int = 0) -> list[dict[str
     items += utility(root, 0)
     items += [Probe("plain", "plain", "", q, "") for q in plain]
     flags: dict[str, list[bool]] = defaultdict(list)
-    seconds: list[float] = []
+    seconds: dict[str, list[float]] = defaultdict(list)
     for probe in tqdm(items, desc=f"detect {count}"):
         text = probe.query if probe.group == "plain" else probe.prompt
         start = time.perf_counter()
         flags[probe.group].append(bool(detector.screen([text])[0]))
-        seconds.append(time.perf_counter() - start)
-    p50, p99 = np.percentile(np.asarray(seconds) * 1000, [50, 99])
-    rows = [{"group": g, "probes": len(v), "flagged": sum(v) / len(v)} for g, v in flags.items()]
-    return rows + [
-        {"group": "latency, every probe", "probes": len(seconds), "p50_ms": p50, "p99_ms": p99}
-    ]
+        seconds[probe.group].append(time.perf_counter() - start)
+    rows = []
+    for group, flagged in flags.items():
+        p50, p99 = np.percentile(np.asarray(seconds[group]) * 1000, [50, 99])
+        rows.append(
+            {"group": group, "probes": len(flagged), "flagged": sum(flagged) / len(flagged)}
+            | {"p50_ms": p50, "p99_ms": p99}
+        )
+    return rows
