@@ -13,6 +13,7 @@ from vllm.entrypoints.openai.completion import api_router as vllm_completion
 from vllm.entrypoints.openai.completion.protocol import CompletionRequest
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 from vllm.entrypoints.serve.utils.api_utils import validate_json_request
+from vllm.renderers.inputs.preprocess import prompt_to_seq
 
 from guard_server import errors
 from guard_server.guard import Verdict, conversation_texts, keep_only
@@ -63,17 +64,10 @@ async def create_chat_completion(request: ChatCompletionRequest, raw_request: Re
 async def create_completion(request: CompletionRequest, raw_request: Request):
     # Raw prompts (text or token ids) are screened at the seam, one verdict per prompt; a
     # stream's headers leave before the engine is called, so its prompts are screened first.
-    if request.stream and (prompts := _prompts(request.prompt)):
+    if request.stream and request.prompt:
         engine = raw_request.app.state.engine_client
-        await engine.prescreen(prompts, request.add_special_tokens)
+        await engine.prescreen(prompt_to_seq(request.prompt), request.add_special_tokens)
     return _report(await vllm_completion.create_completion(request, raw_request))
-
-
-def _prompts(prompt: object) -> list[str | list[int]]:
-    """A completion request's prompts: one text, one list of token ids, or a list of either."""
-    if isinstance(prompt, str) or (prompt and all(isinstance(t, int) for t in prompt)):
-        return [prompt]
-    return list(prompt) if isinstance(prompt, list) else []
 
 
 def attach(app: FastAPI) -> None:

@@ -129,9 +129,9 @@ class GuardedEngineClient:
             p if isinstance(p, list) else tokenizer.encode(p, add_special_tokens=add_special_tokens)
             for p in prompts
         ]
-        texts = [tuple(self.reader.texts(i)) for i in ids]
-        found = await asyncio.gather(*(self.batcher.screen(list(t)) for t in texts if t))
-        scope.screened.update(zip([t for t in texts if t], found, strict=True))
+        texts = [t for i in ids if (t := tuple(self.reader.texts(i)))]
+        found = await asyncio.gather(*(self.batcher.screen(list(t)) for t in texts))
+        scope.screened.update(zip(texts, found, strict=True))
         for verdict in found:
             scope.record(merge(scope.route, verdict))
 
