@@ -117,9 +117,14 @@ def detection_quantiles(before: str, after: str, qs=(0.5, 0.99)) -> dict[str, fl
 
 
 def _plain_vllm(model_dir: str, port: int, log: Path) -> ServerProcess:
+    from guard_server.cli import engine_defaults
+
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir]
-    cmd += ["--served-model-name", MODEL, "--port", str(port), "--enforce-eager"]
-    cmd += ["--max-model-len", "2048", "--kv-cache-memory-bytes", str(1 << 30)]
+    cmd += ["--served-model-name", MODEL, "--port", str(port)]
+    # The guard server's own engine defaults, so both engines compute alike.
+    for key, value in engine_defaults().items():
+        flag = "--" + key.replace("_", "-")
+        cmd += [flag] if value is True else [flag, str(value)]
     with log.open("ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     return wait_healthy(ServerProcess(proc, port, log, Path()))

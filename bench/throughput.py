@@ -76,7 +76,7 @@ def _measure(llm, batch: int, params_for, chats, repeats: int) -> float:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from vllm import LLM, SamplingParams
 
-    from guard_server.cli import ENGINE_DEFAULTS, PROCESSOR_FQCN
+    from guard_server.cli import PROCESSOR_FQCN, engine_defaults
     from guard_server.compiler import Compiler
     from guard_server.models import convert_default_model
     from guard_server.store import SQLiteStore
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # vLLM caps bad_words at 128 entries / 1024 tokens by default; lift it for the comparison.
     os.environ["VLLM_MAX_NUM_BAD_WORDS"] = str(4 * max(counts) + 16)
     os.environ["VLLM_MAX_BAD_WORDS_TOTAL_TOKENS"] = str(64 * max(counts) + 1024)
-    llm = LLM(model=model, logits_processors=[PROCESSOR_FQCN], seed=0, **ENGINE_DEFAULTS)
+    llm = LLM(model=model, logits_processors=[PROCESSOR_FQCN], seed=0, **engine_defaults())
     base = dict(temperature=0.0, max_tokens=args.max_tokens, ignore_eos=True)
     chats = [[{"role": "user", "content": p}] for p in PROMPTS]
 

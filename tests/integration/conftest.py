@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pytest
 
-from guard_server.cli import ENGINE_DEFAULTS
+from guard_server.cli import engine_defaults
 from tests.prompts import RETAIN_PROMPTS
 
 MAX_TOKENS = 32
@@ -40,7 +40,7 @@ def make_llm(model_dir: str, processors: list[str]):
         logits_processors=processors,
         seed=0,
         enable_prefix_caching=False,
-        **ENGINE_DEFAULTS,
+        **engine_defaults(),
     )
 
 
