@@ -4,6 +4,9 @@ One call restricts a whole batch of logits: half the rows flagged, a third of th
 (refusal tokens), the rest with a semantic penalty over `--penalty` tokens and `--bans`
 banned tokens. On CUDA both the Triton kernel and the twin are timed (CUDA events through
 `triton.testing.do_bench`) and their outputs compared bit for bit; on CPU only the twin runs.
+`step_ms` times the processor's whole step around the kernel (`logits_processors.rows`:
+advance each flagged row's automaton, gather its forced token and bans, move them to the
+device, launch), the cost a flagged batch adds to a decoding step.
 Runs without vLLM (`python -m bench.kernel`), so it also runs on a bare GPU machine.
 """
 
@@ -14,10 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from bench import report
 from kernels.forget_mask import forget_mask_torch, forget_mask_triton, triton
+from logits_processors.automaton import TokenAutomaton
+from logits_processors.rows import RowState, penalty_csr, restrict_rows
+from logits_processors.snapshot import Plan
 
 VOCABS = {"SmolLM2-135M": 49152, "Llama-3-8B": 128256}
 
@@ -54,6 +61,21 @@ def case(batch: int, vocab: int, penalty: int, bans: int, dtype, device) -> tupl
     return logits.to(device), tuple(a.to(device) for a in args)
 
 
+def step_case(batch: int, vocab: int, penalty: int, bans: int) -> tuple:
+    """The processor's inputs for the same batch shape: row states with real plans."""
+    rng = np.random.default_rng(batch * 7 + vocab)
+    plan = Plan(
+        TokenAutomaton([(int(t),) for t in rng.choice(vocab, bans, replace=False)]),
+        rng.choice(vocab, penalty, replace=False).astype(np.int64),
+        rng.random(penalty, dtype=np.float32),
+        tuple(int(t) for t in rng.integers(0, vocab, 8)),
+    )
+    rows = torch.arange(0, batch, 2)
+    actions = ["refuse" if i % 3 == 0 else "restrict" for i in range(rows.numel())]
+    states = [RowState(plan, action, [1, 2, 3]) for action in actions]
+    return rows, states, list(penalty_csr(states))
+
+
 def timed(fn, logits: torch.Tensor, args: tuple, device: torch.device) -> float:
     """Median milliseconds of one call on a fresh copy of the logits (copy not counted)."""
     work = logits.clone()
@@ -81,6 +103,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             logits, extra = case(batch, vocab, args.penalty, args.bans, dtype, device)
             row: dict[str, Any] = {"vocab": f"{model} ({vocab})", "batch": batch}
             row["twin_ms"] = timed(forget_mask_torch, logits, extra, device)
+            step = step_case(batch, vocab, args.penalty, args.bans)
+            row["step_ms"] = timed(restrict_rows, logits, (*step, device), device)
             if gpu:
                 row["triton_ms"] = timed(forget_mask_triton, logits, extra, device)
                 row["speedup"] = row["twin_ms"] / row["triton_ms"]
@@ -90,7 +114,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rows.append(row)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     results = {"device": name, "dtype": args.dtype, "rows": rows}
-    columns = ["vocab", "batch", "twin_ms", *(["triton_ms", "speedup", "bit_identical"] * gpu)]
+    gpu_columns = ["triton_ms", "speedup", "bit_identical"] * gpu
+    columns = ["vocab", "batch", "twin_ms", "step_ms", *gpu_columns]
     root = Path(args.out) if args.out else None
     out = report.out_dir(f"{args.name}-{device.type}", root)
     report.write(out, results, {f"forget_mask on {name}, {args.dtype}": (rows, columns)})

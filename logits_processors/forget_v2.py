@@ -1,5 +1,5 @@
 """The forget processor for vLLM's Model Runner V2 (the CUDA default), sharing the V1 one's
-plans, automaton, row states and fused kernel (`logits_processors.forget`).
+plans, automaton, row states and fused kernel (`logits_processors.rows`).
 
 MRV2 keys state by request slot and reorders rows every step; the generated tokens are read
 from the runner's token history (`req_states.all_token_ids` up to `total_len`) for flagged
@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 import torch
 from vllm.v1.worker.gpu.sample.logits_processor import LogitsProcessor
 
-from logits_processors.forget import (
+from logits_processors.params import parse_guard_params
+from logits_processors.rows import (
     RowState,
     eos_token_id_of,
     new_row_state,
     penalty_csr,
     restrict_rows,
 )
-from logits_processors.params import parse_guard_params
 from logits_processors.snapshot import Snapshot
 
 if TYPE_CHECKING:
