@@ -61,7 +61,7 @@ def case(batch: int, vocab: int, penalty: int, bans: int, dtype, device) -> tupl
     return logits.to(device), tuple(a.to(device) for a in args)
 
 
-def step_case(batch: int, vocab: int, penalty: int, bans: int) -> tuple:
+def step_case(batch: int, vocab: int, penalty: int, bans: int, device) -> tuple:
     """The processor's inputs for the same batch shape: row states with real plans."""
     rng = np.random.default_rng(batch * 7 + vocab)
     plan = Plan(
@@ -70,10 +70,10 @@ def step_case(batch: int, vocab: int, penalty: int, bans: int) -> tuple:
         rng.random(penalty, dtype=np.float32),
         tuple(int(t) for t in rng.integers(0, vocab, 8)),
     )
-    rows = torch.arange(0, batch, 2)
-    actions = ["refuse" if i % 3 == 0 else "restrict" for i in range(rows.numel())]
+    rows = list(range(0, batch, 2))
+    actions = ["refuse" if i % 3 == 0 else "restrict" for i in range(len(rows))]
     states = [RowState(plan, action, [1, 2, 3]) for action in actions]
-    return rows, states, list(penalty_csr(states))
+    return rows, states, penalty_csr(states, device)
 
 
 def timed(fn, logits: torch.Tensor, args: tuple, device: torch.device) -> float:
@@ -103,8 +103,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             logits, extra = case(batch, vocab, args.penalty, args.bans, dtype, device)
             row: dict[str, Any] = {"vocab": f"{model} ({vocab})", "batch": batch}
             row["twin_ms"] = timed(forget_mask_torch, logits, extra, device)
-            step = step_case(batch, vocab, args.penalty, args.bans)
-            row["step_ms"] = timed(restrict_rows, logits, (*step, device), device)
+            step = step_case(batch, vocab, args.penalty, args.bans, device)
+            row["step_ms"] = timed(restrict_rows, logits, step, device)
             if gpu:
                 row["triton_ms"] = timed(forget_mask_triton, logits, extra, device)
                 row["speedup"] = row["twin_ms"] / row["triton_ms"]

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 class ForgetLogitsProcessor(LogitsProcessor):
     """Rows are batch slots, not requests: `update_state` keeps the slot -> state map.
 
-    Batch-shaped tensors (rows, strengths, penalty CSR) are rebuilt only when the batch
-    changes; per step only the forced tokens and the automaton's bans are gathered.
+    The penalty CSR is rebuilt (and moved to the device) only when the batch changes; per
+    step only the forced tokens and the automaton's bans are gathered.
     """
 
     @classmethod
@@ -39,7 +39,7 @@ class ForgetLogitsProcessor(LogitsProcessor):
         self.snapshot = Snapshot.from_env()
         self.eos_token_id = eos_token_id_of(vllm_config)
         self.states: dict[int, RowState] = {}
-        self._batch: tuple[torch.Tensor, ...] | None = None
+        self._csr: tuple[torch.Tensor, ...] | None = None
 
     def is_argmax_invariant(self) -> bool:
         # Bans and penalties change the argmax: greedy requests must pass through apply().
@@ -52,19 +52,18 @@ class ForgetLogitsProcessor(LogitsProcessor):
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:
         if process_dict_updates(self.states, batch_update, self._new_state):
-            self._batch = None
+            self._csr = None
 
-    def _batch_tensors(self) -> tuple[torch.Tensor, ...]:
-        if self._batch is None:
+    def _penalty(self) -> tuple[torch.Tensor, ...]:
+        if self._csr is None:
             self._order = sorted(self.states)
-            states = [self.states[i] for i in self._order]
-            self._batch = (torch.tensor(self._order, dtype=torch.int64), *penalty_csr(states))
-        return self._batch
+            self._csr = penalty_csr([self.states[i] for i in self._order], self.device)
+        return self._csr
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.states:
             # Unflagged batches return the very tensor they got: bit-identical by construction.
             return logits
-        rows, *penalty = self._batch_tensors()
+        penalty = self._penalty()
         states = [self.states[i] for i in self._order]
-        return restrict_rows(logits, rows, states, penalty, self.device)
+        return restrict_rows(logits, self._order, states, penalty)

@@ -44,9 +44,12 @@ class ForgetLogitsProcessorV2(LogitsProcessor):
         self.eos_token_id = eos_token_id_of(vllm_config)
         self.states: dict[int, RowState] = {}  # slot -> state of a flagged request
         self._unread: set[int] = set()  # slots whose prompt tail the automaton has not seen
+        self._penalty_key: tuple[int, ...] = ()
+        self._penalty: tuple[torch.Tensor, ...] = ()
 
     def add_request(self, req_idx: int, sampling_params: SamplingParams) -> bool:
         state = new_row_state(self.snapshot, self.eos_token_id, sampling_params, None, [])
+        self._penalty_key = ()  # a slot may now hold another request
         if state is None:
             self.states.pop(req_idx, None)
             self._unread.discard(req_idx)
@@ -64,8 +67,10 @@ class ForgetLogitsProcessorV2(LogitsProcessor):
             return logits
         self._catch_up([slot for _, slot in flagged])
         states = [self.states[slot] for _, slot in flagged]
-        rows = torch.tensor([row for row, _ in flagged], dtype=torch.int64)
-        return restrict_rows(logits, rows, states, list(penalty_csr(states)), self.device)
+        key = tuple(slot for _, slot in flagged)  # MRV2 reorders rows: the CSR follows them
+        if key != self._penalty_key:
+            self._penalty_key, self._penalty = key, penalty_csr(states, self.device)
+        return restrict_rows(logits, [row for row, _ in flagged], states, self._penalty)
 
     def _catch_up(self, slots: list[int]) -> None:
         """Feed each flagged slot's new committed tokens (and, once, its prompt's tail)."""

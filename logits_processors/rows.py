@@ -118,46 +118,52 @@ def new_row_state(
     return state
 
 
-def penalty_csr(states: list[RowState]) -> tuple[torch.Tensor, ...]:
-    """Per-row strength and the rows' sparse penalties (ids, values, row offsets)."""
+def penalty_csr(states: list[RowState], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Per-row strength and the rows' sparse penalties (ids, values, row offsets), on `device`.
+
+    Fixed while the batch keeps its rows: callers build it once per batch, not per step.
+    """
     counts = [0 if s.refuse else len(s.plan.penalty_ids) for s in states]
-    ids = [s.plan.penalty_ids for s in states if not s.refuse] or [np.zeros(0, np.int64)]
-    vals = [s.plan.penalty_vals for s in states if not s.refuse] or [np.zeros(0, np.float32)]
-    return (
-        torch.ones(len(states), dtype=torch.float32),
-        torch.from_numpy(np.concatenate(ids)),
-        torch.from_numpy(np.concatenate(vals)),
-        torch.tensor(np.concatenate([[0], np.cumsum(counts)]), dtype=torch.int64),
-    )
+    ids = [s.plan.penalty_ids for s in states if not s.refuse]
+    vals = [s.plan.penalty_vals for s in states if not s.refuse]
+    # Two host-to-device copies, one per dtype, instead of one per tensor.
+    ints = torch.from_numpy(np.concatenate([[0], np.cumsum(counts), *ids]).astype(np.int64))
+    floats = torch.from_numpy(np.concatenate([np.ones(len(states)), *vals]).astype(np.float32))
+    offsets, pen_ids = ints.to(device).split([len(states) + 1, sum(counts)])
+    strength, pen_vals = floats.to(device).split([len(states), sum(counts)])
+    return strength, pen_ids, pen_vals, offsets
 
 
 def restrict_rows(
     logits: torch.Tensor,
-    rows: torch.Tensor,
+    rows: list[int],
     states: list[RowState],
-    penalty: list[torch.Tensor],
-    device: torch.device,
+    penalty: tuple[torch.Tensor, ...],
 ) -> torch.Tensor:
-    """One step for the flagged `rows` (logits row indices, `states` in the same order):
-    forced tokens, the automaton's bans and the penalties, in one fused kernel call."""
-    forced, bans, ban_counts = [], [], [0]
-    for row, state in zip(rows.tolist(), states, strict=True):
+    """One step for the flagged `rows` (logits row indices, `states` in the same order, and
+    `penalty_csr(states)` on the logits' device): forced tokens, the automaton's bans and
+    the penalties, in one fused kernel call.
+
+    On a GPU the step's own data crosses to the device in one copy, and the top tokens that
+    partial answers wait on come back in one: per-row transfers cost more than the kernel.
+    """
+    for state in states:
         state.advance()
-        wants_end = state.awaits_end and int(logits[row].argmax()) == state.plan.note[-1]
+    ending = [i for i, s in enumerate(states) if s.awaits_end]
+    top = logits[[rows[i] for i in ending]].argmax(dim=1).tolist() if ending else []
+    top_of = dict(zip(ending, top, strict=True))
+    forced, bans = [], []
+    for i, state in enumerate(states):
+        wants_end = i in top_of and top_of[i] == state.plan.note[-1]
         forced.append(state.forced_token(wants_end))
-        banned = state.banned()
-        bans.append(banned)
-        ban_counts.append(ban_counts[-1] + len(banned))
-    ban_ids = np.concatenate(bans) if ban_counts[-1] else np.zeros(0, np.int64)
-    strength, pen_ids, pen_vals, pen_offsets = (t.to(device) for t in penalty)
+        bans.append(state.banned())
+    counts = [len(b) for b in bans]
+    step = np.concatenate([rows, forced, [0], np.cumsum(counts), *bans]).astype(np.int64)
+    n = len(rows)
+    rows_t, forced_t, ban_offsets, ban_ids = (
+        torch.from_numpy(step).to(logits.device).split([n, n, n + 1, sum(counts)])
+    )
+    strength, pen_ids, pen_vals, pen_offsets = penalty
     return forget_mask(
-        logits,
-        rows.to(device),
-        torch.tensor(forced, dtype=torch.int64, device=device),
-        strength,
-        pen_ids,
-        pen_vals,
-        pen_offsets,
-        torch.from_numpy(ban_ids.astype(np.int64)).to(device),
-        torch.tensor(ban_counts, dtype=torch.int64, device=device),
+        logits, rows_t, forced_t, strength, pen_ids, pen_vals, pen_offsets, ban_ids, ban_offsets
     )

@@ -129,3 +129,15 @@ def test_v2_restricts_exactly_as_v1(processor, v2, action):  # noqa: F811
         token = int(one.argmax())
         out.append(token)
         runner.commit(2, token)
+
+
+def test_a_reused_slot_gets_its_new_requests_penalties(v2):
+    # The penalty CSR is kept while the flagged slots stay the same: a slot that now holds
+    # another request must not keep the last one's (a refusal has none).
+    proc, runner = v2
+    runner.admit(proc, 0, params("refuse"), [1])
+    proc.apply(torch.zeros(1, VOCAB), runner.ctx([0]))
+    runner.admit(proc, 0, params("restrict"), [1])
+    logits = torch.zeros(1, VOCAB)
+    proc.apply(logits, runner.ctx([0]))
+    assert logits[0, 10] == pytest.approx(-2.0)

@@ -1,8 +1,8 @@
 """One restricted step over a batch, as both vLLM processors run it, on CPU and on CUDA.
 
-The processors hand `restrict_rows` logits on the engine's device and index tensors built on
-the host; on a GPU the step must move them, launch the fused kernel and give exactly what the
-CPU step gives.
+The processors hand `restrict_rows` logits on the engine's device and row states on the host;
+on a GPU the step must move its data, launch the fused kernel and give exactly what the CPU
+step gives.
 """
 
 from __future__ import annotations
@@ -44,8 +44,7 @@ def _step(device: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch of 4: rows 1 (restricted, has just produced token 5) and 3 (refused) flagged."""
     logits = torch.randn(4, VOCAB, generator=torch.Generator().manual_seed(0)).to(dtype)
     states = [RowState(_plan(), "restrict", [5]), RowState(_plan(), "refuse", [20])]
-    rows = torch.tensor([1, 3], dtype=torch.int64)
-    out = restrict_rows(logits.clone().to(device), rows, states, list(penalty_csr(states)), device)
+    out = restrict_rows(logits.clone().to(device), [1, 3], states, penalty_csr(states, device))
     return logits, out.cpu()
 
 
