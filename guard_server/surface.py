@@ -111,7 +111,12 @@ def separate_admin_auth(app: FastAPI) -> None:
 
 class GuardScopeMiddleware:
     """Opens each request's `RequestScope` and reports its verdict in response headers:
-    the action for everyone, the target ids for an admin only."""
+    the action for everyone, the target ids for an admin only.
+
+    A stream (Responses, Anthropic Messages) may send its headers and first events before
+    it calls the engine, where it is screened: its start is held, with what follows it,
+    until the seam has a verdict or the response ends.
+    """
 
     def __init__(self, app: ASGIApp, admin_key: str | None = None):
         self.app = app
@@ -123,19 +128,41 @@ class GuardScopeMiddleware:
             return
         request_scope = RequestScope(admin=is_admin(Headers(scope=scope), self.admin_key))
         token = SCOPE.set(request_scope)
+        held: list[dict] = []
 
-        async def report(message: dict) -> None:
-            if message["type"] == "http.response.start" and (
-                request_scope.enforced is not None or request_scope.screened
-            ):
+        def decided() -> bool:
+            return request_scope.enforced is not None or bool(request_scope.screened)
+
+        def with_headers(message: dict) -> dict:
+            if decided():
                 headers = MutableHeaders(scope=message)
                 verdict = request_scope.verdict
                 headers[HEADER_ACTION] = verdict.action
                 if request_scope.admin:
                     headers[HEADER_TARGETS] = verdict.header()
-            await send(message)
+            return message
+
+        async def report(message: dict) -> None:
+            starts = message["type"] == "http.response.start"
+            if starts and not decided() and _streams(message):
+                held.append(message)
+                return
+            if not held:
+                await send(with_headers(message) if starts else message)
+                return
+            held.append(message)
+            if decided() or not message.get("more_body", False):
+                await send(with_headers(held[0]))
+                for body in held[1:]:
+                    await send(body)
+                held.clear()
 
         try:
             await self.app(scope, receive, report)
         finally:
             SCOPE.reset(token)
+
+
+def _streams(start: dict) -> bool:
+    content_type = dict(start.get("headers", [])).get(b"content-type", b"")
+    return content_type.startswith(b"text/event-stream")

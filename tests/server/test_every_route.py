@@ -70,6 +70,25 @@ def ask_responses_messages(client, **_):
     return out.output_text
 
 
+def ask_responses_stream(client, **_):
+    events = client.responses.create(
+        model=MODEL, input=ASK, temperature=0, max_output_tokens=40, stream=True
+    )
+    return "".join(e.delta for e in events if e.type == "response.output_text.delta")
+
+
+def ask_anthropic_stream(server, **_):
+    client = anthropic.Anthropic(base_url=server.base_url, api_key="unused", max_retries=0)
+    events = client.messages.create(
+        model=MODEL, max_tokens=40, messages=CHAT, stream=True, extra_body={"temperature": 0}
+    )
+    return "".join(
+        e.delta.text
+        for e in events
+        if e.type == "content_block_delta" and e.delta.type == "text_delta"
+    )
+
+
 def ask_anthropic(server, **_):
     client = anthropic.Anthropic(base_url=server.base_url, api_key="unused", max_retries=0)
     out = client.messages.create(
@@ -115,7 +134,9 @@ PROBES = {
     ),
     "responses-text": ask_responses_text,
     "responses-input-text-parts": ask_responses_messages,
+    "responses-stream": ask_responses_stream,
     "anthropic-messages": ask_anthropic,
+    "anthropic-messages-stream": ask_anthropic_stream,
     "chat-batch": ask_batch,
     "sagemaker-invocations": ask_invocations,
 }
@@ -221,6 +242,29 @@ def test_clients_see_the_action_and_only_admins_see_why(client, server, harry_po
     assert admin.headers["x-guard-targets"] == harry_potter["id"]
     (target,) = admin.json()["guard"]["targets"]
     assert target["id"] == harry_potter["id"] and target["evidence"]
+
+
+STREAMS = {
+    "chat": ("/v1/chat/completions", {"messages": CHAT, **GREEDY}),
+    "completions": ("/v1/completions", {"prompt": ASK, **GREEDY}),
+    "responses": ("/v1/responses", {"input": ASK, "temperature": 0, "max_output_tokens": 40}),
+    "anthropic-messages": ("/v1/messages", {"messages": CHAT, **GREEDY}),
+}
+
+
+@pytest.mark.parametrize("route", list(STREAMS))
+def test_a_stream_says_what_was_enforced_in_its_headers(server, harry_potter, route):
+    # A stream's headers may leave before it reaches the engine, where it is screened: they
+    # must still say what was enforced, and an admin still sees which target.
+    path, body = STREAMS[route]
+    body = {"model": MODEL, "stream": True, **body}
+    headers = {"x-guard-admin-key": ADMIN_KEY}
+    url = f"{server.base_url}{path}"
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=120) as r:
+        assert r.status_code == 200, r.read()
+        assert r.headers["x-guard-action"] in ("refuse", "restrict")
+        assert r.headers["x-guard-targets"] == harry_potter["id"]
+        assert not leaked(r.read().decode())
 
 
 def test_a_forget_question_outside_the_last_turn_is_refused_not_answered_in_part(
