@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 b = start_server(args.port + 1, url, root / f"b{already}.log")
                 try:
-                    samples, effective = latencies(a.base_url, args.registrations, b.base_url)
+                    samples, effective, _ = latencies(a.base_url, args.registrations, b.base_url)
                 finally:
                     b.stop()
             finally:
