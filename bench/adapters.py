@@ -78,6 +78,7 @@ def _score(probes, base: list[str], edited: list[str], retain_base, retain_edite
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from guard_server.adapters import add_scores
     from guard_server.models import convert_default_model
 
     suite = load_suite(args.suite)
@@ -129,6 +130,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     chat_answers(client, model, retain, args.max_tokens, f"{method} retain"),
                 ),
             }
+            add_scores(rep["path"], {k: v for k, v in row.items() if k != "method"})
             row.update(train_s=rep["seconds"], adapter_mb=rep["adapter_bytes"] / 2**20)
             api.delete(f"/v1/adapters/{method}")
             rows.append(row)

@@ -10,9 +10,10 @@ starts an engine with `max_loras < 2`.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from guard_server import errors
 
@@ -31,6 +32,29 @@ ERR_FULL = (
 ERR_DISABLED = "LoRA serving is off: start the server with --enable-lora"
 ERR_UNKNOWN = "no adapter named {name!r} is loaded"
 ERR_DUPLICATE = "an adapter named {name!r} is already loaded"
+
+
+CARD = "report.json"  # written by guard-unlearn; guard-bench adapters adds its scores
+_CARD_OMITS = ("logs", "losses")  # per-step training logs: in the file, not the listing
+
+
+def card(path: str) -> dict[str, Any] | None:
+    """What an adapter folder says about itself: method, hyper-parameters, data, scores."""
+    try:
+        report = json.loads((Path(path) / CARD).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(report, dict):
+        return None
+    return {k: v for k, v in report.items() if k not in _CARD_OMITS}
+
+
+def add_scores(path: str | Path, scores: dict[str, Any]) -> None:
+    """Record evaluation scores in an adapter's card."""
+    file = Path(path) / CARD
+    report = json.loads(file.read_text())
+    report["scores"] = {**report.get("scores", {}), **scores}
+    file.write_text(json.dumps(report, indent=2) + "\n")
 
 
 class AdapterManager:

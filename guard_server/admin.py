@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
 from guard_server import errors, metrics
+from guard_server.adapters import card
 from guard_server.protocol import (
     AdapterLoad,
     TargetCreate,
@@ -114,7 +115,8 @@ async def load_adapter(body: AdapterLoad, request: Request):
 async def list_adapters(request: Request):
     manager = request.app.state.guard_adapters
     data = [
-        {"name": n, "model": manager.served_name(n), "path": p} for n, p in manager.loaded().items()
+        {"name": n, "model": manager.served_name(n), "path": p, "card": card(p)}
+        for n, p in manager.loaded().items()
     ]
     return {"object": "list", "data": data, "limit": manager.limit}
 

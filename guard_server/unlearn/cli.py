@@ -43,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, help="learning rate (config field `lr`)")
     parser.add_argument("--seed", type=int, help="random seed (config field `seed`)")
     parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=25,
+        help="steps between checkpoints in <out>/checkpoint; the same command run again "
+        "resumes there (0: none)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -120,7 +127,13 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(exc))
     from guard_server.unlearn.trainer import train
 
-    report = train(method.name, dataclasses.asdict(config), spec, model_dir, args.out)
+    if args.checkpoint_every < 0:
+        parser.error("--checkpoint-every must be 0 or more")
+    values = dataclasses.asdict(config)
+    try:
+        report = train(method.name, values, spec, model_dir, args.out, args.checkpoint_every)
+    except ValueError as exc:  # a checkpoint of another run in --out
+        parser.error(str(exc))
     print(json.dumps(report, indent=2))
 
 

@@ -122,9 +122,9 @@ class UnlearnData:
         self, forget: list[Row], retain: list[Row], good: list[Row] | None, pad_id: int, seed: int
     ):
         self.forget, self.retain, self.good, self.pad_id = forget, retain, good, pad_id
-        generator = torch.Generator().manual_seed(seed)
-        self._forget = _Shuffled(len(forget), generator)
-        self._retain = _Shuffled(len(retain), generator)
+        self._generator = torch.Generator().manual_seed(seed)
+        self._forget = _Shuffled(len(forget), self._generator)
+        self._retain = _Shuffled(len(retain), self._generator)
 
     @classmethod
     def build(
@@ -169,6 +169,18 @@ class UnlearnData:
         if self.good is not None:
             good = collate([self.good[i % len(self.good)] for i in picked], self.pad_id)
         return Batch(forget, retain, good)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where sampling stands: resuming from it draws the batches an uninterrupted run would."""
+        return {
+            "generator": self._generator.get_state(),
+            "forget": list(self._forget.order),
+            "retain": list(self._retain.order),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._generator.set_state(state["generator"])
+        self._forget.order, self._retain.order = list(state["forget"]), list(state["retain"])
 
     def sizes(self) -> dict[str, int]:
         return {"forget_rows": len(self.forget), "retain_rows": len(self.retain)}

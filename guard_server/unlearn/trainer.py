@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +22,11 @@ if TYPE_CHECKING:
 
     from guard_server.unlearn.base import UnlearnConfig
 
+CHECKPOINT = "checkpoint"  # a folder inside the output folder while training runs
+ERR_OTHER_RUN = (
+    "{path} holds a checkpoint of another run (other method, hyper-parameters, target or "
+    "model); delete it or train into another --out"
+)
 LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ERR_NO_MODULES = "the model has none of the LoRA target modules {modules}"
 
@@ -47,8 +55,12 @@ def train(
     spec: dict[str, Any],
     model_dir: str,
     out_dir: str,
+    checkpoint_every: int = 25,
 ) -> dict[str, Any]:
     """Unlearn `spec` from the model in `model_dir`; write the adapter and report.json.
+
+    Every `checkpoint_every` steps the run is saved in `out_dir/checkpoint`; a run started
+    again with the same arguments resumes there and ends as the uninterrupted run would.
 
     Args:
         method_name: a registered method ("ga", "npo", ...).
@@ -56,6 +68,7 @@ def train(
         spec: the forget target {name, aliases, documents, examples, keywords}.
         model_dir: a Hugging Face causal-LM folder (the default model's, usually).
         out_dir: where the PEFT adapter (adapter_config.json, weights) and report go.
+        checkpoint_every: steps between checkpoints (0: none).
     """
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
@@ -71,14 +84,20 @@ def train(
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr)
-    logs: list[dict[str, float]] = []
-    trained = time.perf_counter()
-    with tqdm(range(config.steps), desc=f"unlearn[{method.name}]", unit="step") as bar:
-        for _ in bar:
-            logs.append(method.step(model, data.batch(config.batch_size), optimizer))
-            bar.set_postfix(loss=f"{logs[-1]['loss']:.4f}")
-    train_seconds = time.perf_counter() - trained
     out = Path(out_dir)
+    run = _fingerprint(method.name, config, spec, model_dir)
+    logs = _resume(out / CHECKPOINT, run, model, optimizer, data)
+    trained = time.perf_counter()
+    desc = f"unlearn[{method.name}]"
+    with tqdm(total=config.steps, initial=len(logs), desc=desc, unit="step") as bar:
+        while len(logs) < config.steps:
+            logs.append(method.step(model, data.batch(config.batch_size), optimizer))
+            bar.update()
+            bar.set_postfix(loss=f"{logs[-1]['loss']:.4f}")
+            done = len(logs)
+            if checkpoint_every and done % checkpoint_every == 0 and done < config.steps:
+                _checkpoint(out / CHECKPOINT, run, model, optimizer, data, logs)
+    train_seconds = time.perf_counter() - trained
     model.save_pretrained(out)
     adapter_bytes = sum(f.stat().st_size for f in out.glob("adapter_model.*"))
     report = {
@@ -96,4 +115,42 @@ def train(
         "adapter_bytes": adapter_bytes,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     return report
+
+
+def _fingerprint(method: str, config: UnlearnConfig, spec: dict[str, Any], model_dir: str) -> str:
+    run = {"method": method, "config": dataclasses.asdict(config), "spec": spec}
+    run["model_dir"] = str(Path(model_dir).resolve())
+    return hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
+
+
+def _checkpoint(path: Path, run: str, model, optimizer, data: UnlearnData, logs) -> None:
+    """Written to a temporary file, then renamed: an interruption never leaves half of one."""
+    from peft import get_peft_model_state_dict
+
+    path.mkdir(parents=True, exist_ok=True)
+    state = {
+        "run": run,
+        "logs": logs,
+        "lora": get_peft_model_state_dict(model),
+        "optimizer": optimizer.state_dict(),
+        "data": data.state_dict(),
+    }
+    torch.save(state, path / "state.pt.tmp")
+    os.replace(path / "state.pt.tmp", path / "state.pt")
+
+
+def _resume(path: Path, run: str, model, optimizer, data: UnlearnData) -> list[dict[str, float]]:
+    """The logs of the steps a checkpoint at `path` holds (restored), or [] without one."""
+    from peft import set_peft_model_state_dict
+
+    if not (path / "state.pt").exists():
+        return []
+    state = torch.load(path / "state.pt", weights_only=True)
+    if state["run"] != run:
+        raise ValueError(ERR_OTHER_RUN.format(path=path))
+    set_peft_model_state_dict(model, state["lora"])
+    optimizer.load_state_dict(state["optimizer"])
+    data.load_state_dict(state["data"])
+    return list(state["logs"])

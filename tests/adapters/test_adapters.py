@@ -83,6 +83,10 @@ def test_adapter_lifecycle_and_limits(server, client, adapter_dir):
     assert r.status_code == 201, r.text
     assert r.json()["model"] == f"{BASE}:hp-ga"
     assert f"{BASE}:hp-ga" in [m.id for m in client.models.list().data]
+    (listed,) = api.get("/v1/adapters").json()["data"]
+    card = listed["card"]  # what the adapter is: method, hyper-parameters, data
+    assert card["method"] == "ga" and card["target"] == SPEC["name"]
+    assert card["config"]["steps"] == 6 and card["forget_rows"] > 0 and "logs" not in card
     # max_loras defaults to 2 with --enable-lora: one adapter is the safe limit.
     second = api.post("/v1/adapters", json={"name": "again", "path": adapter_dir})
     assert second.status_code == 409 and second.json()["error"]["param"] == "name"

@@ -42,3 +42,20 @@ def test_concurrent_loads_never_fill_the_spare_slot(tmp_path):
     assert len(serving.loaded) == 1 == len(manager.loaded())
     with pytest.raises(errors.Conflict):
         asyncio.run(manager.load("b", str(tmp_path / "b")))
+
+
+def test_an_adapter_card_is_its_report_without_step_logs_plus_scores(tmp_path):
+    import json
+
+    from guard_server.adapters import add_scores, card
+
+    report = {"method": "npo", "config": {"lr": 1e-4}, "logs": [{"loss": 1.0}], "losses": [1.0]}
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    add_scores(tmp_path, {"leak_rate": 0.1})
+    add_scores(tmp_path, {"honesty": 0.9})
+    assert card(str(tmp_path)) == {
+        "method": "npo",
+        "config": {"lr": 1e-4},
+        "scores": {"leak_rate": 0.1, "honesty": 0.9},
+    }
+    assert card(str(tmp_path / "elsewhere")) is None  # a folder with no card

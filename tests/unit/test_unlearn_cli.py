@@ -114,3 +114,67 @@ def test_two_real_steps_write_a_peft_adapter_and_report(capsys, tmp_path, spec_f
         "down_proj",
     }
     assert (out / "adapter_model.safetensors").stat().st_size == report["adapter_bytes"]
+
+
+def _real_model():
+    model = default_model_dir()
+    if not (model / ".complete").exists():
+        pytest.skip(f"default model not converted at {model}")
+    return str(model)
+
+
+def _adapter(out) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "adapter_model.safetensors"))
+
+
+def test_an_interrupted_run_resumes_and_ends_as_the_uninterrupted_one(tmp_path, monkeypatch):
+    import torch
+
+    from guard_server.unlearn import get_method
+    from guard_server.unlearn.trainer import CHECKPOINT, train
+
+    model = _real_model()
+    config = {"steps": 5, "batch_size": 1, "max_length": 32}
+    whole = train("npo", config, SPEC, model, str(tmp_path / "whole"), checkpoint_every=2)
+
+    method, calls = get_method("npo"), []
+    real_step = method.step
+
+    def interrupted(self, *args):
+        calls.append(1)
+        if len(calls) == 4:  # killed during step 4: steps 1-2 are checkpointed
+            raise KeyboardInterrupt
+        return real_step(self, *args)
+
+    out = tmp_path / "resumed"
+    monkeypatch.setattr(method, "step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train("npo", config, SPEC, model, str(out), checkpoint_every=2)
+    assert (out / CHECKPOINT / "state.pt").exists() and not (out / "report.json").exists()
+    monkeypatch.undo()
+
+    resumed = train("npo", config, SPEC, model, str(out), checkpoint_every=2)
+    assert resumed["losses"] == whole["losses"]
+    got, want = _adapter(out), _adapter(tmp_path / "whole")
+    assert got.keys() == want.keys()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert not (out / CHECKPOINT).exists()  # done: nothing left to resume
+
+
+def test_a_checkpoint_of_another_run_is_not_resumed(capsys, tmp_path, spec_file):
+    from guard_server.unlearn.trainer import CHECKPOINT
+
+    model = _real_model()
+    out = tmp_path / "o"
+    argv = ["--method", "ga", "--target", spec_file, "--out", str(out), "--model", model]
+    argv += ["--steps", "3", "--set", "batch_size=1", "--set", "max_length=32"]
+    argv += ["--checkpoint-every", "1"]
+    main(argv)
+    assert not (out / CHECKPOINT).exists()
+    (out / CHECKPOINT).mkdir()
+    import torch
+
+    torch.save({"run": "another", "logs": []}, out / CHECKPOINT / "state.pt")
+    assert "holds a checkpoint of another run" in usage_error(capsys, argv)
