@@ -28,6 +28,7 @@ from bench.suite import (
     load_suite,
     registration_body,
 )
+from guard_server.adapters import CARD, add_scores
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
 METHODS = "ga,gd,npo,simnpo,rmu,flat,gu"
@@ -50,7 +51,7 @@ def adapter_dir(target: dict[str, Any], method: str, steps: int, model_dir: str)
 
     slug = "".join(c if c.isalnum() else "-" for c in target["name"].lower())
     out = cache_dir() / "bench-adapters" / f"{slug}-{steps}" / method
-    if not (out / "report.json").exists():
+    if not (out / CARD).exists():
         train(method, {"steps": steps}, target, model_dir, str(out))
     return out
 
@@ -78,7 +79,6 @@ def _score(probes, base: list[str], edited: list[str], retain_base, retain_edite
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from guard_server.adapters import add_scores
     from guard_server.models import convert_default_model
 
     suite = load_suite(args.suite)
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     reports = {}
     for method in tqdm(args.methods.split(","), desc="training"):
         path = adapter_dir(target, method, args.steps, model_dir)
-        reports[method] = {"path": path, **json.loads((path / "report.json").read_text())}
+        reports[method] = {"path": path, **json.loads((path / CARD).read_text())}
     server = start_server(
         args.port, root / "guard.db", root / "server.log", "--enable-lora", "--max-lora-rank", "16"
     )

@@ -122,17 +122,17 @@ def main(argv: list[str] | None = None) -> None:
         from guard_server.unlearn.data import forget_pairs
 
         forget_pairs(spec)  # validates the spec before the model is loaded
+        if args.checkpoint_every < 0:
+            raise ValueError("--checkpoint-every must be 0 or more")
         model_dir = resolve_model(args.model)
     except ValueError as exc:
         parser.error(str(exc))
-    from guard_server.unlearn.trainer import train
+    from guard_server.unlearn.trainer import OtherRunCheckpoint, train
 
-    if args.checkpoint_every < 0:
-        parser.error("--checkpoint-every must be 0 or more")
     values = dataclasses.asdict(config)
     try:
         report = train(method.name, values, spec, model_dir, args.out, args.checkpoint_every)
-    except ValueError as exc:  # a checkpoint of another run in --out
+    except OtherRunCheckpoint as exc:
         parser.error(str(exc))
     print(json.dumps(report, indent=2))
 

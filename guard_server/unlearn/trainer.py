@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
     from guard_server.unlearn.base import UnlearnConfig
 
+from guard_server.adapters import CARD
+
 CHECKPOINT = "checkpoint"  # a folder inside the output folder while training runs
 ERR_OTHER_RUN = (
     "{path} holds a checkpoint of another run (other method, hyper-parameters, target or "
@@ -29,6 +31,10 @@ ERR_OTHER_RUN = (
 )
 LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ERR_NO_MODULES = "the model has none of the LoRA target modules {modules}"
+
+
+class OtherRunCheckpoint(ValueError):
+    """The output folder holds a checkpoint that another run wrote."""
 
 
 def lora_model(model: nn.Module, config: UnlearnConfig) -> PeftModel:
@@ -76,6 +82,9 @@ def train(
     started = time.perf_counter()
     method = get_method(method_name).from_overrides(config_overrides)
     config = method.config
+    out = Path(out_dir)
+    run = _fingerprint(method.name, config, spec, model_dir)
+    saved = _saved(out / CHECKPOINT, run)  # refused before any model is loaded
     set_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     data = UnlearnData.build(spec, tokenizer, config.max_length, method.good_answer, config.seed)
@@ -84,9 +93,7 @@ def train(
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr)
-    out = Path(out_dir)
-    run = _fingerprint(method.name, config, spec, model_dir)
-    logs = _resume(out / CHECKPOINT, run, model, optimizer, data)
+    logs = _restore(saved, model, optimizer, data) if saved else []
     trained = time.perf_counter()
     desc = f"unlearn[{method.name}]"
     with tqdm(total=config.steps, initial=len(logs), desc=desc, unit="step") as bar:
@@ -114,7 +121,7 @@ def train(
         "seconds": round(time.perf_counter() - started, 3),
         "adapter_bytes": adapter_bytes,
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / CARD).write_text(json.dumps(report, indent=2) + "\n")
     shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     return report
 
@@ -141,15 +148,20 @@ def _checkpoint(path: Path, run: str, model, optimizer, data: UnlearnData, logs)
     os.replace(path / "state.pt.tmp", path / "state.pt")
 
 
-def _resume(path: Path, run: str, model, optimizer, data: UnlearnData) -> list[dict[str, float]]:
-    """The logs of the steps a checkpoint at `path` holds (restored), or [] without one."""
-    from peft import set_peft_model_state_dict
-
+def _saved(path: Path, run: str) -> dict[str, Any] | None:
+    """This run's checkpoint at `path`, or None without one; another run's is refused."""
     if not (path / "state.pt").exists():
-        return []
+        return None
     state = torch.load(path / "state.pt", weights_only=True)
     if state["run"] != run:
-        raise ValueError(ERR_OTHER_RUN.format(path=path))
+        raise OtherRunCheckpoint(ERR_OTHER_RUN.format(path=path))
+    return state
+
+
+def _restore(state: dict[str, Any], model, optimizer, data: UnlearnData) -> list[dict[str, float]]:
+    """Put a checkpoint's weights, optimizer and sampling state back; the steps' logs."""
+    from peft import set_peft_model_state_dict
+
     set_peft_model_state_dict(model, state["lora"])
     optimizer.load_state_dict(state["optimizer"])
     data.load_state_dict(state["data"])
