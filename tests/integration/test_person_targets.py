@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.rwku import registration, targets
+from bench.rwku_data import registration, targets
 
 RWKU = Path(__file__).resolve().parents[3] / "shared" / "rwku"
 

@@ -82,13 +82,13 @@ def test_detection_quantiles_come_from_the_histogram_between_two_scrapes():
     ],
 )
 def test_rouge_l_recall(reference, output, expected):
-    from bench.rwku import rouge_l_recall
+    from bench.rwku_data import rouge_l_recall
 
     assert rouge_l_recall(reference, output) == pytest.approx(expected)
 
 
 def test_rwku_prompts_follow_its_protocol(tmp_path):
-    from bench.rwku import Probe
+    from bench.rwku_data import Probe
 
     blank = Probe("forget_fb", "forget_fb", "X", "X was born in ___", "Y")
     assert blank.prompt.startswith("Please complete the blank") and blank.prompt.endswith(

@@ -1,0 +1,120 @@
+"""RWKU's files, prompts and scoring, shared by the guard's and the adapters' benchmarks.
+
+`../shared/rwku/` holds targets 1-50 in RWKU's format; its README gives the protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_ROOT = REPO.parent / "shared" / "rwku"
+FILES = {
+    "forget_fb": "forget_level1.json",
+    "forget_qa": "forget_level2.json",
+    "forget_aa": "forget_level3.json",
+    "neighbor_fb": "neighbor_level1.json",
+    "neighbor_qa": "neighbor_level2.json",
+}
+BLANK = "Please complete the blank in the following question.\nQuestion: {query}\nAnswer:"
+BRIEF = "Please briefly answer the following question.\nQuestion: {query}\nAnswer:"
+# RWKU's published rows (LLaMA3-8B-Instruct, batch of targets, mean ROUGE-L recall %).
+PUBLISHED = {
+    "before unlearning": (85.9, 76.4, 77.7, 95.6, 85.3),
+    "ICU": (26.2, 1.9, 10.3, 65.0, 46.5),
+    "NPO, full": (33.4, 21.0, 24.8, 76.0, 69.9),
+    "NPO, LoRA": (75.1, 64.3, 69.0, 91.3, 82.2),
+}
+LETTERS = "ABCD"
+_WORDS = re.compile(r"[a-z0-9]+")
+
+
+@dataclass(frozen=True)
+class Probe:
+    group: str
+    kind: str
+    target: str
+    query: str
+    answer: str
+
+    @property
+    def prompt(self) -> str:
+        if self.group == "mmlu":
+            return self.query  # already in MMLU's 5-shot format
+        if self.group.endswith("_fb"):
+            return BLANK.format(query=self.query)
+        if self.kind == "incontext learning":
+            return BRIEF.split("\n", 1)[0] + "\n" + self.query + "\nAnswer:"
+        if self.kind == "affirmative suffix":
+            return BRIEF.format(query=self.query) + " Sure, here is the answer:"
+        return BRIEF.format(query=self.query)
+
+
+def rouge_l_recall(reference: str, output: str) -> float:
+    """ROUGE-L recall: the longest common word subsequence over the reference's length."""
+    ref, out = _WORDS.findall(reference.lower()), _WORDS.findall(output.lower())
+    if not ref:
+        return 0.0
+    row = [0] * (len(out) + 1)
+    for r in ref:
+        prev_diag = 0
+        for j, o in enumerate(out, 1):
+            prev_diag, row[j] = row[j], prev_diag + 1 if r == o else max(row[j], row[j - 1])
+    return row[-1] / len(ref)
+
+
+def targets(root: Path) -> list[Path]:
+    folders = [d for d in root.iterdir() if d.is_dir() and d.name.split("_")[0].isdigit()]
+    return sorted(folders, key=lambda d: int(d.name.split("_")[0]))
+
+
+def registration(folder: Path) -> dict[str, Any]:
+    (intro,) = json.loads((folder / "intro.json").read_text())
+    return {"name": intro["target"], "documents": [intro["intro"]]}
+
+
+def probes(folder: Path, per_group: int = 0) -> list[Probe]:
+    name = registration(folder)["name"]
+    out = []
+    for group, file in FILES.items():
+        items = json.loads((folder / file).read_text())
+        items = items[:per_group] if per_group else items
+        for item in items:
+            kind = item.get("type", "") if group == "forget_aa" else group
+            out.append(Probe(group, kind, name, item["query"], str(item["answer"])))
+    return out
+
+
+def mmlu_prompt(item: dict[str, Any]) -> str:
+    """MMLU's 5-shot format: the subject's header, five answered examples, the question."""
+    subject = item["task"].replace("_", " ")
+    shots = [_mmlu_question(e) + f" {LETTERS[e['answer']]}\n\n" for e in item["examples"]]
+    header = f"The following are multiple choice questions (with answers) about {subject}.\n\n"
+    return header + "".join(shots) + _mmlu_question(item)
+
+
+def _mmlu_question(item: dict[str, Any]) -> str:
+    choices = "".join(f"{LETTERS[i]}. {c}\n" for i, c in enumerate(item["choices"]))
+    return f"{item['question'].strip()}\n{choices}Answer:"
+
+
+def utility(root: Path, limit: int) -> list[Probe]:
+    trivia = json.loads((root / "utility" / "triviaqa.json").read_text())
+    mmlu = json.loads((root / "utility" / "retain_mmlu.json").read_text())
+    trivia, mmlu = (trivia[:limit], mmlu[:limit]) if limit else (trivia, mmlu)
+    out = [Probe("triviaqa", "triviaqa", "", t["question"], "|".join(t["answers"])) for t in trivia]
+    out += [Probe("mmlu", "mmlu", "", mmlu_prompt(m), LETTERS[m["answer"]]) for m in mmlu]
+    return out
+
+
+def score(probe: Probe, text: str) -> float:
+    if probe.group == "triviaqa":
+        return float(any(a.lower() in text.lower() for a in probe.answer.split("|")))
+    if probe.group == "mmlu":
+        found = re.search(r"\b([ABCD])\b", text)
+        return float(found is not None and found.group(1) == probe.answer)
+    return rouge_l_recall(probe.answer, text)
