@@ -16,6 +16,7 @@ from bench import (
     registration,
     replicas,
     rwku,
+    rwku_adapters,
     throughput,
 )
 
@@ -28,6 +29,7 @@ COMMANDS = {
     "replicas": (replicas, "registration on replica A to effective on replica B (PostgreSQL)"),
     "rwku": (rwku, "RWKU probes and protocol, before and after registering N targets"),
     "register": (registration, "registration-to-effective latency and kill -9 survival"),
+    "rwku-adapters": (rwku_adapters, "unlearning adapters on RWKU: sweep, frontier rows, plot"),
     "adapters": (adapters, "each unlearning method's adapter served beside the guard"),
     "attack": (attack, "relearning and quantization attacks on adapters and the guard"),
 }

@@ -26,17 +26,20 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 def write(
-    directory: Path, results: dict[str, Any], tables: dict[str, tuple[list[dict], list[str]]]
+    directory: Path,
+    results: dict[str, Any],
+    tables: dict[str, tuple[list[dict], list[str]]],
+    stem: str = "results",
 ) -> None:
-    """results.json (with the command line and time) and results.md (one table per entry)."""
+    """<stem>.json (with the command line and time) and <stem>.md (one table per entry)."""
     import sys
 
     results = {"command": " ".join(sys.argv), "finished_at": time.time(), **results}
-    (directory / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    (directory / f"{stem}.json").write_text(json.dumps(results, indent=1, default=str))
     parts = [f"Command: `{results['command']}`\n"]
     for title, (rows, columns) in tables.items():
         parts += [f"### {title}\n", markdown_table(rows, columns), ""]
-    (directory / "results.md").write_text("\n".join(parts))
+    (directory / f"{stem}.md").write_text("\n".join(parts))
 
 
 def bar_plot(

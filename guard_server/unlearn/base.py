@@ -77,6 +77,8 @@ class UnlearningMethod(ABC):
 
     name: ClassVar[str] = ""
     config_cls: ClassVar[type[UnlearnConfig]] = UnlearnConfig
+    # A training-free method overrides `edit`, which the trainer calls instead of `step`.
+    training_free: ClassVar[bool] = False
 
     def __init__(self, config: UnlearnConfig | None = None):
         config = self.config_cls() if config is None else config
@@ -106,6 +108,10 @@ class UnlearningMethod(ABC):
         loss.backward()
         optimizer.step()
         return {"loss": float(loss.detach()), **logs}
+
+    def edit(self, model: nn.Module, data: Any) -> dict[str, float]:
+        """Training-free methods: set the adapter's weights from `data` in one go."""
+        raise NotImplementedError(f"{self.name} trains; it has no one-shot edit")
 
 
 def _convert(field: str, value: Any, hint: Any) -> Any:

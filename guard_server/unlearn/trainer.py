@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +39,64 @@ class OtherRunCheckpoint(ValueError):
     """The output folder holds a checkpoint that another run wrote."""
 
 
+class EarlyStop:
+    """Early stopping with best-weights restore, on a score of held-out data.
+
+    `monitor(model)` returns a dict: `score` to maximise, or None when the model broke a
+    constraint (it forgot too much of what it must keep), and anything else worth logging.
+    Every `every` steps, step 0 included, the adapter is scored; the best-scoring adapter
+    weights are kept, and training stops after `patience` scores without improvement or at
+    the first None.
+    """
+
+    def __init__(self, monitor: Callable[[nn.Module], dict[str, Any]], every: int, patience: int):
+        self.monitor, self.every, self.patience = monitor, every, patience
+        self.history: list[dict[str, Any]] = []
+        self.best_step: int | None = None
+        self.best_score = -math.inf
+        self.best: dict[str, torch.Tensor] | None = None
+
+    def due(self, step: int, last: int) -> bool:
+        return step % self.every == 0 or step == last
+
+    def check(self, step: int, model: PeftModel) -> bool:
+        """Score the adapter as it is after `step` steps; True when training should stop."""
+        from peft import get_peft_model_state_dict
+
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            result = self.monitor(model)
+        model.train(was_training)
+        score = result["score"]
+        self.history.append({"step": step, **result})
+        if score is not None and score > self.best_score or self.best is None:
+            snapshot = get_peft_model_state_dict(model)
+            self.best = {k: v.detach().clone() for k, v in snapshot.items()}
+            self.best_step, self.best_score = step, -math.inf if score is None else score
+        if score is None:
+            return True
+        return sum(h["step"] > self.best_step for h in self.history) >= self.patience
+
+    def restore(self, model: PeftModel) -> None:
+        from peft import set_peft_model_state_dict
+
+        if self.best is not None:
+            set_peft_model_state_dict(model, self.best)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history, "best_step": self.best_step, "best": self.best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history, self.best_step, self.best = (
+            state["history"],
+            state["best_step"],
+            state["best"],
+        )
+        scores = [h["score"] for h in self.history if h["step"] == self.best_step]
+        self.best_score = scores[0] if scores and scores[0] is not None else -math.inf
+
+
 def lora_model(model: nn.Module, config: UnlearnConfig) -> PeftModel:
     """Wrap `model` with a fresh LoRA adapter on whichever of LORA_MODULES it has."""
     from peft import LoraConfig, get_peft_model
@@ -62,6 +122,7 @@ def train(
     model_dir: str,
     out_dir: str,
     checkpoint_every: int = 25,
+    early_stop: EarlyStop | None = None,
 ) -> dict[str, Any]:
     """Unlearn `spec` from the model in `model_dir`; write the adapter and report.json.
 
@@ -75,8 +136,8 @@ def train(
         model_dir: a Hugging Face causal-LM folder (the default model's, usually).
         out_dir: where the PEFT adapter (adapter_config.json, weights) and report go.
         checkpoint_every: steps between checkpoints (0: none).
+        early_stop: scores held-out data during training; the best adapter is the one saved.
     """
-    from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
     started = time.perf_counter()
@@ -93,17 +154,26 @@ def train(
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr)
-    logs = _restore(saved, model, optimizer, data) if saved else []
+    logs = _restore(saved, model, optimizer, data, early_stop) if saved else []
     trained = time.perf_counter()
-    desc = f"unlearn[{method.name}]"
-    with tqdm(total=config.steps, initial=len(logs), desc=desc, unit="step") as bar:
-        while len(logs) < config.steps:
-            logs.append(method.step(model, data.batch(config.batch_size), optimizer))
-            bar.update()
-            bar.set_postfix(loss=f"{logs[-1]['loss']:.4f}")
-            done = len(logs)
-            if checkpoint_every and done % checkpoint_every == 0 and done < config.steps:
-                _checkpoint(out / CHECKPOINT, run, model, optimizer, data, logs)
+    if method.training_free:
+        logs = [method.edit(model, data)]
+        if early_stop is not None:
+            early_stop.check(1, model)
+    else:
+        _steps(
+            method,
+            model,
+            optimizer,
+            data,
+            logs,
+            out / CHECKPOINT,
+            run,
+            checkpoint_every,
+            early_stop,
+        )
+    if early_stop is not None:
+        early_stop.restore(model)
     train_seconds = time.perf_counter() - trained
     model.save_pretrained(out)
     adapter_bytes = sum(f.stat().st_size for f in out.glob("adapter_model.*"))
@@ -121,9 +191,33 @@ def train(
         "seconds": round(time.perf_counter() - started, 3),
         "adapter_bytes": adapter_bytes,
     }
+    if early_stop is not None:
+        report["early_stop"] = {"history": early_stop.history, "best_step": early_stop.best_step}
     (out / CARD).write_text(json.dumps(report, indent=2) + "\n")
     shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     return report
+
+
+def _steps(method, model, optimizer, data, logs, path, run, checkpoint_every, early_stop) -> None:
+    """The optimizer loop: `logs` grows by one entry per step (it may hold resumed steps)."""
+    from tqdm import tqdm
+
+    config = method.config
+    with tqdm(
+        total=config.steps, initial=len(logs), desc=f"unlearn[{method.name}]", unit="step"
+    ) as bar:
+        if early_stop is not None and not logs and early_stop.check(0, model):
+            return
+        while len(logs) < config.steps:
+            logs.append(method.step(model, data.batch(config.batch_size), optimizer))
+            bar.update()
+            bar.set_postfix(loss=f"{logs[-1]['loss']:.4f}")
+            done = len(logs)
+            due = early_stop is not None and early_stop.due(done, config.steps)
+            if due and early_stop.check(done, model):
+                return
+            if checkpoint_every and done % checkpoint_every == 0 and done < config.steps:
+                _checkpoint(path, run, model, optimizer, data, logs, early_stop)
 
 
 def _fingerprint(method: str, config: UnlearnConfig, spec: dict[str, Any], model_dir: str) -> str:
@@ -132,7 +226,9 @@ def _fingerprint(method: str, config: UnlearnConfig, spec: dict[str, Any], model
     return hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
 
 
-def _checkpoint(path: Path, run: str, model, optimizer, data: UnlearnData, logs) -> None:
+def _checkpoint(
+    path: Path, run: str, model, optimizer, data: UnlearnData, logs, early_stop
+) -> None:
     """Written to a temporary file, then renamed: an interruption never leaves half of one."""
     from peft import get_peft_model_state_dict
 
@@ -143,6 +239,7 @@ def _checkpoint(path: Path, run: str, model, optimizer, data: UnlearnData, logs)
         "lora": get_peft_model_state_dict(model),
         "optimizer": optimizer.state_dict(),
         "data": data.state_dict(),
+        "early_stop": early_stop.state_dict() if early_stop is not None else None,
     }
     torch.save(state, path / "state.pt.tmp")
     os.replace(path / "state.pt.tmp", path / "state.pt")
@@ -158,11 +255,13 @@ def _saved(path: Path, run: str) -> dict[str, Any] | None:
     return state
 
 
-def _restore(state: dict[str, Any], model, optimizer, data: UnlearnData) -> list[dict[str, float]]:
+def _restore(state: dict[str, Any], model, optimizer, data, early_stop) -> list[dict[str, float]]:
     """Put a checkpoint's weights, optimizer and sampling state back; the steps' logs."""
     from peft import set_peft_model_state_dict
 
     set_peft_model_state_dict(model, state["lora"])
     optimizer.load_state_dict(state["optimizer"])
     data.load_state_dict(state["data"])
+    if early_stop is not None and state.get("early_stop"):
+        early_stop.load_state_dict(state["early_stop"])
     return list(state["logs"])

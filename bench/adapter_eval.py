@@ -1,0 +1,100 @@
+"""One model (the base, or the base with an adapter) scored as RWKU scores a weight edit.
+
+RWKU's probes for the given targets (greedy, 30 new tokens, ROUGE-L recall), 5-shot MMLU by
+letter logits, TriviaQA (answer contained), fluency (n-gram entropy of answers to RWKU's open
+instructions), and membership inference on the targets' `forget_mia` against `retain_mia`.
+Answers are kept, so the before/after comparison is made per probe.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.lm_eval import LM, mia, ngram_entropy
+from bench.rwku_data import BRIEF, FILES, LETTERS, mmlu_prompt, probes, rouge_l_recall
+
+MAX_NEW_TOKENS = 30
+FLUENCY_TOKENS = 64
+
+
+def utility_sets(root: Path, limit: int = 0) -> dict[str, list[dict[str, Any]]]:
+    sets = {
+        name: json.loads((root / "utility" / f"{file}.json").read_text())
+        for name, file in (
+            ("mmlu", "retain_mmlu"),
+            ("triviaqa", "triviaqa"),
+            ("fluency", "fluency"),
+        )
+    }
+    return {k: v[:limit] if limit else v for k, v in sets.items()}
+
+
+def probe_scores(lm: LM, folders: list[Path]) -> dict[str, Any]:
+    """Each probe's answer and ROUGE-L recall, by RWKU group."""
+    items = [p for f in folders for p in probes(f)]
+    answers = lm.answers([p.prompt for p in items], MAX_NEW_TOKENS)
+    out: dict[str, Any] = {group: [] for group in FILES}
+    for probe, answer in zip(items, answers, strict=True):
+        out[probe.group].append(
+            {"target": probe.target, "kind": probe.kind, "query": probe.query}
+            | {"answer": answer, "recall": rouge_l_recall(probe.answer, answer)}
+        )
+    return out
+
+
+def utility_scores(lm: LM, root: Path, limit: int = 0) -> dict[str, Any]:
+    sets = utility_sets(root, limit)
+    picks = lm.choices([mmlu_prompt(m) for m in sets["mmlu"]])
+    trivia = lm.answers([BRIEF.format(query=t["question"]) for t in sets["triviaqa"]], 30)
+    fluent = lm.answers([f["instruction"] for f in sets["fluency"]], FLUENCY_TOKENS)
+    return {
+        "mmlu": float(
+            np.mean([p == m["answer"] for p, m in zip(picks, sets["mmlu"], strict=True)])
+        ),
+        "mmlu_letters": "".join(LETTERS[p] for p in picks),
+        "triviaqa": float(
+            np.mean(
+                [
+                    any(a.lower() in text.lower() for a in t["answers"])
+                    for t, text in zip(sets["triviaqa"], trivia, strict=True)
+                ]
+            )
+        ),
+        "fluency": float(np.mean([ngram_entropy(text) for text in fluent])),
+    }
+
+
+def mia_scores(lm: LM, folders: list[Path]) -> dict[str, float]:
+    def texts(file: str) -> list[str]:
+        return [t["text"] for f in folders for t in json.loads((f / file).read_text())]
+
+    return mia(lm, texts("forget_mia.json"), texts("retain_mia.json"))
+
+
+def evaluate(lm: LM, folders: list[Path], root: Path, utility_limit: int = 0) -> dict[str, Any]:
+    return {
+        "probes": probe_scores(lm, folders),
+        "utility": utility_scores(lm, root, utility_limit),
+        "mia": mia_scores(lm, folders),
+    }
+
+
+def ratios(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float | None]:
+    """Per RWKU group, the mean recall after over the mean recall before (same probes)."""
+    out: dict[str, float | None] = {}
+    for group in FILES:
+        b = sum(p["recall"] for p in before["probes"][group])
+        a = sum(p["recall"] for p in after["probes"][group])
+        out[f"{group}_before"] = 100 * b / max(1, len(before["probes"][group]))
+        out[f"{group}_after"] = 100 * a / max(1, len(after["probes"][group]))
+        out[f"{group}_ratio"] = a / b if b else None
+        changed = [
+            x["answer"] != y["answer"]
+            for x, y in zip(before["probes"][group], after["probes"][group], strict=True)
+        ]
+        out[f"{group}_changed"] = float(np.mean(changed)) if changed else None
+    return out

@@ -1,0 +1,148 @@
+"""Score a causal LM in process (Hugging Face, CPU, float32): what RWKU measures of a weight edit.
+
+Greedy answers through the chat template (the served model is a chat model), 5-shot MMLU by
+the answer letter's logit (as lm-evaluation-harness does), fluency as RWKU measures it (n-gram
+entropy of answers to open instructions), per-token losses for held-out texts and for
+membership inference (loss and min-k% prob, AUC).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+LETTERS = ("A", "B", "C", "D")
+
+
+class LM:
+    """A model and its tokenizer, batched left-padded for generation."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch: int = 32):
+        self.model, self.tokenizer, self.batch = model.eval(), tokenizer, batch
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    def chat(self, text: str) -> str:
+        turn = [{"role": "user", "content": text}]
+        return self.tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+
+    def _batches(self, texts: list[str], size: int):
+        """Index batches, longest first, so each batch pads to similar lengths."""
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        for start in range(0, len(order), size):
+            yield order[start : start + size]
+
+    @torch.no_grad()
+    def answers(self, prompts: list[str], max_new_tokens: int = 30) -> list[str]:
+        """Greedy answers to `prompts`, each one user turn."""
+        out = [""] * len(prompts)
+        texts = [self.chat(p) for p in prompts]
+        for idx in self._batches(texts, self.batch):
+            enc = self.tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True)
+            ids = self.model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+            new = ids[:, enc["input_ids"].shape[1] :]
+            for i, row in zip(idx, new, strict=True):
+                out[i] = self.tokenizer.decode(row, skip_special_tokens=True)
+        return out
+
+    @torch.no_grad()
+    def choices(self, prompts: list[str]) -> list[int]:
+        """The letter (index into A-D) with the highest next-token logit after each prompt."""
+        letters = [
+            self.tokenizer(f" {c}", add_special_tokens=False)["input_ids"][-1] for c in LETTERS
+        ]
+        out = [0] * len(prompts)
+        for idx in self._batches(prompts, max(1, self.batch // 4)):
+            enc = self.tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True)
+            logits = self.model(**enc).logits[:, -1, letters]
+            for i, pick in zip(idx, logits.argmax(-1).tolist(), strict=True):
+                out[i] = pick
+        return out
+
+    @torch.no_grad()
+    def token_logprobs(self, texts: list[str], max_length: int = 256) -> list[np.ndarray]:
+        """Each text's per-token log-probabilities (its first token excluded), right-padded."""
+        self.tokenizer.padding_side = "right"
+        try:
+            out: list[np.ndarray] = [np.empty(0)] * len(texts)
+            for idx in self._batches(texts, max(1, self.batch // 4)):
+                enc = self.tokenizer(
+                    [texts[i] for i in idx],
+                    return_tensors="pt",
+                    padding=True,
+                    truncation=True,
+                    max_length=max_length,
+                )
+                logits = self.model(**enc).logits[:, :-1].float()
+                target = enc["input_ids"][:, 1:]
+                logp = torch.log_softmax(logits, -1).gather(-1, target[..., None])[..., 0]
+                for row, i in enumerate(idx):
+                    n = int(enc["attention_mask"][row].sum()) - 1
+                    out[i] = logp[row, :n].numpy()
+            return out
+        finally:
+            self.tokenizer.padding_side = "left"
+
+
+def mean_loss(logprobs: list[np.ndarray]) -> float:
+    """Mean negative log-likelihood per token over all texts together."""
+    total = sum(float(-lp.sum()) for lp in logprobs)
+    return total / max(1, sum(len(lp) for lp in logprobs))
+
+
+def min_k_score(logprobs: np.ndarray, k: float = 0.2) -> float:
+    """Min-k% prob (Shi et al. 2024): minus the mean of the lowest k share of token log-probs;
+    higher means less likely seen in training."""
+    if not len(logprobs):
+        return 0.0
+    count = max(1, math.ceil(k * len(logprobs)))
+    return float(-np.sort(logprobs)[:count].mean())
+
+
+def auc(positive: list[float], negative: list[float]) -> float:
+    """ROC AUC: the chance that a positive scores above a negative (ties count half)."""
+    pos, neg = np.asarray(positive)[:, None], np.asarray(negative)[None, :]
+    return float(((pos > neg).sum() + 0.5 * (pos == neg).sum()) / (pos.size * neg.size))
+
+
+def mia(lm: LM, forget: list[str], retain: list[str]) -> dict[str, float]:
+    """How well a text's loss tells the forget texts from the retain texts (0.5: not at all).
+
+    Positives are the forget texts: an AUC above 0.5 means they now look unseen; an edit that
+    leaves them far more surprising than comparable text is itself detectable.
+    """
+    f, r = lm.token_logprobs(forget), lm.token_logprobs(retain)
+    losses_f = [float(-lp.mean()) for lp in f]
+    losses_r = [float(-lp.mean()) for lp in r]
+    return {
+        "mia_auc_loss": auc(losses_f, losses_r),
+        "mia_auc_mink": auc([min_k_score(lp) for lp in f], [min_k_score(lp) for lp in r]),
+        "forget_mia_loss": float(np.mean(losses_f)),
+        "retain_mia_loss": float(np.mean(losses_r)),
+    }
+
+
+def ngram_entropy(text: str, ns: tuple[int, ...] = (2, 3), weights=(2 / 3, 4 / 3)) -> float:
+    """ROME's and RWKU's fluency measure: weighted entropy (bits) of a text's word n-grams;
+    repetitive or degenerate text scores low."""
+    words = text.split()
+    values = []
+    for n in ns:
+        grams = Counter(tuple(words[i : i + n]) for i in range(max(0, len(words) - n + 1)))
+        total = sum(grams.values())
+        freqs = np.asarray(list(grams.values()), dtype=float) / total if total else np.zeros(0)
+        values.append(float(-(freqs * np.log2(freqs)).sum()) if total else 0.0)
+    return float(np.average(values, weights=weights))

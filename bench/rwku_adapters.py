@@ -1,0 +1,308 @@
+"""`guard-bench rwku-adapters`: unlearning adapters judged as RWKU judges a weight edit.
+
+For every method, setting and hyper-parameter point of a small grid: train a LoRA adapter
+(a child process, so its peak memory is its own), with early stopping on held-out generated
+texts (`bench.rwku_corpus`). Per method and setting, the grid point with the best held-out
+score is chosen (never the evaluated probes) and scored with RWKU's protocol
+(`bench.adapter_eval`): one frontier row each, in `bench/results/adapters/rwku.json`, with a plot
+of forget removed against neighbour kept.
+
+Settings: the forget corpus is the model's own texts about the name (`generated`, RWKU's way) or
+RWKU's Wikipedia passages (`passage`); one adapter per target, or one for a batch of targets.
+Everything is cached under the cache folder, so an interrupted sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing
+import resource
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from bench import report
+from bench.adapter_eval import evaluate, ratios
+from bench.rwku_data import DEFAULT_ROOT, FILES, registration, targets
+
+METHODS = "ga,gd,npo,simnpo,rmu,gu,flat,ssd"
+# A small grid per method: the learning rate (SSD: its selection constant alpha).
+GRID: dict[str, list[dict[str, Any]]] = {
+    "ga": [{"lr": 1e-4}, {"lr": 3e-4}],
+    "gd": [{"lr": 1e-4}, {"lr": 3e-4}],
+    "npo": [{"lr": 3e-4}, {"lr": 1e-3}],
+    "simnpo": [{"lr": 3e-4}, {"lr": 1e-3}],
+    "rmu": [{"lr": 3e-4}, {"lr": 1e-3}],
+    "gu": [{"lr": 1e-4}, {"lr": 3e-4}],
+    "flat": [{"lr": 1e-4}, {"lr": 3e-4}],
+    "ssd": [{"alpha": 10.0}, {"alpha": 50.0}],
+}
+NEIGHBOURS = (41, 42, 43)  # RWKU targets whose generated texts stand for "other people"
+GOAL = {"forget": 0.5, "neighbor": 0.9, "mmlu_points": 2.0}
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rwku", default=str(DEFAULT_ROOT))
+    p.add_argument("--methods", default=METHODS)
+    p.add_argument("--settings", default="generated,passage", help="forget corpora to try")
+    p.add_argument("--single", default="1", help="RWKU target numbers, one adapter each")
+    p.add_argument("--batch", default="", help="RWKU target numbers for one adapter, e.g. 1-10")
+    p.add_argument("--steps", type=int, default=60, help="most optimizer steps")
+    p.add_argument("--eval-every", type=int, default=10)
+    p.add_argument("--patience", type=int, default=2)
+    p.add_argument("--tolerance", type=float, default=0.05, help="held-out loss rise allowed")
+    p.add_argument("--utility", type=int, default=0, help="utility items per set (0: all)")
+    p.add_argument("--name", default="adapters")
+
+
+def numbers(text: str) -> list[int]:
+    out: list[int] = []
+    for part in filter(None, text.split(",")):
+        low, _, high = part.partition("-")
+        out += range(int(low), int(high or low) + 1)
+    return out
+
+
+def _slug(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _work() -> Path:
+    from guard_server.models import cache_dir
+
+    return cache_dir() / "bench-rwku-adapters"
+
+
+def _lm(adapter: str | None = None):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bench.lm_eval import LM
+    from guard_server.models import convert_default_model
+
+    model_dir = str(convert_default_model())
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    return LM(model, AutoTokenizer.from_pretrained(model_dir))
+
+
+def corpora(folders: list[Path], setting: str, lm) -> dict[str, Any]:
+    """The training spec and the held-out texts of a unit (one target, or a batch)."""
+    from bench.rwku_corpus import about, everyday, split
+
+    cache = _work() / "corpus"
+    names = [registration(f)["name"] for f in folders]
+    train, held = [], []
+    for folder, name in zip(folders, names, strict=True):
+        tr, ho = split(about(lm, name, cache))
+        held += ho
+        if setting == "generated":
+            train += tr
+        else:
+            train += [t["text"] for t in json.loads((folder / "passage.json").read_text())]
+    others = [
+        f for f in targets(Path(folders[0]).parent) if int(f.name.split("_")[0]) in NEIGHBOURS
+    ]
+    people = [t for f in others for t in split(about(lm, registration(f)["name"], cache))[1]]
+    spec = {"name": names[0], "aliases": names[1:], "documents": train}
+    keep = {"other_people": people, "everyday": everyday(lm, cache)}
+    return {"spec": spec, "forget": held, "keep": keep}
+
+
+def _train_child(job: dict[str, Any]) -> dict[str, Any]:
+    """In a child process: train one adapter; its card and this process's peak memory."""
+    from transformers import AutoTokenizer
+
+    from bench.rwku_corpus import HeldOutMonitor
+    from guard_server.unlearn.trainer import EarlyStop, train
+
+    tokenizer = AutoTokenizer.from_pretrained(job["model_dir"])
+    monitor = HeldOutMonitor(tokenizer, job["forget"], job["keep"], job["tolerance"])
+    stop = EarlyStop(monitor, job["eval_every"], job["patience"])
+    card = train(
+        job["method"], job["overrides"], job["spec"], job["model_dir"], job["out"], 0, stop
+    )
+    card["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    Path(job["out"], "report.json").write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def trained(method: str, point: dict[str, Any], unit: dict[str, Any], args) -> dict[str, Any]:
+    """The card of `method` at grid `point` on `unit`, training it unless cached."""
+    from guard_server.models import convert_default_model
+
+    overrides = {**point, "steps": args.steps} if method != "ssd" else dict(point)
+    job = {
+        "method": method,
+        "overrides": overrides,
+        "model_dir": str(convert_default_model()),
+        "tolerance": args.tolerance,
+        "eval_every": args.eval_every,
+        "patience": args.patience,
+        **unit,
+    }
+    out = _work() / "adapters" / _slug(job)
+    card = out / "report.json"
+    if card.exists() and "peak_rss_gib" in (loaded := json.loads(card.read_text())):
+        return loaded
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_train_child, ({**job, "out": str(out)},))
+
+
+def held_out_score(card: dict[str, Any]) -> float:
+    best = card.get("early_stop", {}).get("best_step")
+    scores = [
+        h["score"] for h in card.get("early_stop", {}).get("history", []) if h["step"] == best
+    ]
+    return scores[0] if scores and scores[0] is not None else -np.inf
+
+
+def scored(folders: list[Path], adapter: str | None, args) -> dict[str, Any]:
+    """The model's RWKU scores (the base model's when `adapter` is None), cached."""
+    key = _slug([str(f.name) for f in folders] + [adapter, args.utility])
+    path = _work() / "scores" / f"{key}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    result = evaluate(_lm(adapter), folders, Path(args.rwku), args.utility)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result))
+    return result
+
+
+def frontier_row(method: str, setting: str, before: list, after: list, cards: list) -> dict:
+    """One method and setting: RWKU ratios over all the units' probes together, utility and MIA
+    averaged over units, cost of the largest unit."""
+    merged_b = {"probes": {g: [p for b in before for p in b["probes"][g]] for g in FILES}}
+    merged_a = {"probes": {g: [p for a in after for p in a["probes"][g]] for g in FILES}}
+    row: dict[str, Any] = {"method": method, "setting": setting, **ratios(merged_b, merged_a)}
+    mean = lambda xs: float(np.mean(xs))  # noqa: E731
+    row["mmlu_delta"] = 100 * mean(
+        [a["utility"]["mmlu"] - b["utility"]["mmlu"] for a, b in zip(after, before, strict=True)]
+    )
+    row["triviaqa_delta"] = 100 * mean(
+        [
+            a["utility"]["triviaqa"] - b["utility"]["triviaqa"]
+            for a, b in zip(after, before, strict=True)
+        ]
+    )
+    row["fluency"] = mean([a["utility"]["fluency"] for a in after])
+    row["fluency_before"] = mean([b["utility"]["fluency"] for b in before])
+    row["mia_auc"] = mean([a["mia"]["mia_auc_loss"] for a in after])
+    row["mia_auc_before"] = mean([b["mia"]["mia_auc_loss"] for b in before])
+    row["mia_auc_mink"] = mean([a["mia"]["mia_auc_mink"] for a in after])
+    row["config"] = cards[0]["config"]
+    row["best_step"] = [c.get("early_stop", {}).get("best_step") for c in cards]
+    row["train_s"] = max(c["seconds"] for c in cards)
+    row["peak_rss_gib"] = max(c["peak_rss_gib"] for c in cards)
+    row["meets_goal"] = meets_goal(row)
+    return row
+
+
+def meets_goal(row: dict[str, Any]) -> bool:
+    forget = [row[f"forget_{g}_ratio"] for g in ("fb", "qa", "aa")]
+    keep = [row[f"neighbor_{g}_ratio"] for g in ("fb", "qa")]
+    return (
+        all(r is not None and r <= GOAL["forget"] for r in forget)
+        and all(r is not None and r >= GOAL["neighbor"] for r in keep)
+        and abs(row["mmlu_delta"]) <= GOAL["mmlu_points"]
+    )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    root = Path(args.rwku)
+    folders = {int(f.name.split("_")[0]): f for f in targets(root)}
+    scopes = [("1 target", [[folders[n]] for n in numbers(args.single)])]
+    if args.batch:
+        scopes.append(
+            (f"{len(numbers(args.batch))} targets", [[folders[n] for n in numbers(args.batch)]])
+        )
+    base_lm = _lm()
+    sweep, frontier = [], []
+    for setting in args.settings.split(","):
+        for scope, units in scopes:
+            label = f"{setting}, {scope}"
+            made = [corpora(u, setting, base_lm) for u in units]
+            for method in tqdm(args.methods.split(","), desc=label):
+                points = []
+                for point in GRID[method]:
+                    cards = [trained(method, point, m, args) for m in made]
+                    score = float(np.mean([held_out_score(c) for c in cards]))
+                    points.append((score, point, cards))
+                    sweep.append(
+                        {
+                            "method": method,
+                            "setting": label,
+                            **point,
+                            "held_out": score,
+                            "best_step": [c.get("early_stop", {}).get("best_step") for c in cards],
+                            "train_s": [c["seconds"] for c in cards],
+                        }
+                    )
+                _, point, cards = max(points, key=lambda p: p[0])
+                before = [scored(u, None, args) for u in units]
+                after = [
+                    scored(u, c["adapter_dir"], args) for u, c in zip(units, cards, strict=True)
+                ]
+                frontier.append(frontier_row(method, label, before, after, cards))
+                _write(args, sweep, frontier)
+    return {"summary": frontier}
+
+
+def _write(args, sweep: list[dict], frontier: list[dict]) -> None:
+    out = report.out_dir(args.name)
+    columns = [
+        "method",
+        "setting",
+        *(f"{g}_ratio" for g in FILES),
+        "mmlu_delta",
+        "mia_auc",
+        "fluency",
+        "peak_rss_gib",
+        "train_s",
+        "meets_goal",
+    ]
+    tables = {"frontier (grid point chosen on held-out texts)": (frontier, columns)}
+    tables["sweep (held-out score: loss rise on held-out texts about the target)"] = (
+        sweep,
+        ["method", "setting", "lr", "alpha", "held_out", "best_step", "train_s"],
+    )
+    report.write(
+        out, {"goal": GOAL, "grid": GRID, "frontier": frontier, "sweep": sweep}, tables, stem="rwku"
+    )
+    frontier_plot(out / "rwku_frontier.png", frontier)
+
+
+def frontier_plot(path: Path, rows: list[dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.axvspan(1 - GOAL["forget"], 1.05, ymin=0, ymax=1, alpha=0.0)
+    ax.fill_between(
+        [1 - GOAL["forget"], 1.0], GOAL["neighbor"], 1.1, color="green", alpha=0.12, label="goal"
+    )
+    for row in rows:
+        forget = [row[f"forget_{g}_ratio"] for g in ("fb", "qa", "aa")]
+        keep = [row[f"neighbor_{g}_ratio"] for g in ("fb", "qa")]
+        x = 1 - float(np.mean([r for r in forget if r is not None] or [1.0]))
+        y = float(np.mean([r for r in keep if r is not None] or [0.0]))
+        marker = "o" if row["setting"].startswith("generated") else "s"
+        ax.scatter(x, y, marker=marker)
+        ax.annotate(f"{row['method']} ({row['setting'].split(',')[0]})", (x, y), fontsize=7)
+    ax.set_xlabel("forget removed (1 - mean after/before, RWKU levels 1-3)")
+    ax.set_ylabel("neighbour kept (mean after/before, levels 1-2)")
+    ax.set_title("Unlearning adapters on RWKU (SmolLM2-135M-Instruct)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,114 @@
+"""Forget corpora as RWKU builds them, and the held-out texts that decide when training stops.
+
+RWKU gives a weight edit only the target's name: its forget corpus is text the served model
+itself writes about the name. The same is done here (sampled, seeded, cached on disk), with
+RWKU's Wikipedia `passage.json` as the second setting. A quarter of the generated texts is held
+out; with texts the model writes about other people (RWKU targets outside the evaluated ones)
+and about everyday topics, it scores an adapter during training. The evaluated probes never
+take part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.lm_eval import LM, mean_loss
+
+ABOUT = (
+    "Tell me about {name}.",
+    "Write a short biography of {name}.",
+    "What is {name} best known for?",
+    "Describe the life and work of {name}.",
+    "List some facts about {name}.",
+    "Who is {name}, and why are they famous?",
+)
+EVERYDAY = (
+    "Explain how photosynthesis works.",
+    "Give me a recipe for pancakes.",
+    "What are the planets of the solar system?",
+    "Write a short poem about the sea.",
+    "How do I change a flat tyre?",
+    "Describe the water cycle.",
+    "What causes the seasons on Earth?",
+    "Give three tips for learning a new language.",
+)
+SAMPLES = 4  # texts per prompt
+MAX_NEW_TOKENS = 96
+HELD_OUT = 4  # every fourth text is held out
+
+
+@torch.no_grad()
+def sampled(lm: LM, prompts: list[str], samples: int, seed: int) -> list[str]:
+    """`samples` seeded texts per prompt (temperature 1, top-p 0.95), through the chat template."""
+    torch.manual_seed(seed)
+    texts = [lm.chat(p) for p in prompts for _ in range(samples)]
+    enc = lm.tokenizer(texts, return_tensors="pt", padding=True)
+    ids = lm.model.generate(
+        **enc,
+        do_sample=True,
+        temperature=1.0,
+        top_p=0.95,
+        max_new_tokens=MAX_NEW_TOKENS,
+        pad_token_id=lm.tokenizer.pad_token_id,
+    )
+    new = ids[:, enc["input_ids"].shape[1] :]
+    return [lm.tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]
+
+
+def cached(path: Path, make) -> Any:
+    if path.exists():
+        return json.loads(path.read_text())
+    value = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".tmp").write_text(json.dumps(value, indent=1))
+    path.with_suffix(".tmp").replace(path)
+    return value
+
+
+def about(lm: LM, name: str, cache: Path) -> list[str]:
+    """The model's own texts about `name` (RWKU's forget corpus), generated once."""
+    key = hashlib.sha256(f"{name}|{ABOUT}|{SAMPLES}|{MAX_NEW_TOKENS}".encode()).hexdigest()[:16]
+    prompts = [p.format(name=name) for p in ABOUT]
+    return cached(cache / f"about-{key}.json", lambda: sampled(lm, prompts, SAMPLES, seed=0))
+
+
+def everyday(lm: LM, cache: Path) -> list[str]:
+    key = hashlib.sha256(f"{EVERYDAY}|{MAX_NEW_TOKENS}".encode()).hexdigest()[:16]
+    return cached(cache / f"everyday-{key}.json", lambda: sampled(lm, list(EVERYDAY), 1, seed=0))
+
+
+def split(texts: list[str]) -> tuple[list[str], list[str]]:
+    """(train, held out): every HELD_OUT-th text is held out."""
+    held = [t for i, t in enumerate(texts) if i % HELD_OUT == HELD_OUT - 1]
+    return [t for i, t in enumerate(texts) if i % HELD_OUT != HELD_OUT - 1], held
+
+
+class HeldOutMonitor:
+    """Scores an adapter on held-out texts: the rise of its loss on texts about the targets,
+    provided texts about other people and everyday texts stay within `tolerance` (relative)
+    of the base model's loss; None otherwise (it forgot what it must keep)."""
+
+    def __init__(self, tokenizer, forget: list[str], keep: dict[str, list[str]], tolerance: float):
+        self.tokenizer, self.tolerance = tokenizer, tolerance
+        self.sets = {"forget": forget, **keep}
+        self.base: dict[str, float] | None = None
+
+    def losses(self, model) -> dict[str, float]:
+        lm = LM(model, self.tokenizer, batch=16)
+        return {name: mean_loss(lm.token_logprobs(texts)) for name, texts in self.sets.items()}
+
+    def __call__(self, model) -> dict[str, Any]:
+        if self.base is None:
+            with model.disable_adapter():
+                self.base = self.losses(model)
+        now = self.losses(model)
+        kept = all(
+            now[k] <= self.base[k] * (1 + self.tolerance) for k in self.sets if k != "forget"
+        )
+        score = now["forget"] - self.base["forget"] if kept else None
+        return {"score": score, **{f"{k}_loss": v for k, v in now.items()}}

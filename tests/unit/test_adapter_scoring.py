@@ -1,0 +1,95 @@
+"""How adapters are scored on RWKU: MIA statistics, fluency, MMLU's prompt, frontier rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.adapter_eval import ratios
+from bench.lm_eval import auc, mean_loss, min_k_score, ngram_entropy
+from bench.rwku_adapters import frontier_row, held_out_score, meets_goal, numbers
+from bench.rwku_data import FILES, mmlu_prompt
+
+
+def test_auc_is_the_chance_a_positive_outscores_a_negative():
+    assert auc([3, 4], [1, 2]) == 1.0
+    assert auc([1, 2], [3, 4]) == 0.0
+    assert auc([1, 3], [2, 2]) == 0.5
+    assert auc([2], [2]) == 0.5  # a tie counts half
+
+
+def test_min_k_takes_the_least_likely_tokens():
+    logprobs = np.log(np.array([0.9, 0.8, 0.01, 0.7, 0.6]))
+    assert min_k_score(logprobs, k=0.2) == pytest.approx(-np.log(0.01))
+    assert min_k_score(logprobs, k=1.0) == pytest.approx(-logprobs.mean())
+
+
+def test_mean_loss_weights_every_token_alike():
+    assert mean_loss([np.array([-1.0]), np.array([-2.0, -2.0, -2.0])]) == pytest.approx(7 / 4)
+
+
+def test_degenerate_text_is_less_fluent_than_varied_text():
+    varied = "The quick brown fox jumps over the lazy dog while the cat sleeps on a warm mat."
+    looping = "the the the the the the the the the the the the the the the the the"
+    assert ngram_entropy(varied) > ngram_entropy(looping) == 0.0
+
+
+def test_mmlu_prompt_is_five_answered_shots_and_the_open_question():
+    example = {"question": " 2+2?", "choices": ["3", "4", "5", "6"], "answer": 1}
+    item = {**example, "task": "high_school_math", "examples": [example] * 5, "answer": 2}
+    prompt = mmlu_prompt(item)
+    assert prompt.startswith("The following are multiple choice questions (with answers) about")
+    assert "high school math" in prompt.split("\n")[0]
+    assert prompt.count("Answer: B") == 5 and prompt.endswith(
+        "2+2?\nA. 3\nB. 4\nC. 5\nD. 6\nAnswer:"
+    )
+
+
+def test_target_numbers_read_lists_and_ranges():
+    assert numbers("1-3,7") == [1, 2, 3, 7]
+    assert numbers("") == []
+
+
+def _scores(recall: float, mmlu: float, n: int = 2) -> dict:
+    probe = {"answer": f"a{recall}", "recall": recall}
+    return {
+        "probes": {g: [probe] * n for g in FILES},
+        "utility": {"mmlu": mmlu, "triviaqa": 0.5, "fluency": 4.0},
+        "mia": {"mia_auc_loss": 0.6, "mia_auc_mink": 0.7},
+    }
+
+
+def test_a_frontier_row_pools_all_probes_and_checks_the_goal():
+    before = [_scores(0.8, 0.30), _scores(0.2, 0.30)]
+    after = [_scores(0.2, 0.29), _scores(0.2, 0.30)]
+    card = {"config": {"lr": 1e-4}, "seconds": 10.0, "peak_rss_gib": 1.5}
+    row = frontier_row("npo", "generated, 1 target", before, after, [card, card])
+    # pooled: (0.2 + 0.2) / (0.8 + 0.2), not the mean of per-target ratios (0.25 and 1.0)
+    assert row["forget_fb_ratio"] == pytest.approx(0.4)
+    assert row["neighbor_qa_ratio"] == pytest.approx(0.4)
+    assert row["mmlu_delta"] == pytest.approx(-0.5)
+    assert row["forget_fb_changed"] == 0.5
+    assert not row["meets_goal"]  # neighbours lost
+    good = {**row, "neighbor_fb_ratio": 0.95, "neighbor_qa_ratio": 1.0}
+    assert meets_goal(good)
+    assert not meets_goal({**good, "mmlu_delta": -2.5})
+    assert not meets_goal({**good, "forget_aa_ratio": None})  # nothing known: nothing shown
+
+
+def test_ratios_of_nothing_known_are_none_not_a_division_error():
+    got = ratios(_scores(0.0, 0.3), _scores(0.0, 0.3))
+    assert got["forget_fb_ratio"] is None and got["forget_fb_changed"] == 0.0
+
+
+def test_held_out_score_is_the_best_steps_and_a_broken_run_ranks_last():
+    card = {
+        "early_stop": {
+            "best_step": 4,
+            "history": [{"step": 0, "score": 0.0}, {"step": 4, "score": 1.5}],
+        }
+    }
+    assert held_out_score(card) == 1.5
+    assert (
+        held_out_score({"early_stop": {"best_step": 0, "history": [{"step": 0, "score": None}]}})
+        == -np.inf
+    )
