@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from bench.lm_eval import LM, mia, ngram_entropy
-from bench.rwku_data import BRIEF, FILES, LETTERS, mmlu_prompt, probes, rouge_l_recall
+from bench.rwku_data import BRIEF, FILES, LETTERS, mmlu_parts, probes, rouge_l_recall
 
 MAX_NEW_TOKENS = 30
 FLUENCY_TOKENS = 64
+MIA_PER_TARGET = 8  # texts per target and side: each is a 256-token forward pass
 
 
 def utility_sets(root: Path, limit: int = 0) -> dict[str, list[dict[str, Any]]]:
@@ -48,7 +49,7 @@ def probe_scores(lm: LM, folders: list[Path]) -> dict[str, Any]:
 
 def utility_scores(lm: LM, root: Path, limit: int = 0) -> dict[str, Any]:
     sets = utility_sets(root, limit)
-    picks = lm.choices([mmlu_prompt(m) for m in sets["mmlu"]])
+    picks = lm.choices([mmlu_parts(m) for m in sets["mmlu"]])
     trivia = lm.answers([BRIEF.format(query=t["question"]) for t in sets["triviaqa"]], 30)
     fluent = lm.answers([f["instruction"] for f in sets["fluency"]], FLUENCY_TOKENS)
     return {
@@ -70,7 +71,9 @@ def utility_scores(lm: LM, root: Path, limit: int = 0) -> dict[str, Any]:
 
 def mia_scores(lm: LM, folders: list[Path]) -> dict[str, float]:
     def texts(file: str) -> list[str]:
-        return [t["text"] for f in folders for t in json.loads((f / file).read_text())]
+        return [
+            t["text"] for f in folders for t in json.loads((f / file).read_text())[:MIA_PER_TARGET]
+        ]
 
     return mia(lm, texts("forget_mia.json"), texts("retain_mia.json"))
 

@@ -8,6 +8,7 @@ membership inference (loss and min-k% prob, AUC).
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import Counter
 from typing import TYPE_CHECKING
@@ -59,18 +60,40 @@ class LM:
         return out
 
     @torch.no_grad()
-    def choices(self, prompts: list[str]) -> list[int]:
-        """The letter (index into A-D) with the highest next-token logit after each prompt."""
-        letters = [
-            self.tokenizer(f" {c}", add_special_tokens=False)["input_ids"][-1] for c in LETTERS
-        ]
+    def choices(self, prompts: list[tuple[str, str]]) -> list[int]:
+        """The letter (index into A-D) with the highest next-token logit after each prompt.
+
+        Prompts are (shared prefix, rest) pairs: 5-shot MMLU repeats each subject's five
+        examples for every question, so a prefix is run once and its KV cache reused.
+        """
+        letters = [self._id(f" {c}") for c in LETTERS]
+        groups: dict[str, list[int]] = {}
+        for i, (prefix, _) in enumerate(prompts):
+            groups.setdefault(prefix, []).append(i)
         out = [0] * len(prompts)
-        for idx in self._batches(prompts, max(1, self.batch // 4)):
-            enc = self.tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True)
-            logits = self.model(**enc).logits[:, -1, letters]
-            for i, pick in zip(idx, logits.argmax(-1).tolist(), strict=True):
-                out[i] = pick
+        for prefix, idx in groups.items():
+            ids = [self.tokenizer(prefix + prompts[i][1])["input_ids"] for i in idx]
+            # The tokens all of the group's prompts start with, whatever the seam does,
+            # less one so every prompt has a token of its own to run.
+            shared = min(len(x) for x in ids) - 1
+            while shared > 0 and any(x[:shared] != ids[0][:shared] for x in ids):
+                shared -= 1
+            cache = None
+            if shared:
+                head = torch.tensor([ids[0][:shared]])
+                cache = self.model(input_ids=head, use_cache=True, logits_to_keep=1).past_key_values
+            for i, row in zip(idx, ids, strict=True):
+                logits = self.model(
+                    input_ids=torch.tensor([row[shared:]]),
+                    past_key_values=copy.deepcopy(cache),
+                    use_cache=True,
+                    logits_to_keep=1,
+                ).logits
+                out[i] = int(logits[0, -1, letters].argmax())
         return out
+
+    def _id(self, text: str) -> int:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"][-1]
 
     @torch.no_grad()
     def token_logprobs(self, texts: list[str], max_length: int = 256) -> list[np.ndarray]:

@@ -218,7 +218,7 @@ def meets_goal(row: dict[str, Any]) -> bool:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(args.rwku)
     folders = {int(f.name.split("_")[0]): f for f in targets(root)}
-    scopes = [("1 target", [[folders[n]] for n in numbers(args.single)])]
+    scopes = [("1 target", [[folders[n]] for n in numbers(args.single)])] if args.single else []
     if args.batch:
         scopes.append(
             (f"{len(numbers(args.batch))} targets", [[folders[n] for n in numbers(args.batch)]])

@@ -91,10 +91,16 @@ def probes(folder: Path, per_group: int = 0) -> list[Probe]:
 
 def mmlu_prompt(item: dict[str, Any]) -> str:
     """MMLU's 5-shot format: the subject's header, five answered examples, the question."""
+    return "".join(mmlu_parts(item))
+
+
+def mmlu_parts(item: dict[str, Any]) -> tuple[str, str]:
+    """(the header and five answered examples, the question): the first is shared by every
+    question of a subject."""
     subject = item["task"].replace("_", " ")
     shots = [_mmlu_question(e) + f" {LETTERS[e['answer']]}\n\n" for e in item["examples"]]
     header = f"The following are multiple choice questions (with answers) about {subject}.\n\n"
-    return header + "".join(shots) + _mmlu_question(item)
+    return header + "".join(shots), _mmlu_question(item)
 
 
 def _mmlu_question(item: dict[str, Any]) -> str:
