@@ -59,9 +59,13 @@ class LM:
                 out[i] = self.tokenizer.decode(row, skip_special_tokens=True)
         return out
 
-    @torch.no_grad()
     def choices(self, prompts: list[tuple[str, str]]) -> list[int]:
-        """The letter (index into A-D) with the highest next-token logit after each prompt.
+        """The letter (index into A-D) with the highest next-token logit after each prompt."""
+        return [int(logits.argmax()) for logits in self.letter_logits(prompts)]
+
+    @torch.no_grad()
+    def letter_logits(self, prompts: list[tuple[str, str]]) -> list[torch.Tensor]:
+        """The next-token logits of " A" to " D" after each prompt.
 
         Prompts are (shared prefix, rest) pairs: 5-shot MMLU repeats each subject's five
         examples for every question, so a prefix is run once and its KV cache reused.
@@ -70,7 +74,7 @@ class LM:
         groups: dict[str, list[int]] = {}
         for i, (prefix, _) in enumerate(prompts):
             groups.setdefault(prefix, []).append(i)
-        out = [0] * len(prompts)
+        out: list[torch.Tensor] = [torch.empty(0)] * len(prompts)
         for prefix, idx in groups.items():
             ids = [self.tokenizer(prefix + prompts[i][1])["input_ids"] for i in idx]
             # The tokens all of the group's prompts start with, whatever the seam does,
@@ -89,7 +93,7 @@ class LM:
                     use_cache=True,
                     logits_to_keep=1,
                 ).logits
-                out[i] = int(logits[0, -1, letters].argmax())
+                out[i] = logits[0, -1, letters]
         return out
 
     def _id(self, text: str) -> int:
