@@ -173,6 +173,11 @@ def add_args(p: argparse.ArgumentParser) -> None:
         "--detect-only", action="store_true", help="flag rates of the detector alone, no engine"
     )
     p.add_argument(
+        "--adapter",
+        help="a PEFT unlearning adapter (guard-unlearn, guard-bench rwku-adapters): also score "
+        "it alone and together with the guard on the same probes (combined mode)",
+    )
+    p.add_argument(
         "--before",
         help="an earlier results.json whose before-answers (no target registered, greedy, "
         "same model and flags) are reused; probes it lacks are asked",
@@ -195,9 +200,11 @@ def registrations(root: Path, count: int) -> list[dict[str, Any]]:
     return real + made_up_people(count - len(real))
 
 
-def ask(http: httpx.Client, probe: Probe, max_tokens: int) -> tuple[str, str] | None:
+def ask(
+    http: httpx.Client, probe: Probe, max_tokens: int, model: str = MODEL
+) -> tuple[str, str] | None:
     body = {
-        "model": MODEL,
+        "model": model,
         "messages": [{"role": "user", "content": probe.prompt}],
         "temperature": 0,
         "max_tokens": max_tokens,
@@ -209,9 +216,11 @@ def ask(http: httpx.Client, probe: Probe, max_tokens: int) -> tuple[str, str] | 
     return r.json()["choices"][0]["message"]["content"] or "", r.headers["x-guard-action"]
 
 
-def answer_all(base: str, items: list[Probe], max_tokens: int, workers: int, label: str):
+def answer_all(
+    base: str, items: list[Probe], max_tokens: int, workers: int, label: str, model: str = MODEL
+):
     with httpx.Client(base_url=base, timeout=600) as http, ThreadPoolExecutor(workers) as pool:
-        jobs = pool.map(lambda p: ask(http, p, max_tokens), items)
+        jobs = pool.map(lambda p: ask(http, p, max_tokens, model), items)
         return list(tqdm(jobs, total=len(items), desc=label))
 
 
@@ -306,14 +315,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     general = utility(root, args.utility)
     tmp = Path(tempfile.mkdtemp(prefix="guard-rwku-"))
     # No prefix caching: "changed" then compares like with like (see README, bit-identical).
+    lora = ["--enable-lora", "--max-lora-rank", "16"] if args.adapter else []
     server = start_server(
-        args.port, tmp / "guard.db", tmp / "server.log", "--no-enable-prefix-caching"
+        args.port, tmp / "guard.db", tmp / "server.log", "--no-enable-prefix-caching", *lora
     )
     results: dict[str, Any] = {"published": PUBLISHED, "runs": {}, "probes": {}}
     results["before_from"] = args.before
     try:
         base = server.base_url
         before = answer_before(base, suite + general, args)
+        edited = alone = None
+        if args.adapter:
+            edited = load_adapter(base, args.adapter)
+            alone = answer_all(
+                base, suite + general, args.max_tokens, args.concurrency, "adapter", edited
+            )
         registered = 0
         for count in counts:
             for folder in folders[registered:count]:
@@ -347,10 +363,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     lambda p: p.kind,
                 ),
             }
+            if edited:
+                both = answer_all(base, items, args.max_tokens, args.concurrency, "both", edited)
+                results["runs"][count]["adapter"] = summarize(
+                    items, was, [alone[i] for i in idx], lambda p: p.group
+                )
+                results["runs"][count]["adapter + guard"] = summarize(
+                    items, was, both, lambda p: p.group
+                )
     finally:
         server.stop()
     _write(args, results)
     return {"summary": {n: r["groups"] for n, r in results["runs"].items()}}
+
+
+def load_adapter(base: str, path: str) -> str:
+    """Load a PEFT adapter into the server; the model name that selects it."""
+    r = httpx.post(
+        f"{base}/v1/adapters",
+        json={"name": "unlearn", "path": str(Path(path).resolve())},
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        timeout=600,
+    )
+    r.raise_for_status()
+    return r.json()["model"]
 
 
 def _write(args: argparse.Namespace, results: dict[str, Any]) -> None:
@@ -361,6 +397,9 @@ def _write(args: argparse.Namespace, results: dict[str, Any]) -> None:
     for count, run in results["runs"].items():
         tables[f"{count} targets registered: groups"] = (run["groups"], columns)
         tables[f"{count} targets registered: adversarial kinds"] = (run["adversarial"], columns)
+        for mode in ("adapter", "adapter + guard"):
+            if mode in run:
+                tables[f"{count} targets registered: {mode}"] = (run[mode], columns)
     published = [
         dict(zip(["method", *FILES], [m, *v], strict=True)) for m, v in results["published"].items()
     ]
