@@ -95,29 +95,36 @@ def test_held_out_score_is_the_best_steps_and_a_broken_run_ranks_last():
     )
 
 
-def test_mmlu_with_shared_examples_picks_what_whole_prompts_pick():
-    import json
-
+def test_mmlu_with_shared_examples_gives_the_letter_logits_of_whole_prompts():
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from bench.lm_eval import LETTERS, LM
-    from bench.rwku_data import DEFAULT_ROOT, mmlu_parts
+    from bench.rwku_data import mmlu_parts
     from tests.unit.test_unlearn_cli import _real_model
 
-    path = DEFAULT_ROOT / "utility" / "retain_mmlu.json"
-    if not path.exists():
-        pytest.skip(f"no RWKU utility set at {path}")
-    items = json.loads(path.read_text())[:6]  # two subjects, three questions each
+    def item(task: str, question: str, shots: list[str]) -> dict:
+        examples = [{"question": q, "choices": ["1", "2", "3", "4"], "answer": 2} for q in shots]
+        return {"task": task, "question": question, "choices": ["a", "b", "c", "d"]} | {
+            "answer": 0,
+            "examples": examples,
+        }
+
+    algebra = [f"What is {i} + 1?" for i in range(5)]
+    items = [
+        item("algebra", "What is 7 - 5?", algebra),  # two questions share their examples
+        item("algebra", "How many sides has a square?", algebra),
+        item("geography", "Which ocean is largest?", ["Capital of France?"] * 5),
+    ]
     model_dir = _real_model()
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     lm = LM(model, AutoTokenizer.from_pretrained(model_dir))
     letters = [lm.tokenizer(f" {c}", add_special_tokens=False)["input_ids"][-1] for c in LETTERS]
     whole = []
     with torch.no_grad():
-        for item in items:
-            ids = lm.tokenizer("".join(mmlu_parts(item)), return_tensors="pt")["input_ids"]
+        for x in items:
+            ids = lm.tokenizer("".join(mmlu_parts(x)), return_tensors="pt")["input_ids"]
             whole.append(model(input_ids=ids).logits[0, -1, letters])
-    shared = lm.letter_logits([mmlu_parts(item) for item in items])
+    shared = lm.letter_logits([mmlu_parts(x) for x in items])
     for got, want in zip(shared, whole, strict=True):
         assert torch.allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
