@@ -20,6 +20,8 @@ from bench.rwku_data import BRIEF, FILES, LETTERS, mmlu_parts, probes, rouge_l_r
 MAX_NEW_TOKENS = 30
 FLUENCY_TOKENS = 64
 MIA_PER_TARGET = 8  # texts per target and side: each is a 256-token forward pass
+# What a cached score depends on besides the model and targets: change it, and scores are redone.
+EVALUATION = {"tokens": MAX_NEW_TOKENS, "fluency": FLUENCY_TOKENS, "mia": MIA_PER_TARGET}
 
 
 def utility_sets(root: Path, limit: int = 0) -> dict[str, list[dict[str, Any]]]:
@@ -48,6 +50,7 @@ def probe_scores(lm: LM, folders: list[Path]) -> dict[str, Any]:
 
 
 def utility_scores(lm: LM, root: Path, limit: int = 0) -> dict[str, Any]:
+    """5-shot MMLU accuracy (and the letters picked), TriviaQA accuracy, fluency."""
     sets = utility_sets(root, limit)
     picks = lm.choices([mmlu_parts(m) for m in sets["mmlu"]])
     trivia = lm.answers([BRIEF.format(query=t["question"]) for t in sets["triviaqa"]], 30)
@@ -70,6 +73,8 @@ def utility_scores(lm: LM, root: Path, limit: int = 0) -> dict[str, Any]:
 
 
 def mia_scores(lm: LM, folders: list[Path]) -> dict[str, float]:
+    """Membership inference on the targets' `forget_mia` against their `retain_mia` texts."""
+
     def texts(file: str) -> list[str]:
         return [
             t["text"] for f in folders for t in json.loads((f / file).read_text())[:MIA_PER_TARGET]
@@ -79,6 +84,7 @@ def mia_scores(lm: LM, folders: list[Path]) -> dict[str, float]:
 
 
 def evaluate(lm: LM, folders: list[Path], root: Path, utility_limit: int = 0) -> dict[str, Any]:
+    """Everything RWKU measures of one model, for the targets in `folders`."""
     return {
         "probes": probe_scores(lm, folders),
         "utility": utility_scores(lm, root, utility_limit),

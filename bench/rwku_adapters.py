@@ -20,14 +20,18 @@ import json
 import multiprocessing
 import resource
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
 
 from bench import report
-from bench.adapter_eval import evaluate, ratios
+from bench.adapter_eval import EVALUATION, evaluate, ratios
 from bench.rwku_data import DEFAULT_ROOT, FILES, registration, targets
+from guard_server.models import DEFAULT_MODEL_NAME
+
+if TYPE_CHECKING:
+    from bench.lm_eval import LM
 
 METHODS = "ga,gd,npo,simnpo,rmu,gu,flat,ssd"
 # A small grid per method: the learning rate (SSD: its selection constant alpha).
@@ -78,7 +82,8 @@ def _work() -> Path:
     return cache_dir() / "bench-rwku-adapters"
 
 
-def _lm(adapter: str | None = None):
+def _lm(adapter: str | None = None) -> LM:
+    """The default model in float32, with `adapter` (a PEFT folder) on it when given."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -167,7 +172,7 @@ def held_out_score(card: dict[str, Any]) -> float:
 
 def scored(folders: list[Path], adapter: str | None, args) -> dict[str, Any]:
     """The model's RWKU scores (the base model's when `adapter` is None), cached."""
-    key = _slug([str(f.name) for f in folders] + [adapter, args.utility])
+    key = _slug([str(f.name) for f in folders] + [adapter, args.utility, EVALUATION])
     path = _work() / "scores" / f"{key}.json"
     if path.exists():
         return json.loads(path.read_text())
@@ -183,7 +188,6 @@ def frontier_row(method: str, setting: str, before: list, after: list, cards: li
     merged_b = {"probes": {g: [p for b in before for p in b["probes"][g]] for g in FILES}}
     merged_a = {"probes": {g: [p for a in after for p in a["probes"][g]] for g in FILES}}
     row: dict[str, Any] = {"method": method, "setting": setting, **ratios(merged_b, merged_a)}
-    mean = lambda xs: float(np.mean(xs))  # noqa: E731
     row["mmlu_delta"] = 100 * mean(
         [a["utility"]["mmlu"] - b["utility"]["mmlu"] for a, b in zip(after, before, strict=True)]
     )
@@ -204,6 +208,10 @@ def frontier_row(method: str, setting: str, before: list, after: list, cards: li
     row["peak_rss_gib"] = max(c["peak_rss_gib"] for c in cards)
     row["meets_goal"] = meets_goal(row)
     return row
+
+
+def mean(values) -> float:
+    return float(np.mean(list(values)))
 
 
 def meets_goal(row: dict[str, Any]) -> bool:
@@ -287,7 +295,6 @@ def frontier_plot(path: Path, rows: list[dict[str, Any]]) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5))
-    ax.axvspan(1 - GOAL["forget"], 1.05, ymin=0, ymax=1, alpha=0.0)
     ax.fill_between(
         [1 - GOAL["forget"], 1.0], GOAL["neighbor"], 1.1, color="green", alpha=0.12, label="goal"
     )
@@ -301,7 +308,7 @@ def frontier_plot(path: Path, rows: list[dict[str, Any]]) -> None:
         ax.annotate(f"{row['method']} ({row['setting'].split(',')[0]})", (x, y), fontsize=7)
     ax.set_xlabel("forget removed (1 - mean after/before, RWKU levels 1-3)")
     ax.set_ylabel("neighbour kept (mean after/before, levels 1-2)")
-    ax.set_title("Unlearning adapters on RWKU (SmolLM2-135M-Instruct)")
+    ax.set_title(f"Unlearning adapters on RWKU ({DEFAULT_MODEL_NAME})")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")
     fig.tight_layout()

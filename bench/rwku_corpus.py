@@ -3,9 +3,10 @@
 RWKU gives a weight edit only the target's name: its forget corpus is text the served model
 itself writes about the name. The same is done here (sampled, seeded, cached on disk), with
 RWKU's Wikipedia `passage.json` as the second setting. A quarter of the generated texts is held
-out; with texts the model writes about other people (RWKU targets outside the evaluated ones)
-and about everyday topics, it scores an adapter during training. The evaluated probes never
-take part.
+out (the same prompts, sampled again: it measures how far the edit moves the model's own
+distribution on the topic, not generalisation to new facts); with texts the model writes about
+other people (RWKU targets outside the evaluated ones) and about everyday topics, it scores an
+adapter during training. The evaluated probes never take part.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from bench.lm_eval import LM, mean_loss
+from guard_server.models import DEFAULT_MODEL_NAME
 
 ABOUT = (
     "Tell me about {name}.",
@@ -72,13 +74,15 @@ def cached(path: Path, make) -> Any:
 
 def about(lm: LM, name: str, cache: Path) -> list[str]:
     """The model's own texts about `name` (RWKU's forget corpus), generated once."""
-    key = hashlib.sha256(f"{name}|{ABOUT}|{SAMPLES}|{MAX_NEW_TOKENS}".encode()).hexdigest()[:16]
+    key = f"{DEFAULT_MODEL_NAME}|{name}|{ABOUT}|{SAMPLES}|{MAX_NEW_TOKENS}"
+    key = hashlib.sha256(key.encode()).hexdigest()[:16]
     prompts = [p.format(name=name) for p in ABOUT]
     return cached(cache / f"about-{key}.json", lambda: sampled(lm, prompts, SAMPLES, seed=0))
 
 
 def everyday(lm: LM, cache: Path) -> list[str]:
-    key = hashlib.sha256(f"{EVERYDAY}|{MAX_NEW_TOKENS}".encode()).hexdigest()[:16]
+    key = f"{DEFAULT_MODEL_NAME}|{EVERYDAY}|{MAX_NEW_TOKENS}"
+    key = hashlib.sha256(key.encode()).hexdigest()[:16]
     return cached(cache / f"everyday-{key}.json", lambda: sampled(lm, list(EVERYDAY), 1, seed=0))
 
 

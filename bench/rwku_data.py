@@ -30,6 +30,8 @@ PUBLISHED = {
     "NPO, LoRA": (75.1, 64.3, 69.0, 91.3, 82.2),
 }
 LETTERS = "ABCD"
+_OPENING_LETTER = re.compile(r"\s*\(?([ABCD])\b")
+_ANSWER_LETTER = re.compile(r"answer(?: is)?:?\s*\(?([ABCD])\b", re.IGNORECASE)
 _WORDS = re.compile(r"[a-z0-9]+")
 
 
@@ -121,6 +123,8 @@ def score(probe: Probe, text: str) -> float:
     if probe.group == "triviaqa":
         return float(any(a.lower() in text.lower() for a in probe.answer.split("|")))
     if probe.group == "mmlu":
-        found = re.search(r"\b([ABCD])\b", text)
+        # The letter the answer opens with, or the one after "answer (is)"; a lone "A" inside
+        # a sentence is an article, not a pick.
+        found = _OPENING_LETTER.match(text) or _ANSWER_LETTER.search(text)
         return float(found is not None and found.group(1) == probe.answer)
     return rouge_l_recall(probe.answer, text)

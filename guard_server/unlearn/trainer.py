@@ -10,6 +10,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,9 @@ class EarlyStop:
     """
 
     def __init__(self, monitor: Callable[[nn.Module], dict[str, Any]], every: int, patience: int):
+        for name, value in (("every", every), ("patience", patience)):
+            if value < 1:
+                raise ValueError(f"early stopping: {name} must be an integer >= 1, got {value!r}")
         self.monitor, self.every, self.patience = monitor, every, patience
         self.history: list[dict[str, Any]] = []
         self.best_step: int | None = None
@@ -70,13 +74,16 @@ class EarlyStop:
         model.train(was_training)
         score = result["score"]
         self.history.append({"step": step, **result})
-        if score is not None and score > self.best_score or self.best is None:
+        if (score is not None and score > self.best_score) or self.best is None:
             snapshot = get_peft_model_state_dict(model)
             self.best = {k: v.detach().clone() for k, v in snapshot.items()}
             self.best_step, self.best_score = step, -math.inf if score is None else score
         if score is None:
             return True
         return sum(h["step"] > self.best_step for h in self.history) >= self.patience
+
+    def settings(self) -> dict[str, int]:
+        return {"every": self.every, "patience": self.patience}
 
     def restore(self, model: PeftModel) -> None:
         from peft import set_peft_model_state_dict
@@ -144,7 +151,7 @@ def train(
     method = get_method(method_name).from_overrides(config_overrides)
     config = method.config
     out = Path(out_dir)
-    run = _fingerprint(method.name, config, spec, model_dir)
+    run = _fingerprint(method.name, config, spec, model_dir, early_stop)
     saved = _saved(out / CHECKPOINT, run)  # refused before any model is loaded
     set_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -154,24 +161,21 @@ def train(
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr)
-    logs = _restore(saved, model, optimizer, data, early_stop) if saved else []
+    session = _Run(model, optimizer, data, early_stop, out / CHECKPOINT, run, checkpoint_every)
+    if saved:
+        session.restore(saved)
     trained = time.perf_counter()
     if method.training_free:
-        logs = [method.edit(model, data)]
+        # Scored before and after the one edit: an edit that breaks a constraint leaves the
+        # unchanged (zero) adapter as the best one.
+        if early_stop is not None:
+            early_stop.check(0, model)
+        session.logs = [method.edit(model, data)]
         if early_stop is not None:
             early_stop.check(1, model)
     else:
-        _steps(
-            method,
-            model,
-            optimizer,
-            data,
-            logs,
-            out / CHECKPOINT,
-            run,
-            checkpoint_every,
-            early_stop,
-        )
+        session.steps(method)
+    logs = session.logs
     if early_stop is not None:
         early_stop.restore(model)
     train_seconds = time.perf_counter() - trained
@@ -198,51 +202,18 @@ def train(
     return report
 
 
-def _steps(method, model, optimizer, data, logs, path, run, checkpoint_every, early_stop) -> None:
-    """The optimizer loop: `logs` grows by one entry per step (it may hold resumed steps)."""
-    from tqdm import tqdm
-
-    config = method.config
-    with tqdm(
-        total=config.steps, initial=len(logs), desc=f"unlearn[{method.name}]", unit="step"
-    ) as bar:
-        if early_stop is not None and not logs and early_stop.check(0, model):
-            return
-        while len(logs) < config.steps:
-            logs.append(method.step(model, data.batch(config.batch_size), optimizer))
-            bar.update()
-            bar.set_postfix(loss=f"{logs[-1]['loss']:.4f}")
-            done = len(logs)
-            due = early_stop is not None and early_stop.due(done, config.steps)
-            if due and early_stop.check(done, model):
-                return
-            if checkpoint_every and done % checkpoint_every == 0 and done < config.steps:
-                _checkpoint(path, run, model, optimizer, data, logs, early_stop)
-
-
-def _fingerprint(method: str, config: UnlearnConfig, spec: dict[str, Any], model_dir: str) -> str:
+def _fingerprint(
+    method: str,
+    config: UnlearnConfig,
+    spec: dict[str, Any],
+    model_dir: str,
+    early_stop: EarlyStop | None = None,
+) -> str:
     run = {"method": method, "config": dataclasses.asdict(config), "spec": spec}
+    if early_stop is not None:
+        run["early_stop"] = early_stop.settings()
     run["model_dir"] = str(Path(model_dir).resolve())
     return hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
-
-
-def _checkpoint(
-    path: Path, run: str, model, optimizer, data: UnlearnData, logs, early_stop
-) -> None:
-    """Written to a temporary file, then renamed: an interruption never leaves half of one."""
-    from peft import get_peft_model_state_dict
-
-    path.mkdir(parents=True, exist_ok=True)
-    state = {
-        "run": run,
-        "logs": logs,
-        "lora": get_peft_model_state_dict(model),
-        "optimizer": optimizer.state_dict(),
-        "data": data.state_dict(),
-        "early_stop": early_stop.state_dict() if early_stop is not None else None,
-    }
-    torch.save(state, path / "state.pt.tmp")
-    os.replace(path / "state.pt.tmp", path / "state.pt")
 
 
 def _saved(path: Path, run: str) -> dict[str, Any] | None:
@@ -255,13 +226,63 @@ def _saved(path: Path, run: str) -> dict[str, Any] | None:
     return state
 
 
-def _restore(state: dict[str, Any], model, optimizer, data, early_stop) -> list[dict[str, float]]:
-    """Put a checkpoint's weights, optimizer and sampling state back; the steps' logs."""
-    from peft import set_peft_model_state_dict
+@dataclass
+class _Run:
+    """A training run's moving parts, and where and how often it is checkpointed."""
 
-    set_peft_model_state_dict(model, state["lora"])
-    optimizer.load_state_dict(state["optimizer"])
-    data.load_state_dict(state["data"])
-    if early_stop is not None and state.get("early_stop"):
-        early_stop.load_state_dict(state["early_stop"])
-    return list(state["logs"])
+    model: PeftModel
+    optimizer: torch.optim.Optimizer
+    data: UnlearnData
+    early_stop: EarlyStop | None
+    path: Path  # the checkpoint folder
+    fingerprint: str
+    every: int  # steps between checkpoints (0: none)
+    logs: list[dict[str, float]] = field(default_factory=list)
+
+    def steps(self, method) -> None:
+        """The optimizer loop: `logs` grows by one entry per step (it may hold resumed steps)."""
+        from tqdm import tqdm
+
+        config, stop = method.config, self.early_stop
+        desc = f"unlearn[{method.name}]"
+        with tqdm(total=config.steps, initial=len(self.logs), desc=desc, unit="step") as bar:
+            if stop is not None and not self.logs and stop.check(0, self.model):
+                return
+            while len(self.logs) < config.steps:
+                batch = self.data.batch(config.batch_size)
+                self.logs.append(method.step(self.model, batch, self.optimizer))
+                bar.update()
+                bar.set_postfix(loss=f"{self.logs[-1]['loss']:.4f}")
+                done = len(self.logs)
+                due = stop is not None and stop.due(done, config.steps)
+                if due and stop.check(done, self.model):
+                    return
+                if self.every and done % self.every == 0 and done < config.steps:
+                    self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Written to a temporary file, then renamed: an interruption never leaves half of one."""
+        from peft import get_peft_model_state_dict
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        state = {
+            "run": self.fingerprint,
+            "logs": self.logs,
+            "lora": get_peft_model_state_dict(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "data": self.data.state_dict(),
+            "early_stop": self.early_stop.state_dict() if self.early_stop is not None else None,
+        }
+        torch.save(state, self.path / "state.pt.tmp")
+        os.replace(self.path / "state.pt.tmp", self.path / "state.pt")
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Put a checkpoint's weights, optimizer, sampling and early-stopping state back."""
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(self.model, state["lora"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.data.load_state_dict(state["data"])
+        if self.early_stop is not None and state.get("early_stop"):
+            self.early_stop.load_state_dict(state["early_stop"])
+        self.logs = list(state["logs"])

@@ -128,3 +128,25 @@ def test_mmlu_with_shared_examples_gives_the_letter_logits_of_whole_prompts():
     shared = lm.letter_logits([mmlu_parts(x) for x in items])
     for got, want in zip(shared, whole, strict=True):
         assert torch.allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+
+
+def test_token_logprobs_score_each_text_alone_whatever_it_is_batched_with():
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bench.lm_eval import LM
+    from tests.unit.test_unlearn_cli import _real_model
+
+    model_dir = _real_model()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    lm = LM(model, AutoTokenizer.from_pretrained(model_dir), batch=8)
+    texts = ["The sky is blue.", "A much longer sentence about the history of the Roman Empire."]
+    batched = lm.token_logprobs(texts)
+    for text, got in zip(texts, batched, strict=True):
+        ids = lm.tokenizer(text, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1], -1)
+        want = logp.gather(-1, ids[0, 1:, None])[:, 0].numpy()
+        assert got.shape == want.shape == (ids.shape[1] - 1,)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    assert lm.tokenizer.padding_side == "left"  # generation still pads on the left

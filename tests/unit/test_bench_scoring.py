@@ -151,3 +151,21 @@ def test_before_answers_are_reused_by_probe_and_the_rest_asked(tmp_path, monkeyp
         ("Z.", "none"),
     ]
     assert asked == [new]
+
+
+@pytest.mark.parametrize(
+    "text, right",
+    [
+        ("B", True),
+        (" (B) Circumcision", True),
+        ("The answer is B.", True),
+        ("Answer: B", True),
+        ("A sign of the covenant is B", False),  # the article is not a pick
+        ("A. The rainbow", False),
+        ("I am not sure.", False),
+    ],
+)
+def test_an_mmlu_answer_is_the_letter_picked_not_an_article(text, right):
+    from bench.rwku_data import Probe, score
+
+    assert score(Probe("mmlu", "mmlu", "", "q", "B"), text) == float(right)

@@ -78,10 +78,10 @@ def test_the_last_step_is_scored_even_off_the_schedule(model_dir, tmp_path):
     assert _same(saved, monitor.seen[-1])
 
 
-def test_a_training_free_method_is_scored_once_after_its_edit(model_dir, tmp_path):
+def test_a_training_free_method_is_scored_before_and_after_its_edit(model_dir, tmp_path):
     from guard_server.unlearn.trainer import EarlyStop, train
 
-    monitor = Scripted([0.7])
+    monitor = Scripted([0.0, 0.7])
     card = train(
         "ssd",
         {"steps": 1, "batch_size": 1, "max_length": 32},
@@ -91,9 +91,65 @@ def test_a_training_free_method_is_scored_once_after_its_edit(model_dir, tmp_pat
         0,
         EarlyStop(monitor, 10, 2),
     )
-    assert card["early_stop"] == {
-        "history": [{"step": 1, "score": 0.7, "calls": 1}],
-        "best_step": 1,
-    }
-    assert _same(_adapter(tmp_path / "ssd"), monitor.seen[0])
+    history = card["early_stop"]["history"]
+    assert [h["step"] for h in history] == [0, 1] and card["early_stop"]["best_step"] == 1
+    assert _same(_adapter(tmp_path / "ssd"), monitor.seen[1])
+    assert not _same(monitor.seen[0], monitor.seen[1])  # step 0 is the zero adapter
     assert card["logs"][0]["selected_share"] > 0
+
+
+def test_a_training_free_edit_that_breaks_a_constraint_is_not_served(model_dir, tmp_path):
+    from guard_server.unlearn.trainer import EarlyStop, train
+
+    monitor = Scripted([0.0, None])
+    config = {"steps": 1, "batch_size": 1, "max_length": 32}
+    card = train("ssd", config, SPEC, model_dir, str(tmp_path / "ssd"), 0, EarlyStop(monitor, 1, 1))
+    assert card["early_stop"]["best_step"] == 0
+    assert _same(_adapter(tmp_path / "ssd"), monitor.seen[0])  # the unchanged model
+
+
+@pytest.mark.parametrize("every, patience", [(0, 2), (2, 0)])
+def test_early_stopping_settings_are_checked(every, patience):
+    from guard_server.unlearn.trainer import EarlyStop
+
+    name = "every" if every < 1 else "patience"
+    with pytest.raises(ValueError, match=name):
+        EarlyStop(Scripted([]), every, patience)
+
+
+def test_an_interrupted_run_resumes_with_its_early_stopping_state(model_dir, tmp_path, monkeypatch):
+    from guard_server.unlearn import get_method
+    from guard_server.unlearn.trainer import CHECKPOINT, EarlyStop, train
+
+    scores = [0.0, 0.5, 0.4, 0.3, 0.2]
+    config = {**CONFIG, "steps": 8}
+    whole = train(
+        "ga", config, SPEC, model_dir, str(tmp_path / "w"), 2, EarlyStop(Scripted(scores), 2, 9)
+    )
+
+    method, calls = get_method("ga"), []
+    real_step = method.step
+
+    def interrupted(self, *args):
+        calls.append(1)
+        if len(calls) == 5:  # killed during step 5: steps 1-4 and their scores are saved
+            raise KeyboardInterrupt
+        return real_step(self, *args)
+
+    out = tmp_path / "r"
+    monkeypatch.setattr(method, "step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train("ga", config, SPEC, model_dir, str(out), 2, EarlyStop(Scripted(scores), 2, 9))
+    assert (out / CHECKPOINT / "state.pt").exists()
+    monkeypatch.undo()
+    # The resumed run's monitor is asked only about the steps not yet scored.
+    resumed = train(
+        "ga", config, SPEC, model_dir, str(out), 2, EarlyStop(Scripted(scores[3:]), 2, 9)
+    )
+
+    def scored(card):
+        return [(h["step"], h["score"]) for h in card["early_stop"]["history"]]
+
+    assert scored(resumed) == scored(whole) == [(0, 0.0), (2, 0.5), (4, 0.4), (6, 0.3), (8, 0.2)]
+    assert resumed["early_stop"]["best_step"] == whole["early_stop"]["best_step"] == 2
+    assert _same(_adapter(out), _adapter(tmp_path / "w"))
