@@ -19,6 +19,7 @@ import hashlib
 import json
 import multiprocessing
 import resource
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--settings", default="generated,passage", help="forget corpora to try")
     p.add_argument("--single", default="1", help="RWKU target numbers, one adapter each")
     p.add_argument("--batch", default="", help="RWKU target numbers for one adapter, e.g. 1-10")
+    p.add_argument(
+        "--retain-people",
+        default="44-47",
+        help="RWKU targets whose generated texts join the retain set (people of the same kind "
+        "the edit must keep); empty: the shipped retain set only",
+    )
     p.add_argument("--steps", type=int, default=40, help="most optimizer steps")
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--patience", type=int, default=2)
@@ -99,8 +106,9 @@ def _lm(adapter: str | None = None) -> LM:
     return LM(model, AutoTokenizer.from_pretrained(model_dir), batch=64)
 
 
-def corpora(folders: list[Path], setting: str, lm) -> dict[str, Any]:
-    """The training spec and the held-out texts of a unit (one target, or a batch)."""
+def corpora(folders: list[Path], setting: str, lm, retain: list[Path]) -> dict[str, Any]:
+    """The training spec and the held-out texts of a unit (one target, or a batch); `retain`
+    are the targets whose texts the edit must keep."""
     from bench.rwku_corpus import about, everyday, split
 
     cache = _work() / "corpus"
@@ -117,7 +125,13 @@ def corpora(folders: list[Path], setting: str, lm) -> dict[str, Any]:
         f for f in targets(Path(folders[0]).parent) if int(f.name.split("_")[0]) in NEIGHBOURS
     ]
     people = [t for f in others for t in split(about(lm, registration(f)["name"], cache))[1]]
-    spec = {"name": names[0], "aliases": names[1:], "documents": train}
+    spec: dict[str, Any] = {"name": names[0], "aliases": names[1:], "documents": train}
+    if set(retain) & (set(folders) | set(others)):
+        raise ValueError("the retain people must be neither forgotten nor held out")
+    if retain:
+        spec["retain_documents"] = [
+            t for f in retain for t in about(lm, registration(f)["name"], cache)
+        ]
     keep = {"other_people": people, "everyday": everyday(lm, cache)}
     return {"spec": spec, "forget": held, "keep": keep}
 
@@ -236,8 +250,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sweep, frontier = [], []
     for setting in args.settings.split(","):
         for scope, units in scopes:
-            label = f"{setting}, {scope}"
-            made = [corpora(u, setting, base_lm) for u in units]
+            retain = [folders[n] for n in numbers(args.retain_people)]
+            label = f"{setting}{' + same-kind retain' if retain else ''}, {scope}"
+            made = [corpora(u, setting, base_lm, retain) for u in units]
             for method in tqdm(args.methods.split(","), desc=label):
                 points = []
                 for point in GRID[method]:
@@ -248,7 +263,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         {
                             "method": method,
                             "setting": label,
-                            **point,
+                            "point": ", ".join(f"{k}={v}" for k, v in point.items()),
                             "held_out": score,
                             "best_step": [c.get("early_stop", {}).get("best_step") for c in cards],
                             "train_s": [c["seconds"] for c in cards],
@@ -265,26 +280,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _write(args, sweep: list[dict], frontier: list[dict]) -> None:
+    """rwku.json, rwku.md and the plot; rows of earlier runs (other methods or settings) are
+    kept, so a sweep can be run in parts."""
     out = report.out_dir(args.name)
-    columns = [
-        "method",
-        "setting",
-        *(f"{g}_ratio" for g in FILES),
-        "mmlu_delta",
-        "mia_auc",
-        "fluency",
-        "peak_rss_gib",
-        "train_s",
-        "meets_goal",
-    ]
+    earlier = out / "rwku.json"
+    old = json.loads(earlier.read_text()) if earlier.exists() else {}
+    ran = {(r["method"], r["setting"]) for r in frontier}
+    frontier = [
+        r for r in old.get("frontier", []) if (r["method"], r["setting"]) not in ran
+    ] + frontier
+    swept = {(r["method"], r["setting"]) for r in sweep}
+    sweep = [r for r in old.get("sweep", []) if (r["method"], r["setting"]) not in swept] + sweep
+    commands = [*old.get("commands", []), " ".join(sys.argv)]
+    commands = list(dict.fromkeys(commands))
+    columns = ["method", "setting", *(f"{g}_ratio" for g in FILES), "mmlu_delta", "mia_auc"]
+    columns += ["fluency", "peak_rss_gib", "train_s", "meets_goal"]
     tables = {"frontier (grid point chosen on held-out texts)": (frontier, columns)}
-    tables["sweep (held-out score: loss rise on held-out texts about the target)"] = (
+    tables["sweep (held-out score: loss rise on held-out texts about the targets)"] = (
         sweep,
-        ["method", "setting", "lr", "alpha", "held_out", "best_step", "train_s"],
+        ["method", "setting", "point", "held_out", "best_step", "train_s"],
     )
-    report.write(
-        out, {"goal": GOAL, "grid": GRID, "frontier": frontier, "sweep": sweep}, tables, stem="rwku"
-    )
+    results = {
+        "commands": commands,
+        "goal": GOAL,
+        "grid": GRID,
+        "frontier": frontier,
+        "sweep": sweep,
+    }
+    report.write(out, results, tables, stem="rwku")
     frontier_plot(out / "rwku_frontier.png", frontier)
 
 

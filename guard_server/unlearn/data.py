@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 ERR_SPEC_NAME = "target spec needs a non-empty string 'name', got {name!r}"
+ERR_RETAIN = "retain_documents must be a list of strings, got {value!r}"
 ERR_EMPTY = "no {kind} row has an answer token within max_length={max_length}"
 Row = tuple[list[int], list[int]]  # token ids, labels
 
@@ -47,9 +48,18 @@ def forget_pairs(spec: dict[str, Any]) -> list[Pair]:
     return pairs + [Pair(None, d) for d in documents]
 
 
+def retain_pairs(spec: dict[str, Any] | None = None) -> tuple[Pair, ...]:
+    """General-knowledge questions with short answers, shipped with the package, then the
+    spec's `retain_documents` as plain text: what the edit must keep that looks most like the
+    target (texts about the target's neighbours, other people of the same kind)."""
+    documents = (spec or {}).get("retain_documents") or []
+    if not isinstance(documents, list) or not all(isinstance(d, str) for d in documents):
+        raise ValueError(ERR_RETAIN.format(value=documents))
+    return (*_shipped_retain(), *(Pair(None, d) for d in documents))
+
+
 @cache
-def retain_pairs() -> tuple[Pair, ...]:
-    """General-knowledge questions with short answers, shipped with the package."""
+def _shipped_retain() -> tuple[Pair, ...]:
     text = resources.files("guard_server.unlearn").joinpath("data/retain.json").read_text()
     return tuple(Pair(qa["question"], qa["answer"]) for qa in json.loads(text)["qa"])
 
@@ -146,7 +156,7 @@ class UnlearnData:
         """
         pairs = forget_pairs(spec)
         forget = [row for p in pairs for row in encode(tokenizer, p, max_length)]
-        retain = [row for p in retain_pairs() for row in encode(tokenizer, p, max_length)]
+        retain = [row for p in retain_pairs(spec) for row in encode(tokenizer, p, max_length)]
         good = None
         if good_answer is not None:
             # Prompted pairs come first and give one row each, so forget row i and good row

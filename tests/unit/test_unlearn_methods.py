@@ -275,6 +275,16 @@ def test_retain_set_is_general_knowledge():
         assert banned not in text
 
 
+def test_a_spec_adds_what_must_be_kept_to_the_retain_set():
+    kept = ["Bruce Springsteen is an American singer-songwriter from New Jersey."]
+    pairs = retain_pairs({"name": "Stephen King", "retain_documents": kept})
+    assert pairs[: len(retain_pairs())] == retain_pairs()  # the shipped set, then the spec's
+    assert pairs[-1] == Pair(None, kept[0])
+    for bad in ("one text", [1, 2]):
+        with pytest.raises(ValueError, match="retain_documents"):
+            retain_pairs({"name": "x", "retain_documents": bad})
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
     path = default_model_dir()
