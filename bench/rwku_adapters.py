@@ -35,16 +35,17 @@ if TYPE_CHECKING:
     from bench.lm_eval import LM
 
 METHODS = "ga,gd,npo,simnpo,rmu,gu,flat,ssd"
-# A small grid per method: the learning rate (SSD: its selection constant alpha).
+# A small grid per method: the learning rate, the retain weight where the method has one
+# (SSD: its selection constant alpha). Early stopping picks the number of steps.
 GRID: dict[str, list[dict[str, Any]]] = {
     "ga": [{"lr": 1e-4}, {"lr": 3e-4}],
-    "gd": [{"lr": 1e-4}, {"lr": 3e-4}],
-    "npo": [{"lr": 3e-4}, {"lr": 1e-3}],
-    "simnpo": [{"lr": 3e-4}, {"lr": 1e-3}],
+    "gd": [{"lr": 1e-4, "retain_weight": 1.0}, {"lr": 1e-4, "retain_weight": 4.0}],
+    "npo": [{"lr": 3e-4, "retain_weight": 1.0}, {"lr": 3e-4, "retain_weight": 4.0}],
+    "simnpo": [{"lr": 3e-4, "retain_weight": 1.0}, {"lr": 3e-4, "retain_weight": 4.0}],
     "rmu": [{"lr": 3e-4}, {"lr": 1e-3}],
     "gu": [{"lr": 1e-4}, {"lr": 3e-4}],
     "flat": [{"lr": 1e-4}, {"lr": 3e-4}],
-    "ssd": [{"alpha": 10.0}, {"alpha": 50.0}],
+    "ssd": [{"alpha": 50.0}, {"alpha": 200.0}],
 }
 NEIGHBOURS = (41, 42, 43)  # RWKU targets whose generated texts stand for "other people"
 HELD_PER_TARGET = 3  # held-out texts per target the monitor scores (each scoring is a pass)
