@@ -109,30 +109,38 @@ def _lm(adapter: str | None = None) -> LM:
 
 def corpora(folders: list[Path], setting: str, lm, retain: list[Path]) -> dict[str, Any]:
     """The training spec and the held-out texts of a unit (one target, or a batch); `retain`
-    are the targets whose texts the edit must keep."""
+    are the targets whose texts the edit must keep.
+
+    Every person's texts come from the setting: the model's own (`generated`) or RWKU's
+    Wikipedia passages (`passage`). A quarter of each forgotten person's texts is held out.
+    """
     from bench.rwku_corpus import about, everyday, split
 
     cache = _work() / "corpus"
-    names = [registration(f)["name"] for f in folders]
-    train, held = [], []
-    for folder, name in zip(folders, names, strict=True):
-        tr, ho = split(about(lm, name, cache))
-        held += ho[:HELD_PER_TARGET]
+
+    def texts(folder: Path) -> list[str]:
         if setting == "generated":
-            train += tr
-        else:
-            train += [t["text"] for t in json.loads((folder / "passage.json").read_text())]
+            return about(lm, registration(folder)["name"], cache)
+        return [t["text"] for t in json.loads((folder / "passage.json").read_text())]
+
     others = [
         f for f in targets(Path(folders[0]).parent) if int(f.name.split("_")[0]) in NEIGHBOURS
     ]
-    people = [t for f in others for t in split(about(lm, registration(f)["name"], cache))[1]]
+    if set(others) & set(folders) or set(retain) & (set(folders) | set(others)):
+        raise ValueError(
+            f"targets {NEIGHBOURS} stand for other people in the held-out texts and the retain "
+            "people are kept: neither may be forgotten, nor both"
+        )
+    train, held = [], []
+    for folder in folders:
+        tr, ho = split(texts(folder))
+        train += tr
+        held += ho[:HELD_PER_TARGET]
+    names = [registration(f)["name"] for f in folders]
     spec: dict[str, Any] = {"name": names[0], "aliases": names[1:], "documents": train}
-    if set(retain) & (set(folders) | set(others)):
-        raise ValueError("the retain people must be neither forgotten nor held out")
     if retain:
-        spec["retain_documents"] = [
-            t for f in retain for t in about(lm, registration(f)["name"], cache)
-        ]
+        spec["retain_documents"] = [t for f in retain for t in texts(f)]
+    people = [t for f in others for t in split(texts(f))[1]]
     keep = {"other_people": people, "everyday": everyday(lm, cache)}
     return {"spec": spec, "forget": held, "keep": keep}
 
