@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every benchmark the README reports, one after the other (one engine at a time).
 # Usage: bash bench/run_all.sh [step ...]   steps: forget baseline throughput register detect adapters attack
+# (and rwku-adapters, hours long, only when named)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
@@ -40,6 +41,8 @@ for step in "${steps[@]}"; do
     detect) $BIN/guard-bench detect ;;
     adapters) $BIN/guard-bench adapters ;;
     attack) $BIN/guard-bench attack ;;
+    rwku-adapters)  # hours: not in the default list; resumes from its cache when run again
+      $BIN/guard-bench rwku-adapters --settings generated --single "" --batch 1-10 ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done
