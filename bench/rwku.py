@@ -41,123 +41,6 @@ from bench.serverproc import ADMIN_KEY, start_server
 from classifiers.names import name_forms
 
 MODEL = "SmolLM2-135M-Instruct"
-REPO = Path(__file__).resolve().parents[1]
-# Beyond RWKU's 50 people, registrations are made-up people of the same shape (a name and a
-# line), to measure what 1,000 registered targets cost everyday questions.
-FIRST = [
-    "Adaeze",
-    "Bjorn",
-    "Carmela",
-    "Dmitri",
-    "Eleni",
-    "Farid",
-    "Gudrun",
-    "Hiroshi",
-    "Ines",
-    "Jovan",
-    "Kalani",
-    "Ludmila",
-    "Mateus",
-    "Nnamdi",
-    "Oksana",
-    "Priya",
-    "Quentin",
-    "Rasmus",
-    "Saoirse",
-    "Tariq",
-    "Ulrike",
-    "Vikram",
-    "Wanjiru",
-    "Xiomara",
-    "Yusuf",
-    "Zofia",
-    "Anouk",
-    "Bertil",
-    "Cosima",
-    "Dagny",
-    "Emeka",
-    "Fiorella",
-    "Goran",
-    "Hamid",
-    "Isolde",
-    "Jurgen",
-    "Kofi",
-    "Leocadia",
-    "Marisol",
-    "Niamh",
-    "Osvaldo",
-    "Pilar",
-    "Radek",
-    "Sigrun",
-    "Thiago",
-    "Umberto",
-    "Valeska",
-    "Wojtek",
-    "Yaroslav",
-    "Zaida",
-]
-LAST = [
-    "Abernathy",
-    "Bachelet",
-    "Castellanos",
-    "Dragomir",
-    "Eriksen",
-    "Fonseca",
-    "Gallagher",
-    "Halvorsen",
-    "Iwasaki",
-    "Jablonski",
-    "Kowalczyk",
-    "Lindqvist",
-    "Mbeki",
-    "Nakashima",
-    "Okonkwo",
-    "Pellegrini",
-    "Quarshie",
-    "Rautio",
-    "Szymanski",
-    "Thorvaldsen",
-    "Uchenna",
-    "Valdivia",
-    "Wexler",
-    "Xenakis",
-    "Yamamura",
-    "Zielinski",
-    "Achterberg",
-    "Bellweather",
-    "Cvetkovic",
-    "Delacroix",
-    "Espinoza",
-    "Fairweather",
-    "Grunewald",
-    "Hakkinen",
-    "Ivanova",
-    "Jorgensen",
-    "Kuznetsova",
-    "Lombardi",
-    "Marchetti",
-    "Nordstrom",
-    "Oyelaran",
-    "Papadakis",
-    "Quintero",
-    "Rosenquist",
-    "Sandoval",
-    "Tanaka",
-    "Underhill",
-    "Vasquez",
-    "Whitcombe",
-    "Yilmaz",
-]
-KINDS = (
-    "Chilean architect known for her concrete museums",
-    "Norwegian jazz pianist and composer",
-    "Nigerian novelist and essayist",
-    "Japanese marathon runner and coach",
-    "Polish mathematician working on number theory",
-    "Brazilian chef and television presenter",
-    "Greek shipping magnate and philanthropist",
-    "Kenyan wildlife photographer",
-)
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -185,11 +68,14 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def made_up_people(count: int) -> list[dict[str, Any]]:
-    """`count` registrations of made-up people, each a name and a line, as RWKU's are."""
-    names = [f"{first} {last}" for last in LAST for first in FIRST]
+    """`count` registrations of made-up people, each a name and a line, as RWKU's are: beyond
+    RWKU's 50 people, they measure what 1,000 registered targets cost everyday questions."""
+    people = json.loads((Path(__file__).parent / "suites" / "made_up_people.json").read_text())
+    names = [f"{first} {last}" for last in people["last"] for first in people["first"]]
+    kinds = people["kinds"]
     order = random.Random(0).sample(range(len(names)), count)
     return [
-        {"name": names[i], "documents": [f"{names[i]} is a {KINDS[i % len(KINDS)]}."]}
+        {"name": names[i], "documents": [f"{names[i]} is a {kinds[i % len(kinds)]}."]}
         for i in order
     ]
 
