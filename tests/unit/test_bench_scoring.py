@@ -169,3 +169,14 @@ def test_an_mmlu_answer_is_the_letter_picked_not_an_article(text, right):
     from bench.rwku_data import Probe, score
 
     assert score(Probe("mmlu", "mmlu", "", "q", "B"), text) == float(right)
+
+
+def test_made_up_people_are_distinct_names_each_with_a_line():
+    from bench.rwku import made_up_people
+
+    people = made_up_people(1000)
+    names = [p["name"] for p in people]
+    assert len(set(names)) == 1000
+    assert all(p["documents"] == [p["documents"][0]] for p in people)
+    assert all(p["documents"][0].startswith(f"{p['name']} is a ") for p in people)
+    assert made_up_people(50) == made_up_people(50)  # the same people every run
