@@ -15,25 +15,22 @@ from typing import Any
 import numpy as np
 
 from bench.lm_eval import LM, mia, ngram_entropy
-from bench.rwku_data import BRIEF, FILES, LETTERS, mmlu_parts, probes, rouge_l_recall
+from bench.rwku_data import (
+    FILES,
+    LETTERS,
+    mmlu_parts,
+    probes,
+    rouge_l_recall,
+    score,
+    trivia_probes,
+    utility_items,
+)
 
 MAX_NEW_TOKENS = 30
 FLUENCY_TOKENS = 64
 MIA_PER_TARGET = 8  # texts per target and side: each is a 256-token forward pass
 # What a cached score depends on besides the model and targets: change it, and scores are redone.
 EVALUATION = {"tokens": MAX_NEW_TOKENS, "fluency": FLUENCY_TOKENS, "mia": MIA_PER_TARGET}
-
-
-def utility_sets(root: Path, limit: int = 0) -> dict[str, list[dict[str, Any]]]:
-    sets = {
-        name: json.loads((root / "utility" / f"{file}.json").read_text())
-        for name, file in (
-            ("mmlu", "retain_mmlu"),
-            ("triviaqa", "triviaqa"),
-            ("fluency", "fluency"),
-        )
-    }
-    return {k: v[:limit] if limit else v for k, v in sets.items()}
 
 
 def probe_scores(lm: LM, folders: list[Path]) -> dict[str, Any]:
@@ -51,23 +48,17 @@ def probe_scores(lm: LM, folders: list[Path]) -> dict[str, Any]:
 
 def utility_scores(lm: LM, root: Path, limit: int = 0) -> dict[str, Any]:
     """5-shot MMLU accuracy (and the letters picked), TriviaQA accuracy, fluency."""
-    sets = utility_sets(root, limit)
-    picks = lm.choices([mmlu_parts(m) for m in sets["mmlu"]])
-    trivia = lm.answers([BRIEF.format(query=t["question"]) for t in sets["triviaqa"]], 30)
-    fluent = lm.answers([f["instruction"] for f in sets["fluency"]], FLUENCY_TOKENS)
+    mmlu = utility_items(root, "retain_mmlu", limit)
+    picks = lm.choices([mmlu_parts(m) for m in mmlu])
+    trivia = trivia_probes(root, limit)
+    said = lm.answers([p.prompt for p in trivia], MAX_NEW_TOKENS)
+    fluent = lm.answers(
+        [f["instruction"] for f in utility_items(root, "fluency", limit)], FLUENCY_TOKENS
+    )
     return {
-        "mmlu": float(
-            np.mean([p == m["answer"] for p, m in zip(picks, sets["mmlu"], strict=True)])
-        ),
+        "mmlu": float(np.mean([p == m["answer"] for p, m in zip(picks, mmlu, strict=True)])),
         "mmlu_letters": "".join(LETTERS[p] for p in picks),
-        "triviaqa": float(
-            np.mean(
-                [
-                    any(a.lower() in text.lower() for a in t["answers"])
-                    for t, text in zip(sets["triviaqa"], trivia, strict=True)
-                ]
-            )
-        ),
+        "triviaqa": float(np.mean([score(p, a) for p, a in zip(trivia, said, strict=True)])),
         "fluency": float(np.mean([ngram_entropy(text) for text in fluent])),
     }
 

@@ -28,7 +28,9 @@ from tqdm import tqdm
 
 from bench import report
 from bench.adapter_eval import EVALUATION, evaluate, ratios
+from bench.rwku_corpus import cached
 from bench.rwku_data import DEFAULT_ROOT, FILES, registration, targets
+from guard_server.adapters import CARD
 from guard_server.models import DEFAULT_MODEL_NAME
 
 if TYPE_CHECKING:
@@ -159,7 +161,7 @@ def _train_child(job: dict[str, Any]) -> dict[str, Any]:
         job["method"], job["overrides"], job["spec"], job["model_dir"], job["out"], 0, stop
     )
     card["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    Path(job["out"], "report.json").write_text(json.dumps(card, indent=2) + "\n")
+    Path(job["out"], CARD).write_text(json.dumps(card, indent=2) + "\n")
     return card
 
 
@@ -178,7 +180,7 @@ def trained(method: str, point: dict[str, Any], unit: dict[str, Any], args) -> d
         **unit,
     }
     out = _work() / "adapters" / _slug(job)
-    card = out / "report.json"
+    card = out / CARD
     if card.exists() and "peak_rss_gib" in (loaded := json.loads(card.read_text())):
         return loaded
     with multiprocessing.get_context("spawn").Pool(1) as pool:
@@ -196,13 +198,10 @@ def held_out_score(card: dict[str, Any]) -> float:
 def scored(folders: list[Path], adapter: str | None, args) -> dict[str, Any]:
     """The model's RWKU scores (the base model's when `adapter` is None), cached."""
     key = _slug([str(f.name) for f in folders] + [adapter, args.utility, EVALUATION])
-    path = _work() / "scores" / f"{key}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    result = evaluate(_lm(adapter), folders, Path(args.rwku), args.utility)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result))
-    return result
+    return cached(
+        _work() / "scores" / f"{key}.json",
+        lambda: evaluate(_lm(adapter), folders, Path(args.rwku), args.utility),
+    )
 
 
 def frontier_row(method: str, setting: str, before: list, after: list, cards: list) -> dict:
@@ -255,11 +254,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         scopes.append(
             (f"{len(numbers(args.batch))} targets", [[folders[n] for n in numbers(args.batch)]])
         )
+    retain = [folders[n] for n in numbers(args.retain_people)]
     base_lm = _lm()
     sweep, frontier = [], []
     for setting in args.settings.split(","):
         for scope, units in scopes:
-            retain = [folders[n] for n in numbers(args.retain_people)]
             label = f"{setting}{' + same-kind retain' if retain else ''}, {scope}"
             made = [corpora(u, setting, base_lm, retain) for u in units]
             for method in tqdm(args.methods.split(","), desc=label):

@@ -63,6 +63,8 @@ def sampled(lm: LM, prompts: list[str], samples: int, seed: int) -> list[str]:
 
 
 def cached(path: Path, make) -> Any:
+    """The JSON at `path`, or `make()` written there first (atomically: an interrupted run
+    never leaves half a file to be read as a result)."""
     if path.exists():
         return json.loads(path.read_text())
     value = make()
@@ -72,17 +74,19 @@ def cached(path: Path, make) -> Any:
     return value
 
 
+def _digest(*parts: object) -> str:
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:16]
+
+
 def about(lm: LM, name: str, cache: Path) -> list[str]:
     """The model's own texts about `name` (RWKU's forget corpus), generated once."""
-    key = f"{DEFAULT_MODEL_NAME}|{name}|{ABOUT}|{SAMPLES}|{MAX_NEW_TOKENS}"
-    key = hashlib.sha256(key.encode()).hexdigest()[:16]
+    key = _digest(DEFAULT_MODEL_NAME, name, ABOUT, SAMPLES, MAX_NEW_TOKENS)
     prompts = [p.format(name=name) for p in ABOUT]
     return cached(cache / f"about-{key}.json", lambda: sampled(lm, prompts, SAMPLES, seed=0))
 
 
 def everyday(lm: LM, cache: Path) -> list[str]:
-    key = f"{DEFAULT_MODEL_NAME}|{EVERYDAY}|{MAX_NEW_TOKENS}"
-    key = hashlib.sha256(key.encode()).hexdigest()[:16]
+    key = _digest(DEFAULT_MODEL_NAME, EVERYDAY, MAX_NEW_TOKENS)
     return cached(cache / f"everyday-{key}.json", lambda: sampled(lm, list(EVERYDAY), 1, seed=0))
 
 

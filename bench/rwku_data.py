@@ -110,11 +110,22 @@ def _mmlu_question(item: dict[str, Any]) -> str:
     return f"{item['question'].strip()}\n{choices}Answer:"
 
 
+def utility_items(root: Path, name: str, limit: int = 0) -> list[dict[str, Any]]:
+    """The first `limit` items (0: all) of `utility/<name>.json`."""
+    items = json.loads((root / "utility" / f"{name}.json").read_text())
+    return items[:limit] if limit else items
+
+
+def trivia_probes(root: Path, limit: int = 0) -> list[Probe]:
+    return [
+        Probe("triviaqa", "triviaqa", "", t["question"], "|".join(t["answers"]))
+        for t in utility_items(root, "triviaqa", limit)
+    ]
+
+
 def utility(root: Path, limit: int) -> list[Probe]:
-    trivia = json.loads((root / "utility" / "triviaqa.json").read_text())
-    mmlu = json.loads((root / "utility" / "retain_mmlu.json").read_text())
-    trivia, mmlu = (trivia[:limit], mmlu[:limit]) if limit else (trivia, mmlu)
-    out = [Probe("triviaqa", "triviaqa", "", t["question"], "|".join(t["answers"])) for t in trivia]
+    mmlu = utility_items(root, "retain_mmlu", limit)
+    out = trivia_probes(root, limit)
     out += [Probe("mmlu", "mmlu", "", mmlu_prompt(m), LETTERS[m["answer"]]) for m in mmlu]
     return out
 
