@@ -19,7 +19,7 @@ from openai import OpenAI
 from tqdm import tqdm
 
 from bench import report
-from bench.serverproc import ADMIN_KEY, start_server
+from bench.serverproc import ADMIN_KEY, load_adapter, start_server
 from bench.suite import (
     forget_probes,
     is_refusal,
@@ -117,9 +117,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         api.delete(f"/v1/forget-targets/{created['id']}")
         for method, rep in reports.items():
-            model = api.post(
-                "/v1/adapters", json={"name": method, "path": str(rep["path"])}
-            ).json()["model"]
+            model = load_adapter(server.base_url, method, rep["path"])
             row = {
                 "method": method,
                 **_score(

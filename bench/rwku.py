@@ -37,7 +37,7 @@ from bench.rwku_data import (
     targets,
     utility,
 )
-from bench.serverproc import ADMIN_KEY, start_server
+from bench.serverproc import ADMIN_KEY, load_adapter, start_server
 from classifiers.names import name_forms
 
 MODEL = "SmolLM2-135M-Instruct"
@@ -212,7 +212,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         before = answer_before(base, suite + general, args)
         edited = alone = None
         if args.adapter:
-            edited = load_adapter(base, args.adapter)
+            edited = load_adapter(base, "unlearn", args.adapter)
             alone = answer_all(
                 base, suite + general, args.max_tokens, args.concurrency, "adapter", edited
             )
@@ -261,18 +261,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         server.stop()
     _write(args, results)
     return {"summary": {n: r["groups"] for n, r in results["runs"].items()}}
-
-
-def load_adapter(base: str, path: str) -> str:
-    """Load a PEFT adapter into the server; the model name that selects it."""
-    r = httpx.post(
-        f"{base}/v1/adapters",
-        json={"name": "unlearn", "path": str(Path(path).resolve())},
-        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-        timeout=600,
-    )
-    r.raise_for_status()
-    return r.json()["model"]
 
 
 def _write(args: argparse.Namespace, results: dict[str, Any]) -> None:

@@ -16,6 +16,18 @@ ADMIN_KEY = "test-admin-key"
 START_TIMEOUT_S = 240
 
 
+def load_adapter(base_url: str, name: str, path: str | Path) -> str:
+    """Load a PEFT adapter into a running server (admin API); the model name that selects it."""
+    r = httpx.post(
+        f"{base_url}/v1/adapters",
+        json={"name": name, "path": str(Path(path).resolve())},
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        timeout=600,
+    )
+    r.raise_for_status()
+    return r.json()["model"]
+
+
 @dataclass
 class ServerProcess:
     proc: subprocess.Popen
