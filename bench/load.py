@@ -52,12 +52,18 @@ def rwku_targets(root: Path, n: int) -> list[dict[str, Any]]:
     return out
 
 
-async def _load(base: str, prompts: list[str], n: int, clients: int, max_tokens: int):
+async def _load(
+    base: str, prompts: list[str], n: int, clients: int, max_tokens: int, scrape: bool = False
+):
+    """`n` chats from `clients` clients that all start at once. With `scrape`, the server's
+    /metrics text is read when the first wave (as many requests as clients) has been
+    answered: what follows it is the steady state."""
     queue: asyncio.Queue[str] = asyncio.Queue()
     for i in range(n):
         queue.put_nowait(prompts[i % len(prompts)])
     latencies: list[float] = []
     flagged = 0
+    wave: list[str] = []
 
     async def worker(http: httpx.AsyncClient) -> None:
         nonlocal flagged
@@ -72,6 +78,8 @@ async def _load(base: str, prompts: list[str], n: int, clients: int, max_tokens:
             start = time.perf_counter()
             r = await http.post("/v1/chat/completions", json=body)
             latencies.append(time.perf_counter() - start)
+            if scrape and len(latencies) == clients:
+                wave.append((await http.get("/metrics")).text)
             r.raise_for_status()
             flagged += r.headers.get("x-guard-action", "none") != "none"
 
@@ -88,12 +96,29 @@ async def _load(base: str, prompts: list[str], n: int, clients: int, max_tokens:
         "latency_p50_ms": float(np.percentile(ms, 50)),
         "latency_p99_ms": float(np.percentile(ms, 99)),
         "flagged": flagged,
-    }
+    }, (wave[0] if wave else None)
 
 
 def _buckets(metrics_text: str) -> list[tuple[float, float]]:
     pattern = r'^guard_detection_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)$'
     return [(float(le), float(n)) for le, n in re.findall(pattern, metrics_text, re.M)]
+
+
+def _total(metrics_text: str, name: str) -> float:
+    found = re.search(rf"^{name} ([0-9.e+]+)$", metrics_text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def batch_means(before: str, after: str) -> dict[str, float]:
+    """Detection batches between two scrapes: how many, their mean size and screening time."""
+    names = {key: f"guard_screen_batch_{key}" for key in ("size_count", "size_sum", "seconds_sum")}
+    delta = {key: _total(after, name) - _total(before, name) for key, name in names.items()}
+    batches = delta["size_count"]
+    return {
+        "screen_batches": batches,
+        "screen_batch_mean_size": delta["size_sum"] / batches if batches else 0.0,
+        "screen_batch_mean_ms": 1000 * delta["seconds_sum"] / batches if batches else 0.0,
+    }
 
 
 def detection_quantiles(before: str, after: str, qs=(0.5, 0.99)) -> dict[str, float]:
@@ -113,6 +138,21 @@ def detection_quantiles(before: str, after: str, qs=(0.5, 0.99)) -> dict[str, fl
                 )
                 break
             lower, below = le, count
+    return out
+
+
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU time (user + system) so far of the server's own process and of its descendants
+    (the engine core and its workers), per process name."""
+    import psutil
+
+    root = psutil.Process(pid)
+    out: dict[str, float] = {"api": sum(root.cpu_times()[:2])}
+    for child in root.children(recursive=True):
+        try:
+            out["engine"] = out.get("engine", 0.0) + sum(child.cpu_times()[:2])
+        except psutil.Error:
+            continue
     return out
 
 
@@ -136,11 +176,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model_dir = str(convert_default_model())
     prompts = [p["prompt"] for p in load_suite("default")["retain"] if p["kind"] == "general"]
     root = Path(tempfile.mkdtemp(prefix="guard-load-"))
+    waves: list[str | None] = []  # /metrics after each measured run's first wave
 
     def measure(server: ServerProcess) -> dict[str, Any]:
-        return asyncio.run(
-            _load(server.base_url, prompts, args.requests, args.clients, args.max_tokens)
+        before = cpu_seconds(server.proc.pid)
+        row, wave = asyncio.run(
+            _load(server.base_url, prompts, args.requests, args.clients, args.max_tokens, True)
         )
+        waves.append(wave)
+        after = cpu_seconds(server.proc.pid)
+        for name in after:  # where the cores went: CPU ms per request, per process
+            row[f"{name}_cpu_ms"] = 1000 * (after[name] - before.get(name, 0.0)) / args.requests
+        return row
 
     server = _plain_vllm(model_dir, args.port, root / "vllm.log")
     try:
@@ -163,6 +210,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         server.stop()
     detection = detection_quantiles(before, after)
+    steady = detection_quantiles(waves[-1], after)
     summary = {
         "req_per_s_ratio": guarded["req_per_s"] / plain["req_per_s"],
         "latency_p50_ratio": plain["latency_p50_ms"] / guarded["latency_p50_ms"],
@@ -170,6 +218,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "detection_p50_ms": detection["p50_ms"],
         "detection_p99_ms": detection["p99_ms"],
         "detection_samples": detection["samples"],
+        "detection_steady_p50_ms": steady["p50_ms"],
+        "detection_steady_p99_ms": steady["p99_ms"],
+        "detection_steady_samples": steady["samples"],
+        **batch_means(before, after),
         "unflagged_flagged": guarded["flagged"],
     }
     rows = [plain, guarded]
@@ -179,7 +231,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         {
             "Unflagged chats under load": (
                 rows,
-                ["server", "requests", "clients", "req_per_s", "latency_p50_ms", "latency_p99_ms"],
+                [
+                    "server",
+                    "requests",
+                    "clients",
+                    "req_per_s",
+                    "latency_p50_ms",
+                    "latency_p99_ms",
+                    "api_cpu_ms",
+                    "engine_cpu_ms",
+                ],
             ),
             "Guard vs plain vLLM": ([summary], list(summary)),
         },

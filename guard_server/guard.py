@@ -199,14 +199,17 @@ class Guard:
 
 def _verdict(matches: list[Any], others: list[str]) -> Verdict:
     if not matches:
-        metrics.REQUESTS.labels("none").inc()
         return Verdict()
     action, keep = decide({m.policy for m in matches}, others)
     flags = tuple(Flag(m.target_id, m.version, m.score, m.evidence) for m in matches)
-    metrics.REQUESTS.labels(action).inc()
-    for flag in flags:
-        metrics.TARGET_HITS.labels(flag.target_id).inc()
     return Verdict(flags, action, keep)
+
+
+def count(verdict: Verdict) -> None:
+    """The verdict in the server's metrics (where it is used, not where it was detected)."""
+    metrics.REQUESTS.labels(verdict.action).inc()
+    for flag in verdict.flags:
+        metrics.TARGET_HITS.labels(flag.target_id).inc()
 
 
 def decide(policies: set[str], others: list[str]) -> tuple[str, tuple[str, ...]]:

@@ -29,4 +29,15 @@ DETECTION_SECONDS = Histogram(
         1.0,
     ),
 )
+# Per batch of concurrent requests screened together: how many, and the screening itself.
+SCREEN_BATCH_SIZE = Histogram(
+    "guard_screen_batch_size",
+    "Requests screened together in one detection batch",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
+SCREEN_BATCH_SECONDS = Histogram(
+    "guard_screen_batch_seconds",
+    "Time to screen one batch of requests (no queueing)",
+    buckets=(0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28),
+)
 REGISTRY_WRITES = Counter("guard_registry_writes_total", "Forget-target writes", ["op"])

@@ -30,8 +30,12 @@ def lower_engine_priority(nice: int) -> int:
     threads changed."""
     import psutil
 
+    from guard_server.detection import is_detection_process
+
     changed = 0
     for child in psutil.Process().children(recursive=True):
+        if is_detection_process(child):  # screens requests: keeps the server's priority
+            continue
         try:
             threads = child.threads()
         except psutil.Error:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from vllm import SamplingParams
 
     from guard_server.batcher import ScreenBatcher
+    from guard_server.detection import DetectionProcess
     from guard_server.guard import Guard
 
 ERR_LOGPROBS = (
@@ -82,7 +83,13 @@ def current_scope() -> RequestScope:
 class GuardedEngineClient:
     """Wraps vLLM's engine client; everything but `generate` and `encode` passes through."""
 
-    def __init__(self, inner: Any, guard: Guard, batcher: ScreenBatcher, reader: PromptReader):
+    def __init__(
+        self,
+        inner: Any,
+        guard: Guard | DetectionProcess,
+        batcher: ScreenBatcher,
+        reader: PromptReader,
+    ):
         self._inner = inner
         self.guard = guard
         self.batcher = batcher

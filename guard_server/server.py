@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi.routing import APIRoute
 
 from guard_server import admin, routes, surface
 from guard_server.adapters import AdapterManager
 from guard_server.batcher import ScreenBatcher
-from guard_server.guard import Guard
+from guard_server.detection import DetectionProcess, build_guard
 from guard_server.priority import lower_engine_priority
 from guard_server.prompts import PromptReader
 from guard_server.registry import Registry
@@ -35,7 +35,7 @@ async def build_guard_app(engine_client: EngineClient, args: argparse.Namespace)
 
     supported_tasks = await engine_client.get_supported_tasks()
     app = guard_routes(build_app(args, supported_tasks, engine_client.model_config), args)
-    guard = build_guard_state(app, args)
+    guard, store = build_guard_state(app, args)
     guarded = GuardedEngineClient(
         engine_client,
         guard,
@@ -46,7 +46,7 @@ async def build_guard_app(engine_client: EngineClient, args: argparse.Namespace)
     base = app.state.openai_serving_models.base_model_paths[0].name
     max_loras = args.max_loras if args.enable_lora else None
     app.state.guard_adapters = AdapterManager(
-        app.state.openai_serving_models, guard.store, base, max_loras
+        app.state.openai_serving_models, store, base, max_loras
     )
     restored = await app.state.guard_adapters.restore()
     if restored:
@@ -72,26 +72,23 @@ def guard_routes(app: FastAPI, args: argparse.Namespace) -> FastAPI:
     return app
 
 
-def build_guard_state(app: FastAPI, args: argparse.Namespace) -> Guard:
-    """Registry, compiler, detector and its worker; compiles whatever a crash left half-done."""
-    from classifiers.detector import Detector
+def build_guard_state(app: FastAPI, args: argparse.Namespace) -> tuple[DetectionProcess, Any]:
+    """Registry and compiler here, detection in its own process with the batcher that feeds
+    it; compiles whatever a crash left half-done. Returns the detection process and the
+    store."""
     from guard_server.compiler import Compiler
-    from guard_server.models import load_encoder
 
     store = open_store(args.db)
     registry = Registry(store, Compiler.from_model_dir(args.model))
     recovered = registry.recover()
     if recovered:
         logger.info("recompiled %d forget targets left half-done", recovered)
-    encoder = load_encoder(args.embedding_model, args.encoder_backend)
-    logger.info("embedding model %s on %s", args.embedding_model or "(default)", encoder.backend)
-    guard = Guard(store, Detector(encoder))
-    guard.sync()
+    guard = DetectionProcess(build_guard, args.db, args.embedding_model, args.encoder_backend)
     app.state.guard = guard
     app.state.guard_batcher = ScreenBatcher(guard)
     app.state.guard_registry = registry
     app.state.guard_admin_key = args.admin_key
-    return guard
+    return guard, store
 
 
 async def run_server(args: argparse.Namespace) -> None:

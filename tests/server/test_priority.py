@@ -7,6 +7,7 @@ import os
 import psutil
 import pytest
 
+from guard_server.detection import is_detection_process
 from guard_server.priority import default_engine_nice
 
 
@@ -19,10 +20,14 @@ def test_engine_threads_run_below_the_server_that_screens(server):
     if nice == 0:
         pytest.skip("the engine keeps its priority where it runs on a GPU")
     api = psutil.Process(server.proc.pid)
-    engine = api.children(recursive=True)
+    children = api.children(recursive=True)
+    detection = [p for p in children if is_detection_process(p)]
+    engine = [p for p in children if p not in detection]
     assert engine, "the engine runs in child processes"
+    assert len(detection) == 1, "screening runs in one process of its own"
     started_at = _nice(0)  # the server inherits the test's own priority
-    assert {_nice(t.id) for t in api.threads()} == {started_at}  # screening keeps it
+    for process in (api, *detection):  # the event loop and screening keep it
+        assert {_nice(t.id) for t in process.threads()} == {started_at}, process.cmdline()
     for process in engine:
         for thread in process.threads():
             assert _nice(thread.id) >= max(nice, started_at), process.name()

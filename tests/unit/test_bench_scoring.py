@@ -71,6 +71,24 @@ def test_detection_quantiles_come_from_the_histogram_between_two_scrapes():
     assert 5.0 < q["p99_ms"] <= 10.0
 
 
+def test_batch_means_count_only_the_batches_between_two_scrapes():
+    from bench.load import batch_means
+
+    def scrape(batches, requests, seconds):
+        return (
+            f"guard_screen_batch_size_count {batches}\n"
+            f"guard_screen_batch_size_sum {requests}\n"
+            f"guard_screen_batch_seconds_sum {seconds}\n"
+        )
+
+    # 10 new batches holding 30 requests, screened in 0.2 s together.
+    out = batch_means(scrape(5, 5, 0.05), scrape(15, 35, 0.25))
+    assert out["screen_batches"] == 10
+    assert out["screen_batch_mean_size"] == pytest.approx(3.0)
+    assert out["screen_batch_mean_ms"] == pytest.approx(20.0)
+    assert batch_means("", "")["screen_batch_mean_ms"] == 0.0
+
+
 @pytest.mark.parametrize(
     "reference, output, expected",
     [
