@@ -142,15 +142,18 @@ def detection_quantiles(before: str, after: str, qs=(0.5, 0.99)) -> dict[str, fl
 
 
 def cpu_seconds(pid: int) -> dict[str, float]:
-    """CPU time (user + system) so far of the server's own process and of its descendants
-    (the engine core and its workers), per process name."""
+    """CPU time (user + system) so far of the server's own process, of its detection process
+    and of its other descendants (the engine core and its workers)."""
     import psutil
 
+    from guard_server.detection import is_detection_process
+
     root = psutil.Process(pid)
-    out: dict[str, float] = {"api": sum(root.cpu_times()[:2])}
+    out: dict[str, float] = {"api": sum(root.cpu_times()[:2]), "detection": 0.0, "engine": 0.0}
     for child in root.children(recursive=True):
         try:
-            out["engine"] = out.get("engine", 0.0) + sum(child.cpu_times()[:2])
+            name = "detection" if is_detection_process(child) else "engine"
+            out[name] += sum(child.cpu_times()[:2])
         except psutil.Error:
             continue
     return out
@@ -239,6 +242,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "latency_p50_ms",
                     "latency_p99_ms",
                     "api_cpu_ms",
+                    "detection_cpu_ms",
                     "engine_cpu_ms",
                 ],
             ),
