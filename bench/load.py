@@ -1,9 +1,11 @@
 """`guard-bench load`: unflagged chats under concurrent load, plain vLLM vs the guard server.
 
-Both servers run the same engine flags, one after the other. The guard server has N targets
-registered first (RWKU people: name and intro only). Reported: requests/s and latency
-percentiles of each, their ratios, and the guard's screening time per request under the same
-load (its Prometheus histogram: from entering the detection queue to holding a verdict).
+Both servers run the same engine flags, one after the other, in alternating rounds. The guard
+server has N targets registered first (RWKU people: name and intro only). Reported: requests/s
+and latency percentiles of each, their ratios, CPU time per request of each process, and the
+guard's screening time per request under the same load (its Prometheus histogram: from
+entering the detection queue to holding a verdict), over the whole run and after its first
+wave (all clients start at once; what follows is the steady state).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rwku", default=str(REPO.parent / "shared" / "rwku"))
     p.add_argument("--port", type=int, default=8130)
     p.add_argument("--name", default="load")
+    p.add_argument("--rounds", type=int, default=3, help="plain/guard pairs, alternated")
 
 
 def rwku_targets(root: Path, n: int) -> list[dict[str, Any]]:
@@ -179,74 +182,86 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model_dir = str(convert_default_model())
     prompts = [p["prompt"] for p in load_suite("default")["retain"] if p["kind"] == "general"]
     root = Path(tempfile.mkdtemp(prefix="guard-load-"))
-    waves: list[str | None] = []  # /metrics after each measured run's first wave
 
-    def measure(server: ServerProcess) -> dict[str, Any]:
+    def measure(server: ServerProcess, name: str, round_: int) -> tuple[dict[str, Any], list]:
+        """One measured run after a warm-up: its row, and the server's /metrics text at its
+        start, after its first wave and at its end."""
+        asyncio.run(_load(server.base_url, prompts, 64, 16, 1))  # warm-up
+        start = httpx.get(f"{server.base_url}/metrics").text
         before = cpu_seconds(server.proc.pid)
         row, wave = asyncio.run(
             _load(server.base_url, prompts, args.requests, args.clients, args.max_tokens, True)
         )
-        waves.append(wave)
         after = cpu_seconds(server.proc.pid)
-        for name in after:  # where the cores went: CPU ms per request, per process
-            row[f"{name}_cpu_ms"] = 1000 * (after[name] - before.get(name, 0.0)) / args.requests
-        return row
+        end = httpx.get(f"{server.base_url}/metrics").text
+        for part in after:  # where the cores went: CPU ms per request, per process
+            row[f"{part}_cpu_ms"] = 1000 * (after[part] - before[part]) / args.requests
+        return {"round": round_, "server": name, **row}, [start, wave, end]
 
-    server = _plain_vllm(model_dir, args.port, root / "vllm.log")
-    try:
-        asyncio.run(_load(server.base_url, prompts, 64, 16, 1))  # warm-up
-        plain = {"server": "vllm", **measure(server)}
-    finally:
-        server.stop()
-    server = start_server(args.port, root / "guard.db", root / "guard.log")
-    try:
-        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-        for spec in rwku_targets(Path(args.rwku), args.targets):
-            r = httpx.post(
-                f"{server.base_url}/v1/forget-targets", json=spec, headers=headers, timeout=300
-            )
-            r.raise_for_status()
-        asyncio.run(_load(server.base_url, prompts, 64, 16, 1))  # warm-up
-        before = httpx.get(f"{server.base_url}/metrics").text
-        guarded = {"server": f"guard, {args.targets} targets", **measure(server)}
-        after = httpx.get(f"{server.base_url}/metrics").text
-    finally:
-        server.stop()
-    detection = detection_quantiles(before, after)
-    steady = detection_quantiles(waves[-1], after)
-    summary = {
+    rows, rounds = [], []
+    # Plain and guarded runs alternate, each on a fresh server, so that a slow spell of the
+    # machine lands on both sides; the summary is the median over rounds.
+    for round_ in range(1, args.rounds + 1):
+        server = _plain_vllm(model_dir, args.port, root / "vllm.log")
+        try:
+            plain, _ = measure(server, "vllm", round_)
+        finally:
+            server.stop()
+        server = start_server(args.port, root / f"guard{round_}.db", root / "guard.log")
+        try:
+            headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+            for spec in rwku_targets(Path(args.rwku), args.targets):
+                r = httpx.post(
+                    f"{server.base_url}/v1/forget-targets", json=spec, headers=headers, timeout=300
+                )
+                r.raise_for_status()
+            guarded, scrapes = measure(server, f"guard, {args.targets} targets", round_)
+        finally:
+            server.stop()
+        rows += [plain, guarded]
+        rounds.append(compare(plain, guarded, *scrapes))
+    summary = {key: float(np.median([r[key] for r in rounds])) for key in rounds[0]} | {
+        "rounds": len(rounds),
+        "unflagged_flagged": sum(r["flagged"] for r in rows),
+    }
+    report.write(
+        report.out_dir(args.name),
+        {"rows": rows, "rounds": rounds, "summary": summary},
+        {
+            "Unflagged chats under load": (rows, ["round", "server", *ROW_COLUMNS]),
+            "Guard vs plain vLLM, per round": (rounds, list(rounds[0])),
+            "Guard vs plain vLLM, median over rounds": ([summary], list(summary)),
+        },
+    )
+    return {"summary": summary}
+
+
+ROW_COLUMNS = [
+    "requests",
+    "clients",
+    "req_per_s",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "api_cpu_ms",
+    "detection_cpu_ms",
+    "engine_cpu_ms",
+]
+
+
+def compare(
+    plain: dict[str, Any], guarded: dict[str, Any], start: str, wave: str | None, end: str
+) -> dict[str, float]:
+    """One round's ratios (plain over guard for latency: above 1 is the guard faster) and the
+    guard's screening time over the whole run and after its first wave."""
+    detection = detection_quantiles(start, end)
+    steady = detection_quantiles(wave or start, end)
+    return {
         "req_per_s_ratio": guarded["req_per_s"] / plain["req_per_s"],
         "latency_p50_ratio": plain["latency_p50_ms"] / guarded["latency_p50_ms"],
         "latency_p99_ratio": plain["latency_p99_ms"] / guarded["latency_p99_ms"],
         "detection_p50_ms": detection["p50_ms"],
         "detection_p99_ms": detection["p99_ms"],
-        "detection_samples": detection["samples"],
         "detection_steady_p50_ms": steady["p50_ms"],
         "detection_steady_p99_ms": steady["p99_ms"],
-        "detection_steady_samples": steady["samples"],
-        **batch_means(before, after),
-        "unflagged_flagged": guarded["flagged"],
+        **batch_means(start, end),
     }
-    rows = [plain, guarded]
-    report.write(
-        report.out_dir(args.name),
-        {"rows": rows, "summary": summary},
-        {
-            "Unflagged chats under load": (
-                rows,
-                [
-                    "server",
-                    "requests",
-                    "clients",
-                    "req_per_s",
-                    "latency_p50_ms",
-                    "latency_p99_ms",
-                    "api_cpu_ms",
-                    "detection_cpu_ms",
-                    "engine_cpu_ms",
-                ],
-            ),
-            "Guard vs plain vLLM": ([summary], list(summary)),
-        },
-    )
-    return {"summary": summary}

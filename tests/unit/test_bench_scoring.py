@@ -71,6 +71,24 @@ def test_detection_quantiles_come_from_the_histogram_between_two_scrapes():
     assert 5.0 < q["p99_ms"] <= 10.0
 
 
+def test_a_round_compares_the_guard_with_plain_vllm_so_that_above_one_is_the_guard_better():
+    from bench.load import compare
+
+    plain = {"req_per_s": 8.0, "latency_p50_ms": 900.0, "latency_p99_ms": 1000.0}
+    guarded = {"req_per_s": 6.0, "latency_p50_ms": 1000.0, "latency_p99_ms": 1000.0}
+
+    def hist(n):  # n samples, all at or under 10 ms
+        return "\n".join(
+            f'guard_detection_seconds_bucket{{le="{le}"}} {n}' for le in ("0.01", "+Inf")
+        )
+
+    out = compare(plain, guarded, hist(0), None, hist(10))
+    assert out["req_per_s_ratio"] == pytest.approx(0.75)
+    assert out["latency_p50_ratio"] == pytest.approx(0.9)
+    assert out["latency_p99_ratio"] == pytest.approx(1.0)
+    assert out["detection_steady_p99_ms"] == out["detection_p99_ms"] <= 10.0  # no wave: all
+
+
 def test_batch_means_count_only_the_batches_between_two_scrapes():
     from bench.load import batch_means
 
