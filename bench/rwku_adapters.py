@@ -36,7 +36,7 @@ from guard_server.models import DEFAULT_MODEL_NAME
 if TYPE_CHECKING:
     from bench.lm_eval import LM
 
-METHODS = "ga,gd,npo,simnpo,rmu,gu,flat,ssd"
+METHODS = "ga,gd,npo,simnpo,rmu,gu,flat,idk,ssd"
 # A small grid per method: the learning rate, the retain weight where the method has one
 # (SSD: its selection constant alpha). Early stopping picks the number of steps.
 GRID: dict[str, list[dict[str, Any]]] = {
@@ -47,6 +47,7 @@ GRID: dict[str, list[dict[str, Any]]] = {
     "rmu": [{"lr": 3e-4}, {"lr": 1e-3}],
     "gu": [{"lr": 1e-4}, {"lr": 3e-4}],
     "flat": [{"lr": 1e-4}, {"lr": 3e-4}],
+    "idk": [{"lr": 3e-4, "retain_weight": 1.0}, {"lr": 3e-4, "retain_weight": 4.0}],
     "ssd": [{"alpha": 50.0}, {"alpha": 200.0}],
 }
 NEIGHBOURS = (41, 42, 43)  # RWKU targets whose generated texts stand for "other people"
@@ -140,8 +141,10 @@ def corpora(folders: list[Path], setting: str, lm, retain: list[Path]) -> dict[s
         held += ho[:HELD_PER_TARGET]
     names = [registration(f)["name"] for f in folders]
     spec: dict[str, Any] = {"name": names[0], "aliases": names[1:], "documents": train}
-    if retain:
-        spec["retain_documents"] = [t for f in retain for t in texts(f)]
+    if retain:  # questions about them, and their texts, keep their answers
+        spec["retain_targets"] = [
+            {"name": registration(f)["name"], "documents": texts(f)} for f in retain
+        ]
     people = [t for f in others for t in split(texts(f))[1]]
     keep = {"other_people": people, "everyday": everyday(lm, cache)}
     return {"spec": spec, "forget": held, "keep": keep}

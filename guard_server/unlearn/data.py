@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 ERR_SPEC_NAME = "target spec needs a non-empty string 'name', got {name!r}"
 ERR_RETAIN = "retain_documents must be a list of strings, got {value!r}"
+ERR_RETAIN_TARGETS = (
+    "retain_targets must be a list of specs {{name, aliases, documents, ...}}, got {value!r}"
+)
 ERR_EMPTY = "no {kind} row has an answer token within max_length={max_length}"
 Row = tuple[list[int], list[int]]  # token ids, labels
 
@@ -49,13 +52,19 @@ def forget_pairs(spec: dict[str, Any]) -> list[Pair]:
 
 
 def retain_pairs(spec: dict[str, Any] | None = None) -> tuple[Pair, ...]:
-    """General-knowledge questions with short answers, shipped with the package, then the
-    spec's `retain_documents` as plain text: what the edit must keep that looks most like the
-    target (texts about the target's neighbours, other people of the same kind)."""
+    """What the edit must keep: general-knowledge questions with short answers, shipped with
+    the package; then what looks most like the target (its neighbours, other people of the
+    same kind): the spec's `retain_documents` as plain text, and its `retain_targets`, specs
+    of their own, as questions and documents exactly as a forget target's are built, so that
+    questions about them keep their answers."""
     documents = (spec or {}).get("retain_documents") or []
     if not isinstance(documents, list) or not all(isinstance(d, str) for d in documents):
         raise ValueError(ERR_RETAIN.format(value=documents))
-    return (*_shipped_retain(), *(Pair(None, d) for d in documents))
+    others = (spec or {}).get("retain_targets") or []
+    if not isinstance(others, list) or not all(isinstance(o, dict) for o in others):
+        raise ValueError(ERR_RETAIN_TARGETS.format(value=others))
+    kept = [p for other in others for p in forget_pairs(other)]
+    return (*_shipped_retain(), *(Pair(None, d) for d in documents), *kept)
 
 
 @cache

@@ -99,6 +99,7 @@ FORGETTING = [
     ("simnpo", {}),
     ("simnpo", {"gamma": 1.0}),
     ("flat", {}),
+    ("idk", {}),
     ("gu", {}),
     ("gu", {"inner": "npo"}),
 ]
@@ -162,6 +163,18 @@ def test_simnpo_matches_its_formula(model, batch):
     assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-4)
 
 
+def test_idk_teaches_the_good_answer_keeps_retain_and_needs_it(model, batch):
+    good, retain = nll_of(model, batch.good), nll_of(model, batch.retain)
+    idk = method("idk")
+    logs = train(model, idk, batch)
+    assert logs[-1]["idk_nll"] < logs[0]["idk_nll"]
+    good_drop = good - nll_of(model, batch.good)
+    assert good_drop > 0.5
+    assert abs(nll_of(model, batch.retain) - retain) < 0.1 * good_drop
+    with pytest.raises(ValueError, match="idk needs batch.good"):
+        idk.loss(model, Batch(batch.forget, batch.retain))
+
+
 def test_flat_raises_the_good_answer_and_needs_it(model, batch):
     flat = method("flat")
     logs = train(model, flat, batch)
@@ -220,6 +233,8 @@ def test_unknown_method_lists_the_known_ones():
         ("rmu", {"layer": -1}, "layer must be"),
         ("rmu", {"alpha": -1.0}, "alpha must be"),
         ("flat", {"good_answer": "  "}, "good_answer must be non-empty"),
+        ("idk", {"good_answer": ""}, "good_answer must be non-empty"),
+        ("idk", {"retain_weight": -1.0}, "retain_weight must be"),
         ("gu", {"inner": "rmu"}, "inner must be one of"),
         ("gu", {"inner": "gu"}, "inner must be one of"),
         ("ga", {"steps": "abc"}, "steps expects int, got 'abc'"),
@@ -283,6 +298,20 @@ def test_a_spec_adds_what_must_be_kept_to_the_retain_set():
     for bad in ("one text", [1, 2]):
         with pytest.raises(ValueError, match="retain_documents"):
             retain_pairs({"name": "x", "retain_documents": bad})
+
+
+def test_retain_targets_keep_questions_about_other_people_answered():
+    bruce = {"name": "Bruce Springsteen", "documents": ["Bruce Springsteen is a singer from NJ."]}
+    pairs = retain_pairs({"name": "Stephen King", "retain_targets": [bruce]})
+    asked = [p for p in pairs[len(retain_pairs()) :] if p.prompt is not None]
+    assert asked and all("Bruce Springsteen" in p.prompt for p in asked)
+    assert {p.answer for p in asked} == {"Bruce Springsteen is a singer from NJ."}
+    assert Pair(None, bruce["documents"][0]) in pairs
+    for bad in ({"name": "x"}, ["Bruce Springsteen"]):
+        with pytest.raises(ValueError, match="retain_targets"):
+            retain_pairs({"name": "x", "retain_targets": bad})
+    with pytest.raises(ValueError, match="non-empty string 'name'"):
+        retain_pairs({"name": "x", "retain_targets": [{"documents": ["y"]}]})
 
 
 @pytest.fixture(scope="module")
