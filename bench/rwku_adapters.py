@@ -147,18 +147,24 @@ def corpora(folders: list[Path], setting: str, lm, retain: list[Path]) -> dict[s
         ]
     people = [t for f in others for t in split(texts(f))[1]]
     keep = {"other_people": people, "everyday": everyday(lm, cache)}
-    return {"spec": spec, "forget": held, "keep": keep}
+    asked = {"targets": names, "others": [registration(f)["name"] for f in others]}
+    return {"spec": spec, "forget": held, "keep": keep, "names": asked}
 
 
 def _train_child(job: dict[str, Any]) -> dict[str, Any]:
     """In a child process: train one adapter; its card and this process's peak memory."""
     from transformers import AutoTokenizer
 
-    from bench.rwku_corpus import HeldOutMonitor
+    from bench.rwku_corpus import AnswerMonitor, HeldOutMonitor
     from guard_server.unlearn.trainer import EarlyStop, train
 
     tokenizer = AutoTokenizer.from_pretrained(job["model_dir"])
-    monitor = HeldOutMonitor(tokenizer, job["forget"], job["keep"], job["tolerance"])
+    if job.get("answer"):  # a method that teaches one answer is judged on giving it
+        monitor = AnswerMonitor(
+            tokenizer, job["answer"], job["names"], job["keep"], job["tolerance"]
+        )
+    else:
+        monitor = HeldOutMonitor(tokenizer, job["forget"], job["keep"], job["tolerance"])
     stop = EarlyStop(monitor, job["eval_every"], job["patience"])
     card = train(
         job["method"], job["overrides"], job["spec"], job["model_dir"], job["out"], 0, stop
@@ -171,8 +177,10 @@ def _train_child(job: dict[str, Any]) -> dict[str, Any]:
 def trained(method: str, point: dict[str, Any], unit: dict[str, Any], args) -> dict[str, Any]:
     """The card of `method` at grid `point` on `unit`, training it unless cached."""
     from guard_server.models import convert_default_model
+    from guard_server.unlearn import get_method
 
     overrides = {**point, "steps": args.steps} if method != "ssd" else dict(point)
+    answer = get_method(method).from_overrides(overrides).good_answer
     job = {
         "method": method,
         "overrides": overrides,
@@ -182,6 +190,10 @@ def trained(method: str, point: dict[str, Any], unit: dict[str, Any], args) -> d
         "patience": args.patience,
         **unit,
     }
+    if answer is not None:
+        job["answer"] = answer
+    else:
+        del job["names"]  # the text monitor does not read them (and adapters stay cached)
     out = _work() / "adapters" / _slug(job)
     card = out / CARD
     if card.exists() and "peak_rss_gib" in (loaded := json.loads(card.read_text())):

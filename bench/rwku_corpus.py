@@ -120,3 +120,60 @@ class HeldOutMonitor:
         )
         score = now["forget"] - self.base["forget"] if kept else None
         return {"score": score, **{f"{k}_loss": v for k, v in now.items()}}
+
+
+# Questions about a person that no method trains on (not `classifiers.probes.TEMPLATES`, not
+# the corpus prompts above) and no RWKU probe asks in these words.
+HELD_OUT_QUESTIONS = (
+    "Where did {name} grow up?",
+    "What are the greatest achievements of {name}?",
+    "Who are the people closest to {name}?",
+    "When did {name} first become famous?",
+)
+
+
+def answer_logprob(lm: LM, questions: list[str], answer: str) -> float:
+    """Mean log-probability per token of `answer` as the reply to each question."""
+    n = len(lm.tokenizer(answer, add_special_tokens=False)["input_ids"])
+    logprobs = lm.token_logprobs([lm.chat(q) + answer for q in questions])
+    return float(sum(lp[-n:].mean() for lp in logprobs) / len(logprobs))
+
+
+class AnswerMonitor(HeldOutMonitor):
+    """For methods that teach one answer (idk, flat): how much more readily the adapter gives
+    that answer to held-out questions about the targets than to the same questions about
+    other people, provided texts about other people and everyday texts keep their loss
+    (`HeldOutMonitor`'s constraint); None otherwise."""
+
+    def __init__(
+        self,
+        tokenizer,
+        answer: str,
+        names: dict[str, list[str]],
+        keep: dict[str, list[str]],
+        tolerance: float,
+    ):
+        super().__init__(tokenizer, [], keep, tolerance)
+        del self.sets["forget"]
+        self.answer = answer
+        self.questions = {
+            group: [q.format(name=n) for n in people for q in HELD_OUT_QUESTIONS]
+            for group, people in names.items()
+        }
+
+    def losses(self, model) -> dict[str, float]:
+        lm = LM(model, self.tokenizer, batch=16)
+        out = {name: mean_loss(lm.token_logprobs(texts)) for name, texts in self.sets.items()}
+        for group, questions in self.questions.items():
+            out[f"answer_{group}"] = answer_logprob(lm, questions, self.answer)
+        return out
+
+    def __call__(self, model) -> dict[str, Any]:
+        if self.base is None:
+            with model.disable_adapter():
+                self.base = self.losses(model)
+        now = self.losses(model)
+        kept = all(now[k] <= self.base[k] * (1 + self.tolerance) for k in self.sets)
+        rise = {g: now[f"answer_{g}"] - self.base[f"answer_{g}"] for g in self.questions}
+        score = rise["targets"] - rise["others"] if kept else None
+        return {"score": score, **{f"{k}_loss": v for k, v in now.items()}}

@@ -50,6 +50,17 @@ class UnlearnConfig:
 
 
 @dataclass(frozen=True)
+class GoodAnswerConfig(UnlearnConfig):
+    """For methods that teach one answer to every forget question (FLAT, IdkNLL)."""
+
+    good_answer: str = "I don't know."
+
+    def validate(self) -> None:
+        super().validate()
+        require(bool(self.good_answer.strip()), "good_answer", self.good_answer, "non-empty")
+
+
+@dataclass(frozen=True)
 class Tokens:
     """A right-padded batch; `labels` is -100 on prompt and padding positions."""
 
@@ -112,6 +123,25 @@ class UnlearningMethod(ABC):
     def edit(self, model: nn.Module, data: Any) -> dict[str, float]:
         """Training-free methods: set the adapter's weights from `data` in one go."""
         raise NotImplementedError(f"{self.name} trains; it has no one-shot edit")
+
+
+class TeachesGoodAnswer:
+    """Mixin for methods on a `GoodAnswerConfig`: the data builder pairs every forget question
+    with the configured answer, which such a method reads as `batch.good`."""
+
+    name: ClassVar[str]
+    config: GoodAnswerConfig
+
+    @property
+    def good_answer(self) -> str | None:
+        return self.config.good_answer
+
+    def good_rows(self, batch: Batch) -> Tokens:
+        if batch.good is None:
+            raise ValueError(
+                f"{self.name} needs batch.good: forget prompts answered with the good answer"
+            )
+        return batch.good
 
 
 def _convert(field: str, value: Any, hint: Any) -> Any:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from guard_server.unlearn.base import UnlearnConfig, register_method, require
+from guard_server.unlearn.base import GoodAnswerConfig, TeachesGoodAnswer, register_method
 from guard_server.unlearn.ga import GradientAscent
 from guard_server.unlearn.losses import mean_token_prob
 
@@ -16,20 +16,14 @@ if TYPE_CHECKING:
 
     from guard_server.unlearn.base import Batch
 
-ERR_NO_GOOD = "flat needs batch.good: forget prompts answered with the good answer"
-
 
 @dataclass(frozen=True)
-class FLATConfig(UnlearnConfig):
-    good_answer: str = "I don't know."
-
-    def validate(self) -> None:
-        super().validate()
-        require(bool(self.good_answer.strip()), "good_answer", self.good_answer, "non-empty")
+class FLATConfig(GoodAnswerConfig):
+    pass
 
 
 @register_method("flat", FLATConfig)
-class FLAT(GradientAscent):
+class FLAT(TeachesGoodAnswer, GradientAscent):
     """loss = -mean(g(good)) + mean(exp(g(bad) - 1)): the variational form of KL, with the
     template answer as the good response and the forget answer as the bad one.
 
@@ -41,14 +35,8 @@ class FLAT(GradientAscent):
 
     config: FLATConfig
 
-    @property
-    def good_answer(self) -> str | None:
-        return self.config.good_answer
-
     def forget_loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        if batch.good is None:
-            raise ValueError(ERR_NO_GOOD)
-        good = mean_token_prob(model, batch.good)
+        good = mean_token_prob(model, self.good_rows(batch))
         bad = mean_token_prob(model, batch.forget)
         loss = -good.mean() + torch.exp(bad - 1).mean()
         logs = {"good_prob": float(good.detach().mean()), "bad_prob": float(bad.detach().mean())}

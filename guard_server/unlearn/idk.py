@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from guard_server.unlearn.base import register_method, require
+from guard_server.unlearn.base import GoodAnswerConfig, TeachesGoodAnswer, register_method
 from guard_server.unlearn.gd import GradDiff, GradDiffConfig
 from guard_server.unlearn.losses import nll
 
@@ -21,30 +21,18 @@ if TYPE_CHECKING:
 
     from guard_server.unlearn.base import Batch
 
-ERR_NO_GOOD = "idk needs batch.good: forget prompts answered with the good answer"
-
 
 @dataclass(frozen=True)
-class IdkConfig(GradDiffConfig):
-    good_answer: str = "I don't know."
-
-    def validate(self) -> None:
-        super().validate()
-        require(bool(self.good_answer.strip()), "good_answer", self.good_answer, "non-empty")
+class IdkConfig(GradDiffConfig, GoodAnswerConfig):
+    pass
 
 
 @register_method("idk", IdkConfig)
-class IdkNLL(GradDiff):
+class IdkNLL(TeachesGoodAnswer, GradDiff):
     """loss = NLL(good answer | forget question) + retain_weight * NLL(retain)."""
 
     config: IdkConfig
 
-    @property
-    def good_answer(self) -> str | None:
-        return self.config.good_answer
-
     def forget_loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        if batch.good is None:
-            raise ValueError(ERR_NO_GOOD)
-        loss = nll(model, batch.good)
+        loss = nll(model, self.good_rows(batch))
         return loss, {"idk_nll": float(loss.detach())}
