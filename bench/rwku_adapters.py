@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from bench import report
 from bench.adapter_eval import EVALUATION, evaluate, ratios
-from bench.rwku_corpus import cached
+from bench.rwku_corpus import OTHERS_RISE, cached
 from bench.rwku_data import DEFAULT_ROOT, FILES, registration, targets
 from guard_server.adapters import CARD
 from guard_server.models import DEFAULT_MODEL_NAME
@@ -192,6 +192,7 @@ def trained(method: str, point: dict[str, Any], unit: dict[str, Any], args) -> d
     }
     if answer is not None:
         job["answer"] = answer
+        job["others_rise"] = OTHERS_RISE
     else:
         del job["names"]  # the text monitor does not read them (and adapters stay cached)
     out = _work() / "adapters" / _slug(job)
@@ -200,6 +201,12 @@ def trained(method: str, point: dict[str, Any], unit: dict[str, Any], args) -> d
         return loaded
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         return pool.apply(_train_child, ({**job, "out": str(out)},))
+
+
+def unchanged(card: dict[str, Any]) -> bool:
+    """Stopped at step 0, an adapter is the base model exactly (its LoRA B is zero): scored
+    as the base model, not evaluated again."""
+    return card.get("early_stop", {}).get("best_step") == 0
 
 
 def held_out_score(card: dict[str, Any]) -> float:
@@ -295,7 +302,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 _, point, cards = max(points, key=lambda p: p[0])
                 before = [scored(u, None, args) for u in units]
                 after = [
-                    scored(u, c["adapter_dir"], args) for u, c in zip(units, cards, strict=True)
+                    b if unchanged(c) else scored(u, c["adapter_dir"], args)
+                    for u, c, b in zip(units, cards, before, strict=True)
                 ]
                 frontier.append(frontier_row(method, label, before, after, cards))
                 _write(args, sweep, frontier)

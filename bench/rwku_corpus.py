@@ -139,10 +139,16 @@ def answer_logprob(lm: LM, questions: list[str], answer: str) -> float:
     return float(sum(lp[-n:].mean() for lp in logprobs) / len(logprobs))
 
 
+# How much more likely (per token, in nats) the taught answer may become for questions about
+# other people before the adapter counts as refusing them too: log 2, twice as likely.
+OTHERS_RISE = 0.693
+
+
 class AnswerMonitor(HeldOutMonitor):
     """For methods that teach one answer (idk, flat): how much more readily the adapter gives
     that answer to held-out questions about the targets than to the same questions about
-    other people, provided texts about other people and everyday texts keep their loss
+    other people, provided other people's questions do not get it much more readily
+    (`OTHERS_RISE`) and texts about other people and everyday texts keep their loss
     (`HeldOutMonitor`'s constraint); None otherwise."""
 
     def __init__(
@@ -173,7 +179,9 @@ class AnswerMonitor(HeldOutMonitor):
             with model.disable_adapter():
                 self.base = self.losses(model)
         now = self.losses(model)
-        kept = all(now[k] <= self.base[k] * (1 + self.tolerance) for k in self.sets)
         rise = {g: now[f"answer_{g}"] - self.base[f"answer_{g}"] for g in self.questions}
+        kept = rise["others"] <= OTHERS_RISE and all(
+            now[k] <= self.base[k] * (1 + self.tolerance) for k in self.sets
+        )
         score = rise["targets"] - rise["others"] if kept else None
         return {"score": score, **{f"{k}_loss": v for k, v in now.items()}}

@@ -39,9 +39,11 @@ def test_the_score_is_how_much_more_the_targets_get_the_answer_than_other_people
     assert monitor(Adapter())["score"] == pytest.approx(2.0 - 0.5)
 
 
-def test_refusing_everyone_alike_scores_nothing_and_forgetting_others_texts_breaks():
+def test_refusing_other_people_or_forgetting_their_texts_breaks_the_constraint():
+    slightly = Scripted([base(), base(answer_targets=-1.0, answer_others=-2.5)])
+    assert slightly(Adapter())["score"] is not None  # others' answer 1.6x as likely: allowed
     alike = Scripted([base(), base(answer_targets=-1.0, answer_others=-1.0)])
-    assert alike(Adapter())["score"] == pytest.approx(0.0)
+    assert alike(Adapter())["score"] is None  # refuses everyone alike
     broken = Scripted([base(), base(other_people=2.2, answer_targets=-1.0)])
     assert broken(Adapter())["score"] is None
 
