@@ -327,7 +327,12 @@ def _write(args, sweep: list[dict], frontier: list[dict]) -> None:
     columns = ["method", "setting", *(f"{g}_ratio" for g in FILES), "mmlu_delta", "mia_auc"]
     columns += ["fluency", "peak_rss_gib", "train_s", "meets_goal"]
     tables = {"frontier (grid point chosen on held-out texts)": (frontier, columns)}
-    tables["sweep (held-out score: loss rise on held-out texts about the targets)"] = (
+    sweep_title = (
+        "sweep (held-out score: loss rise on held-out texts about the targets; for idk and "
+        "flat, how much more readily the taught answer is given to the targets' held-out "
+        "questions than to other people's)"
+    )
+    tables[sweep_title] = (
         sweep,
         ["method", "setting", "point", "held_out", "best_step", "train_s"],
     )
