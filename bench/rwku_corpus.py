@@ -107,7 +107,9 @@ class HeldOutMonitor:
         self.base: dict[str, float] | None = None
 
     def losses(self, model) -> dict[str, float]:
-        lm = LM(model, self.tokenizer, batch=16)
+        return self.measure(LM(model, self.tokenizer, batch=16))
+
+    def measure(self, lm: LM) -> dict[str, float]:
         return {name: mean_loss(lm.token_logprobs(texts)) for name, texts in self.sets.items()}
 
     def __call__(self, model) -> dict[str, Any]:
@@ -118,8 +120,12 @@ class HeldOutMonitor:
         kept = all(
             now[k] <= self.base[k] * (1 + self.tolerance) for k in self.sets if k != "forget"
         )
-        score = now["forget"] - self.base["forget"] if kept else None
+        score = self.score(now) if kept else None
         return {"score": score, **{f"{k}_loss": v for k, v in now.items()}}
+
+    def score(self, now: dict[str, float]) -> float | None:
+        """The score of measurements that kept what must be kept."""
+        return now["forget"] - self.base["forget"]
 
 
 # Questions about a person that no method trains on (not `classifiers.probes.TEMPLATES`, not
@@ -167,21 +173,12 @@ class AnswerMonitor(HeldOutMonitor):
             for group, people in names.items()
         }
 
-    def losses(self, model) -> dict[str, float]:
-        lm = LM(model, self.tokenizer, batch=16)
-        out = {name: mean_loss(lm.token_logprobs(texts)) for name, texts in self.sets.items()}
+    def measure(self, lm: LM) -> dict[str, float]:
+        out = super().measure(lm)
         for group, questions in self.questions.items():
             out[f"answer_{group}"] = answer_logprob(lm, questions, self.answer)
         return out
 
-    def __call__(self, model) -> dict[str, Any]:
-        if self.base is None:
-            with model.disable_adapter():
-                self.base = self.losses(model)
-        now = self.losses(model)
+    def score(self, now: dict[str, float]) -> float | None:
         rise = {g: now[f"answer_{g}"] - self.base[f"answer_{g}"] for g in self.questions}
-        kept = rise["others"] <= OTHERS_RISE and all(
-            now[k] <= self.base[k] * (1 + self.tolerance) for k in self.sets
-        )
-        score = rise["targets"] - rise["others"] if kept else None
-        return {"score": score, **{f"{k}_loss": v for k, v in now.items()}}
+        return rise["targets"] - rise["others"] if rise["others"] <= OTHERS_RISE else None
