@@ -69,3 +69,20 @@ def test_answer_logprob_is_the_replys_own_tokens_given_the_question(model_dir): 
     by_hand = logp[prompt.shape[1] - 1 :].gather(-1, reply[0, :, None]).mean()
     got = answer_logprob(lm, [question], answer)
     assert got == pytest.approx(float(by_hand), rel=1e-4, abs=1e-5)
+
+
+def test_the_text_monitor_scores_the_targets_loss_rise_while_other_texts_keep_theirs():
+    from bench.rwku_corpus import HeldOutMonitor
+
+    class Texts(HeldOutMonitor):
+        def __init__(self, measured):
+            super().__init__(None, ["a"], {"other_people": ["x"]}, 0.05)
+            self.measured = list(measured)
+
+        def losses(self, model):
+            return self.measured.pop(0)
+
+    kept = Texts([{"forget": 2.0, "other_people": 2.0}, {"forget": 2.3, "other_people": 2.05}])
+    assert kept(Adapter())["score"] == pytest.approx(0.3)
+    lost = Texts([{"forget": 2.0, "other_people": 2.0}, {"forget": 2.3, "other_people": 2.2}])
+    assert lost(Adapter())["score"] is None
