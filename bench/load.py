@@ -222,7 +222,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rounds.append(compare(plain, guarded, *scrapes))
     summary = {key: float(np.median([r[key] for r in rounds])) for key in rounds[0]} | {
         "rounds": len(rounds),
-        "unflagged_flagged": sum(r["flagged"] for r in rows),
+        "unflagged_flagged": sum(r["flagged"] for r in rows if r["server"] != "vllm"),
     }
     report.write(
         report.out_dir(args.name),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi.routing import APIRoute
 
@@ -21,6 +21,8 @@ from guard_server.store import open_store
 if TYPE_CHECKING:
     from fastapi import FastAPI
     from vllm.engine.protocol import EngineClient
+
+    from guard_server.store import TargetStore
 
 logger = logging.getLogger("guard_server")
 
@@ -72,7 +74,9 @@ def guard_routes(app: FastAPI, args: argparse.Namespace) -> FastAPI:
     return app
 
 
-def build_guard_state(app: FastAPI, args: argparse.Namespace) -> tuple[DetectionProcess, Any]:
+def build_guard_state(
+    app: FastAPI, args: argparse.Namespace
+) -> tuple[DetectionProcess, TargetStore]:
     """Registry and compiler here, detection in its own process with the batcher that feeds
     it; compiles whatever a crash left half-done. Returns the detection process and the
     store."""
