@@ -8,6 +8,7 @@ without a list of names.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 from wordfreq import zipf_frequency
@@ -77,10 +78,23 @@ def name_parts(names: list[str]) -> tuple[list[str], list[str]]:
     return list(distinct), [w for w in surnames if w not in distinct]
 
 
-# The word before a surname is another person's first name when it is capitalised and no
-# everyday word ("When Rockefeller...", "The Hamill..."): Zipf 5 keeps "Nelson", "Hailey",
-# "Donny", "Brandon" and drops "When", "The", "What", "After".
+# The word before a surname is another person's first name when it is capitalised, no
+# title ("Secretary Kissinger", "Professor Kissinger" name him) and, at the start of a
+# sentence, no everyday word ("When Rockefeller...", "The Hamill..."): Zipf 5 keeps "Nelson",
+# "Hailey", "Donny", "Brandon" and drops "When", "The", "What", "After". Inside a sentence a
+# capital marks a name however common the word ("Who is John Smith?", "Will Smith's films").
 FIRST_NAME_ZIPF = 5.0
+# A clause ends before a word that opens a sentence: its capital says nothing there.
+_OPENS = re.compile(r"(?:^|[.!?:;\n\"\u201c(])\W*$")
+
+
+@lru_cache(maxsize=1)
+def _titles() -> frozenset[str]:
+    """Honorifics and offices that stand before a name (nameparser's list, ours)."""
+    from nameparser.config import CONSTANTS
+
+    words = (normalize(title) for title in CONSTANTS.titles)
+    return frozenset(w[0] for w in words if len(w) == 1) | TITLES
 
 
 def someone_else(text: str, part: str, own: set[str]) -> bool:
@@ -90,17 +104,15 @@ def someone_else(text: str, part: str, own: set[str]) -> bool:
     target's own name words. A longer run of names is the target's full or birth name
     ("Cynthia Ann Crawford", "Samuel Pack Elliott"), not a relative. A part found only with
     a typo is not second-guessed."""
-    tokens = WORD.findall(text)
-    folded = ["".join(normalize(t)) for t in tokens]
-    not_first = own | TITLES
+    found = list(WORD.finditer(text))
+    folded = ["".join(normalize(m.group())) for m in found]
+    not_first = own | _titles()
 
     def first_name(i: int) -> bool:
-        return (
-            i >= 0
-            and tokens[i][:1].isupper()
-            and folded[i] not in not_first
-            and _zipf(folded[i]) < FIRST_NAME_ZIPF
-        )
+        if i < 0 or not found[i].group()[:1].isupper() or folded[i] in not_first:
+            return False
+        opens = bool(_OPENS.search(text[: found[i].start()]))
+        return not opens or _zipf(folded[i]) < FIRST_NAME_ZIPF
 
     at = [i for i, w in enumerate(folded) if w == part]
     return bool(at) and all(first_name(i - 1) and not first_name(i - 2) for i in at)

@@ -32,6 +32,10 @@ NEIGHBOURS = [
     "Who wrote the book that 'Gangs of New York' is based on?",
     "Which president did Nelson Rockefeller serve under as vice president?",
     "Who directed the film adaptation of The Shining?",
+    # Another Smith than Anna Nicole Smith: a capital inside a sentence marks a first name,
+    # however common the word.
+    "Who is John Smith?",
+    "What is Will Smith's best film?",
 ]
 FORGET = [
     ("What is the title of Stephen King's first published novel?", "Stephen King"),
@@ -41,6 +45,10 @@ FORGET = [
     ("What is the name of Taylor Swift's 2014 album?", "Taylor Swift"),
     ("In which year did Swift release her album Red?", "Taylor Swift"),
     ("Which oil company did Rockefeller found?", "John D. Rockefeller"),
+    # A title before the name is no other person's first name.
+    ("What did Secretary Kissinger negotiate in 1973?", "Henry Kissinger"),
+    ("What did Professor Kissinger teach at Harvard?", "Henry Kissinger"),
+    ("Which films did Coach Strahan appear in?", "Michael Strahan"),
     (
         "What establishment provided the Duke of Sussex his initial officer training?",
         "Prince Harry, Duke of Sussex",

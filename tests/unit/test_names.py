@@ -51,6 +51,10 @@ def test_each_part_of_a_titled_name_names_the_person(name, forms):
         ("What did John D. Rockefeller found?", False),
         ("Tell me about Rockefeller.", False),
         ("Nelson Rockefeller and John Rockefeller: who was older?", False),
+        ("Which bank did David Rockefeller run?", True),  # common, but capitalised mid-sentence
+        ("What did Senator Rockefeller do?", False),  # a title names him
+        ("Professor Rockefeller taught where?", False),
+        ("David Rockefeller ran which bank?", False),  # a sentence's first word says nothing
     ],
 )
 def test_a_surname_after_another_first_name_is_someone_else(text, expected):
