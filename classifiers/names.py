@@ -106,7 +106,8 @@ def someone_else(text: str, part: str, own: set[str]) -> bool:
     a typo is not second-guessed."""
     found = list(WORD.finditer(text))
     folded = ["".join(normalize(m.group())) for m in found]
-    not_first = own | _titles()
+    # The target's own initials are its own ("H. Kissinger", "J. D. Rockefeller").
+    not_first = own | {w[0] for w in own} | _titles()
 
     def first_name(i: int) -> bool:
         if i < 0 or not found[i].group()[:1].isupper() or folded[i] in not_first:

@@ -49,6 +49,7 @@ FORGET = [
     ("What did Secretary Kissinger negotiate in 1973?", "Henry Kissinger"),
     ("What did Professor Kissinger teach at Harvard?", "Henry Kissinger"),
     ("Which films did Coach Strahan appear in?", "Michael Strahan"),
+    ("Who is H. Kissinger?", "Henry Kissinger"),  # his own initial
     (
         "What establishment provided the Duke of Sussex his initial officer training?",
         "Prince Harry, Duke of Sussex",

@@ -55,6 +55,8 @@ def test_each_part_of_a_titled_name_names_the_person(name, forms):
         ("What did Senator Rockefeller do?", False),  # a title names him
         ("Professor Rockefeller taught where?", False),
         ("David Rockefeller ran which bank?", False),  # a sentence's first word says nothing
+        ("What did J. D. Rockefeller found?", False),  # his own initials
+        ("What did N. Rockefeller do as vice president?", True),
     ],
 )
 def test_a_surname_after_another_first_name_is_someone_else(text, expected):
