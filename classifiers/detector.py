@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_limits
 
 from classifiers.base import Match, PromptClassifier, get_classifier
 from classifiers.encoder import Encoder, Span
-from classifiers.lexical import STOPWORDS, LexicalMatcher, normalize
+from classifiers.lexical import STOPWORDS, LexicalMatcher, normalize, readable
 from classifiers.names import FUZZY_PART_CHARS, name_forms, name_parts, someone_else
 from classifiers.probes import (
     contrast_probes,
@@ -181,8 +181,9 @@ class Detector:
         a target and also asks something else: a mixed request). It stays [] when a target
         is asked anywhere but in a clause of the last turn (a system prompt, an earlier turn,
         only the turns read together): removing the last turn's clauses would not remove it.
+        Texts are screened as they read (`readable`): invisible characters do not split a name.
         """
-        plans = [conversation_units(texts) for texts in conversations]
+        plans = [conversation_units([readable(t) for t in texts]) for texts in conversations]
         flat = [units for plan in plans for units in plan]
         targets = self.targets  # a snapshot: registration swaps the dict, never mutates it
         if not targets or not flat:

@@ -11,6 +11,22 @@ WORD = re.compile(r"[^\W_]+", re.UNICODE)
 STOPWORDS = {"the", "of", "and", "a", "an", "de", "van", "von", "in", "on", "at", "to", "for"}
 
 
+# A name spelled out letter by letter ("K-i-s-s-i-n-g-e-r", "K i s s i n g e r"): four
+# letters or more, each followed by the same one-character separator ("H-a-r-r-y P-o-t-t-e-r"
+# is two words).
+_SPELLED = re.compile(r"(?<!\w)[^\W\d_]([-.*_ ])(?:[^\W\d_]\1){2,}[^\W\d_](?!\w)")
+
+
+def readable(text: str) -> str:
+    """The text as a reader (and the model) reads it: compatibility forms folded (NFKC:
+    full-width letters, ligatures), characters that render as nothing removed (zero-width
+    space and joiners, soft hyphen, direction marks: "Kiss\u200binger"), and a word spelled
+    out letter by letter joined again."""
+    text = unicodedata.normalize("NFKC", text)
+    text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    return _SPELLED.sub(lambda m: m.group().replace(m.group(1), ""), text)
+
+
 def normalize(text: str) -> list[str]:
     """Lower-case words with accents folded: 'Hogwarts,' and 'hogwárts' give 'hogwarts'."""
     folded = unicodedata.normalize("NFKD", text.casefold())

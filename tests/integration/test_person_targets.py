@@ -50,6 +50,8 @@ FORGET = [
     ("What did Professor Kissinger teach at Harvard?", "Henry Kissinger"),
     ("Which films did Coach Strahan appear in?", "Michael Strahan"),
     ("Who is H. Kissinger?", "Henry Kissinger"),  # his own initial
+    ("Who did Kiss\u200binger meet in Beijing in 1971?", "Henry Kissinger"),
+    ("Who did K-i-s-s-i-n-g-e-r meet in Beijing in 1971?", "Henry Kissinger"),
     (
         "What establishment provided the Duke of Sussex his initial officer training?",
         "Prince Harry, Duke of Sussex",

@@ -187,3 +187,23 @@ def test_repeated_phrase_can_be_removed_and_re_added():
     assert matcher.match("harry potter") == {"t": "Harry Potter"}
     matcher.remove("t")
     assert matcher.match("harry potter") == {}
+
+
+@pytest.mark.parametrize(
+    "text, read",
+    [
+        ("Kiss\u200binger and Spring\u00adsteen", "Kissinger and Springsteen"),
+        ("\uff2b\uff49\uff53\uff53\uff49\uff4e\uff47\uff45\uff52", "Kissinger"),
+        ("Who is K-i-s-s-i-n-g-e-r?", "Who is Kissinger?"),
+        ("Who is K i s s i n g e r?", "Who is Kissinger?"),
+        ("H-a-r-r-y P-o-t-t-e-r", "Harry Potter"),
+        # Initials and abbreviations stay as they are.
+        ("J. D. Rockefeller", "J. D. Rockefeller"),
+        ("U.S.A. or U.K.?", "U.S.A. or U.K.?"),
+        ("Choose a, b, c or d.", "Choose a, b, c or d."),
+    ],
+)
+def test_a_text_is_screened_as_it_reads(text, read):
+    from classifiers.lexical import readable
+
+    assert readable(text) == read
