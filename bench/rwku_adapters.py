@@ -110,6 +110,18 @@ def _lm(adapter: str | None = None) -> LM:
     return LM(model, AutoTokenizer.from_pretrained(model_dir), batch=64)
 
 
+def kept_people(folders: list[Path], retain: list[Path]) -> list[Path]:
+    """The retain people less the subjects of the forgotten targets' neighbour probes: an
+    edit trained to keep Bruce Lee would be scored on keeping him."""
+    subjects = {
+        p["neighbor"]
+        for f in folders
+        for name in ("neighbor_level1.json", "neighbor_level2.json")
+        for p in json.loads((f / name).read_text())
+    }
+    return [f for f in retain if registration(f)["name"] not in subjects]
+
+
 def corpora(folders: list[Path], setting: str, lm, retain: list[Path]) -> dict[str, Any]:
     """The training spec and the held-out texts of a unit (one target, or a batch); `retain`
     are the targets whose texts the edit must keep.
@@ -281,8 +293,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sweep, frontier = [], []
     for setting in args.settings.split(","):
         for scope, units in scopes:
-            label = f"{setting}{' + same-kind retain' if retain else ''}, {scope}"
-            made = [corpora(u, setting, base_lm, retain) for u in units]
+            made = [corpora(u, setting, base_lm, kept_people(u, retain)) for u in units]
+            people = {len(m["spec"].get("retain_targets", [])) for m in made}
+            label = f"{setting} + {'/'.join(map(str, sorted(people)))} people kept, {scope}"
             for method in tqdm(args.methods.split(","), desc=label):
                 points = []
                 for point in GRID[method]:
