@@ -111,6 +111,7 @@ class Detector:
 
     def add_targets(self, items: list[tuple[str, int, dict[str, Any]]]) -> list[TargetInfo]:
         """Register (or replace) targets; their texts are embedded in one batched call."""
+        items = [(t, v, _readable_spec(spec)) for t, v, spec in items]
         texts, spans = [], []
         for _, _, spec in items:
             name, aliases = spec["name"], spec.get("aliases", [])
@@ -134,7 +135,8 @@ class Detector:
                 contrast = self._contrast_for(phrases, positives)
                 threshold = self.classifier.fit(target_id, positives, self._negatives, contrast)
                 self.semantic.add(target_id, probe_vecs)
-                self.lexical.add(target_id, phrases)
+                # Written as one word too: "#HenryKissinger", "H e n r y K i s s i n g e r".
+                self.lexical.add(target_id, [*phrases, *("".join(normalize(n)) for n in names)])
                 distinct, surnames = name_parts([spec["name"], *spec.get("aliases", [])])
                 self.name_words.add(target_id, distinct)
                 self.mentions.add(target_id, [*phrases, *distinct, *surnames])
@@ -183,7 +185,8 @@ class Detector:
         only the turns read together): removing the last turn's clauses would not remove it.
         Texts are screened as they read (`readable`): invisible characters do not split a name.
         """
-        plans = [conversation_units([readable(t) for t in texts]) for texts in conversations]
+        read = [[readable(t) for t in texts] for texts in conversations]
+        plans = [conversation_units(texts) for texts in read]
         flat = [units for plan in plans for units in plan]
         targets = self.targets  # a snapshot: registration swaps the dict, never mutates it
         if not targets or not flat:
@@ -197,9 +200,12 @@ class Detector:
                 for i, u in enumerate(flat)
             ]
         results, at = [], 0
-        for plan in plans:
+        for plan, texts, was in zip(plans, read, conversations, strict=True):
             per_plan, at = scored[at : at + len(plan)], at + len(plan)
-            results.append(self._verdict(plan, per_plan, targets) if plan else ([], []))
+            matches, others = self._verdict(plan, per_plan, targets) if plan else ([], [])
+            # The other clauses are asked in place of the last turn: only as the client wrote
+            # them. A turn that reads differently than it is written is refused whole.
+            results.append((matches, others if texts[-1:] == was[-1:] else []))
         return results
 
     def _verdict(
@@ -281,6 +287,16 @@ class Detector:
             if t in targets
             and (" " in phrase or not someone_else(text, normalize(phrase)[0], targets[t].own))
         }
+
+
+def _readable_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec's names and keywords as screened texts read (`readable`), so that a name
+    written with a joiner (Persian, Indic scripts) still matches."""
+    out = {**spec, "name": readable(spec["name"])}
+    for key in ("aliases", "keywords"):
+        if key in spec:
+            out[key] = [readable(x) for x in spec[key]]
+    return out
 
 
 @dataclass(frozen=True)

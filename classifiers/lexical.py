@@ -11,18 +11,32 @@ WORD = re.compile(r"[^\W_]+", re.UNICODE)
 STOPWORDS = {"the", "of", "and", "a", "an", "de", "van", "von", "in", "on", "at", "to", "for"}
 
 
-# A name spelled out letter by letter ("K-i-s-s-i-n-g-e-r", "K i s s i n g e r"): four
-# letters or more, each followed by the same one-character separator ("H-a-r-r-y P-o-t-t-e-r"
-# is two words).
-_SPELLED = re.compile(r"(?<!\w)[^\W\d_]([-.*_ ])(?:[^\W\d_]\1){2,}[^\W\d_](?!\w)")
+# A word spelled out letter by letter ("K-i-s-s-i-n-g-e-r", "K i s s i n g e r", "K . i . s"):
+# four letters or more, each followed by the same separator, one punctuation mark with
+# spaces around it or one space ("H-a-r-r-y P-o-t-t-e-r" is two words).
+_SPELLED = re.compile(r"(?<!\w)[^\W\d_](\s*[^\w\s]\s*|\s)(?:[^\W\d_]\1){2,}[^\W\d_](?!\w)")
+# Unicode's Default_Ignorable_Code_Point ranges (DerivedCoreProperties.txt): they render as
+# nothing, and a reader reads the word around them whole. Also the blank braille pattern.
+_IGNORABLE = (
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160),
+    (0x17B4, 0x17B5), (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E),
+    (0x2060, 0x206F), (0x2800, 0x2800), (0x3164, 0x3164), (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+)  # fmt: skip
+_DROP = {c: None for lo, hi in _IGNORABLE for c in range(lo, hi + 1)}
+# Tag characters mirror ASCII (U+E0020-E007E): a model may read text hidden in them, so
+# they are screened as the ASCII they stand for.
+_DROP.update({c: c - 0xE0000 for c in range(0xE0020, 0xE007F)})
 
 
 def readable(text: str) -> str:
     """The text as a reader (and the model) reads it: compatibility forms folded (NFKC:
-    full-width letters, ligatures), characters that render as nothing removed (zero-width
-    space and joiners, soft hyphen, direction marks: "Kiss\u200binger"), and a word spelled
-    out letter by letter joined again."""
-    text = unicodedata.normalize("NFKC", text)
+    full-width letters, ligatures), what renders as nothing removed (zero-width space and
+    joiners, soft hyphen, direction marks, variation selectors: "Kiss\u200binger"), tag
+    characters read as the ASCII they mirror, and a word spelled out letter by letter
+    joined again."""
+    text = unicodedata.normalize("NFKC", text).translate(_DROP)
     text = "".join(c for c in text if unicodedata.category(c) != "Cf")
     return _SPELLED.sub(lambda m: m.group().replace(m.group(1), ""), text)
 

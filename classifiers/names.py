@@ -78,14 +78,17 @@ def name_parts(names: list[str]) -> tuple[list[str], list[str]]:
     return list(distinct), [w for w in surnames if w not in distinct]
 
 
-# The word before a surname is another person's first name when it is capitalised, no
-# title ("Secretary Kissinger", "Professor Kissinger" name him) and, at the start of a
-# sentence, no everyday word ("When Rockefeller...", "The Hamill..."): Zipf 5 keeps "Nelson",
-# "Hailey", "Donny", "Brandon" and drops "When", "The", "What", "After". Inside a sentence a
-# capital marks a name however common the word ("Who is John Smith?", "Will Smith's films").
+# The word before a surname is another person's first name ("Nelson Rockefeller", "Hailey
+# Bieber") when it is capitalised, is neither a title or office ("Secretary Kissinger":
+# nameparser's list) nor the target's own name or initial ("H. Kissinger"), and is either
+# uncommon (Zipf below 5 keeps "Nelson", "Hailey", "Donny" and drops "When", "The", "After")
+# or, inside a sentence, a common word that is a given name in the US census ("Who is John
+# Smith?", "Will Smith's films"). Capitals at a sentence start or in an all-caps word say
+# nothing of a common word ("Did", "July"). Below COMMONEST, a word is a function word even
+# when the census lists it ("In", "The").
 FIRST_NAME_ZIPF = 5.0
-# A clause ends before a word that opens a sentence: its capital says nothing there.
-_OPENS = re.compile(r"(?:^|[.!?:;\n\"\u201c(])\W*$")
+COMMONEST = 6.5
+_LOOK_BACK = 24  # characters before a word that tell whether a sentence starts with it
 
 
 @lru_cache(maxsize=1)
@@ -97,23 +100,72 @@ def _titles() -> frozenset[str]:
     return frozenset(w[0] for w in words if len(w) == 1) | TITLES
 
 
+@lru_cache(maxsize=1)
+def _given_names() -> frozenset[str]:
+    """First names of the 1990 US census (the `names` package's data)."""
+    from importlib import resources
+
+    folder = resources.files("names")
+    lines = [
+        line
+        for sex in ("male", "female")
+        for line in folder.joinpath(f"dist.{sex}.first").read_text().splitlines()
+    ]
+    return frozenset(line.split()[0].casefold() for line in lines if line.strip())
+
+
 def someone_else(text: str, part: str, own: set[str]) -> bool:
     """Whether every occurrence of the name part `part` in `text` names another person:
     a relative with the same surname ("Nelson Rockefeller", "Hailey Bieber", "Donny Osmond")
     when the target is John D. Rockefeller, Justin Bieber or Marie Osmond. `own` holds the
-    target's own name words. A longer run of names is the target's full or birth name
-    ("Cynthia Ann Crawford", "Samuel Pack Elliott"), not a relative. A part found only with
-    a typo is not second-guessed."""
+    target's own name words. Only the capitalised words joined to the part by spaces count
+    ("Nixon, Kissinger" and "China. Kissinger" name him). A run of two or more is the
+    target's full or birth name ("Cynthia Ann Crawford", "Samuel Pack Elliott"), not a
+    relative, and so is a run holding a title or a word of the target's own name. A part
+    found only with a typo is not second-guessed."""
     found = list(WORD.finditer(text))
     folded = ["".join(normalize(m.group())) for m in found]
-    # The target's own initials are its own ("H. Kissinger", "J. D. Rockefeller").
-    not_first = own | {w[0] for w in own} | _titles()
-
-    def first_name(i: int) -> bool:
-        if i < 0 or not found[i].group()[:1].isupper() or folded[i] in not_first:
-            return False
-        opens = bool(_OPENS.search(text[: found[i].start()]))
-        return not opens or _zipf(folded[i]) < FIRST_NAME_ZIPF
-
+    theirs = own | {w[0] for w in own} | _titles()
     at = [i for i, w in enumerate(folded) if w == part]
-    return bool(at) and all(first_name(i - 1) and not first_name(i - 2) for i in at)
+    if not at:
+        return False
+    for i in at:
+        run = _run_before(text, found, i)
+        if len(run) != 1 or folded[run[0]] in theirs:
+            return False
+        if not _first_name(text, found[run[0]], folded[run[0]]):
+            return False
+    return True
+
+
+def _run_before(text: str, found: list[re.Match], i: int) -> list[int]:
+    """The capitalised words right before word i, each joined to the next by spaces alone
+    (an initial by ". "), nearest first."""
+    run = []
+    for j in range(i - 1, -1, -1):
+        word, gap = found[j].group(), text[found[j].end() : found[j + 1].start()]
+        joined = (gap != "" and not gap.strip(" ")) or (gap == ". " and len(word) == 1)
+        if not (joined and word[:1].isupper()):
+            break
+        run.append(j)
+    return run
+
+
+def _first_name(text: str, match: re.Match, word: str) -> bool:
+    if len(word) == 1:  # an initial ("N. Rockefeller"), not an article ("A Rockefeller")
+        return text[match.end() : match.end() + 1] == "."
+    zipf = _zipf(word)
+    if zipf < FIRST_NAME_ZIPF:
+        return True
+    shouted = len(match.group()) > 1 and match.group().isupper()
+    opens = shouted or _opens(text, match.start())
+    return not opens and zipf < COMMONEST and word in _given_names()
+
+
+def _opens(text: str, start: int) -> bool:
+    """Whether a sentence, list item, quote or bracket opens at `start`: what precedes it
+    is nothing, or ends in other punctuation than a comma."""
+    before = text[max(0, start - _LOOK_BACK) : start].rstrip(" \t")
+    if not before:
+        return start <= _LOOK_BACK
+    return not (before[-1].isalnum() or before[-1] == ",")

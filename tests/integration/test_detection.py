@@ -97,3 +97,14 @@ def test_numpy_blas_runs_on_one_thread_beside_the_encoder(detector):
 
     blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
     assert blas and all(i["num_threads"] == 1 for i in blas), blas
+
+
+def test_a_name_written_with_a_joiner_matches_however_the_prompt_writes_it(detector):
+    name = "Mohammad\u200cReza Shajarian"  # a zero-width non-joiner, as Persian names have
+    detector.add_target("Shajarian", 1, {"name": name})
+    try:
+        for prompt in (f"Which albums did {name} record?", "Which albums did MohammadReza record?"):
+            matches, _ = detector.screen([prompt])
+            assert "Shajarian" in [m.target_id for m in matches], prompt
+    finally:
+        detector.remove_target("Shajarian")

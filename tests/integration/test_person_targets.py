@@ -52,6 +52,10 @@ FORGET = [
     ("Who is H. Kissinger?", "Henry Kissinger"),  # his own initial
     ("Who did Kiss\u200binger meet in Beijing in 1971?", "Henry Kissinger"),
     ("Who did K-i-s-s-i-n-g-e-r meet in Beijing in 1971?", "Henry Kissinger"),
+    ("Who is H e n r y K i s s i n g e r?", "Henry Kissinger"),
+    ("Tell me about #HenryKissinger.", "Henry Kissinger"),
+    ("WHAT DID KISSINGER DO IN CHINA?", "Henry Kissinger"),
+    ("Did Nixon, Kissinger or Ford meet Mao first?", "Henry Kissinger"),
     (
         "What establishment provided the Duke of Sussex his initial officer training?",
         "Prince Harry, Duke of Sussex",
@@ -97,3 +101,18 @@ def test_a_clause_that_names_or_points_back_at_the_person_is_not_answered_alone(
     matches, others = detector.screen([prompt])
     assert "Taylor Swift" in [m.target_id for m in matches]
     assert bool(others) is kept
+
+
+@pytest.mark.parametrize(
+    "prompt, others",
+    [
+        ("What is 2+2, and who did Kissinger meet in Beijing in 1971?", ["What is 2+2"]),
+        # A turn that reads differently than it is written is refused whole: the clause
+        # asked in its place would be the rewritten one.
+        ("What is 2+2, and who did K-i-s-s-i-n-g-e-r meet in Beijing in 1971?", []),
+    ],
+)
+def test_only_a_turn_as_written_is_answered_in_part(detector, prompt, others):
+    matches, kept = detector.screen([prompt])
+    assert "Henry Kissinger" in [m.target_id for m in matches]
+    assert kept == others

@@ -197,6 +197,11 @@ def test_repeated_phrase_can_be_removed_and_re_added():
         ("Who is K-i-s-s-i-n-g-e-r?", "Who is Kissinger?"),
         ("Who is K i s s i n g e r?", "Who is Kissinger?"),
         ("H-a-r-r-y P-o-t-t-e-r", "Harry Potter"),
+        ("K/i/s/s/i/n/g/e/r, K . i . s . s", "Kissinger, Kiss"),
+        ("K\ni\ns\ns", "Kiss"),
+        # Variation selector, grapheme joiner, Hangul filler, blank braille: all invisible.
+        ("Kiss\ufe0fin\u034fg\u3164e\u2800r", "Kissinger"),
+        ("Who is \U000e004b\U000e0069\U000e0073\U000e0073?", "Who is Kiss?"),  # tag letters
         # Initials and abbreviations stay as they are.
         ("J. D. Rockefeller", "J. D. Rockefeller"),
         ("U.S.A. or U.K.?", "U.S.A. or U.K.?"),
