@@ -191,16 +191,23 @@ GOAL = {"forget_ratio": 0.10, "neighbor_ratio": 0.90, "neighbor_changed": 0.15, 
 
 
 def goal_check(rows: list[dict[str, Any]]) -> dict[str, bool]:
-    """Each criterion of GOAL against a run's group rows, by name."""
+    """Each criterion of GOAL against a run's group rows, by name. A group missing, or with
+    no before-score to compare with, meets nothing."""
     by = {r["group"]: r for r in rows}
+
+    def ratio(group: str) -> float | None:
+        return by[group]["after_over_before"] if group in by else None
+
     met = {}
     for group in ("forget_fb", "forget_qa", "forget_aa"):
-        met[group] = (by[group]["after_over_before"] or 0.0) <= GOAL["forget_ratio"]
-    for group in ("neighbor_fb", "neighbor_qa"):
-        row = by.get(group + NO_ONE)
-        met[group + NO_ONE] = row is not None and (
-            (row["after_over_before"] or 1.0) >= GOAL["neighbor_ratio"]
-            and row["changed"] <= GOAL["neighbor_changed"]
+        r = ratio(group)
+        met[group] = r is not None and r <= GOAL["forget_ratio"]
+    for group in (f"neighbor_fb{NO_ONE}", f"neighbor_qa{NO_ONE}"):
+        r = ratio(group)
+        met[group] = (
+            r is not None
+            and r >= GOAL["neighbor_ratio"]
+            and by[group]["changed"] <= GOAL["neighbor_changed"]
         )
     for group in ("triviaqa", "mmlu"):
         met[group] = group in by and by[group]["flagged"] <= GOAL["flagged"]

@@ -185,6 +185,9 @@ def test_neighbours_are_judged_without_the_registered_people_among_them():
     met = goal_check(rows)
     assert not met["neighbor_fb, about no registered person"]
     assert met["neighbor_qa, about no registered person"] and met["forget_aa"]
+    # Nothing to compare with, or a group missing, meets nothing.
+    assert not goal_check([{**r, "after_over_before": None} for r in rows])["forget_fb"]
+    assert not any(goal_check([]).values())
 
 
 def test_before_answers_are_reused_by_probe_and_the_rest_asked(tmp_path, monkeypatch):
