@@ -150,3 +150,22 @@ def test_token_logprobs_score_each_text_alone_whatever_it_is_batched_with():
         assert got.shape == want.shape == (ids.shape[1] - 1,)
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     assert lm.tokenizer.padding_side == "left"  # generation still pads on the left
+
+
+def test_people_kept_by_an_edit_are_never_those_its_neighbour_probes_ask_about(tmp_path):
+    import json
+
+    from bench.rwku_adapters import kept_people
+
+    def person(number: int, name: str, neighbours: list[str]):
+        folder = tmp_path / f"{number}_{name.replace(' ', '_')}"
+        folder.mkdir()
+        (folder / "intro.json").write_text(json.dumps([{"target": name, "intro": name}]))
+        for level in (1, 2):
+            probes = [{"query": "?", "answer": "!", "neighbor": n} for n in neighbours]
+            (folder / f"neighbor_level{level}.json").write_text(json.dumps(probes))
+        return folder
+
+    harry = person(10, "Prince Harry", ["Meghan Markle"])
+    meghan, other = person(44, "Meghan Markle", []), person(45, "Bruce Springsteen", [])
+    assert kept_people([harry], [meghan, other]) == [other]
