@@ -140,9 +140,10 @@ def someone_else(text: str, part: str, own: set[str]) -> bool:
 
 def _run_before(text: str, found: list[re.Match], i: int) -> list[int]:
     """The capitalised words right before word i, each joined to the next by spaces alone
-    (an initial by ". "), nearest first."""
+    (an initial by ". "), nearest first; at most two (whether there is one is the question:
+    reading further would make a shouted text cost its length at every occurrence)."""
     run = []
-    for j in range(i - 1, -1, -1):
+    for j in range(i - 1, max(i - 3, -1), -1):
         word, gap = found[j].group(), text[found[j].end() : found[j + 1].start()]
         joined = (gap != "" and not gap.strip(" ")) or (gap == ". " and len(word) == 1)
         if not (joined and word[:1].isupper()):
