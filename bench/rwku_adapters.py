@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from bench import report
 from bench.adapter_eval import EVALUATION, evaluate, ratios
-from bench.rwku_corpus import OTHERS_RISE, cached
+from bench.rwku_corpus import OTHERS_SLACK, cached
 from bench.rwku_data import DEFAULT_ROOT, FILES, registration, targets
 from guard_server.adapters import CARD
 from guard_server.models import DEFAULT_MODEL_NAME
@@ -36,7 +36,7 @@ from guard_server.models import DEFAULT_MODEL_NAME
 if TYPE_CHECKING:
     from bench.lm_eval import LM
 
-METHODS = "ga,gd,npo,simnpo,rmu,gu,flat,idk,ssd"
+METHODS = "ga,gd,npo,simnpo,rmu,gu,flat,idk,idk-kl,ssd"
 # A small grid per method: the learning rate, the retain weight where the method has one
 # (SSD: its selection constant alpha). Early stopping picks the number of steps.
 GRID: dict[str, list[dict[str, Any]]] = {
@@ -48,8 +48,14 @@ GRID: dict[str, list[dict[str, Any]]] = {
     "gu": [{"lr": 1e-4}, {"lr": 3e-4}],
     "flat": [{"lr": 1e-4}, {"lr": 3e-4}],
     "idk": [{"lr": 3e-4, "retain_weight": 1.0}, {"lr": 3e-4, "retain_weight": 4.0}],
+    "idk-kl": [
+        {"lr": 5e-4, "retain_loss": "kl", "retain_weight": 1.0, "batch_size": 8},
+        {"lr": 5e-4, "retain_loss": "kl", "retain_weight": 4.0, "batch_size": 8},
+    ],
     "ssd": [{"alpha": 50.0}, {"alpha": 200.0}],
 }
+# Grid entries that are a variant of another registered method (its own row in the frontier).
+VARIANT_OF = {"idk-kl": "idk"}
 NEIGHBOURS = (41, 42, 43)  # RWKU targets whose generated texts stand for "other people"
 HELD_PER_TARGET = 3  # held-out texts per target the monitor scores (each scoring is a pass)
 GOAL = {"forget": 0.5, "neighbor": 0.9, "mmlu_points": 2.0}
@@ -192,9 +198,9 @@ def trained(method: str, point: dict[str, Any], unit: dict[str, Any], args) -> d
     from guard_server.unlearn import get_method
 
     overrides = {**point, "steps": args.steps} if method != "ssd" else dict(point)
-    answer = get_method(method).from_overrides(overrides).good_answer
+    answer = get_method(VARIANT_OF.get(method, method)).from_overrides(overrides).good_answer
     job = {
-        "method": method,
+        "method": VARIANT_OF.get(method, method),
         "overrides": overrides,
         "model_dir": str(convert_default_model()),
         "tolerance": args.tolerance,
@@ -204,7 +210,7 @@ def trained(method: str, point: dict[str, Any], unit: dict[str, Any], args) -> d
     }
     if answer is not None:
         job["answer"] = answer
-        job["others_rise"] = OTHERS_RISE
+        job["others_slack"] = OTHERS_SLACK
     else:
         del job["names"]  # the text monitor does not read them (and adapters stay cached)
     out = _work() / "adapters" / _slug(job)

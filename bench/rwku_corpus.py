@@ -139,23 +139,33 @@ HELD_OUT_QUESTIONS = (
 
 
 def answer_logprob(lm: LM, questions: list[str], answer: str) -> float:
-    """Mean log-probability per token of `answer` as the reply to each question."""
+    """Mean log-probability that the reply to each question starts as `answer` does (its
+    first token): once an adapter has learnt the answer, the rest of it follows its first
+    token whoever was asked about, so only the first token says whether it would be given."""
     n = len(lm.tokenizer(answer, add_special_tokens=False)["input_ids"])
     logprobs = lm.token_logprobs([lm.chat(q) + answer for q in questions])
-    return float(sum(lp[-n:].mean() for lp in logprobs) / len(logprobs))
+    return float(sum(lp[-n] for lp in logprobs) / len(logprobs))
 
 
-# How much more likely (per token, in nats) the taught answer may become for questions about
-# other people before the adapter counts as refusing them too: log 2, twice as likely.
-OTHERS_RISE = 0.693
+def answered_with(lm: LM, questions: list[str], answer: str) -> float:
+    """The share of questions whose greedy reply is `answer` (its words, in order, first)."""
+    words = answer.split()
+    said = lm.answers(questions, len(lm.tokenizer(answer, add_special_tokens=False)["input_ids"]))
+    return float(sum(s.split()[: len(words)] == words for s in said) / len(questions))
+
+
+# How much more often than the base model the adapter may give the taught answer to
+# held-out questions about other people (greedy): one question in ten.
+OTHERS_SLACK = 0.1
 
 
 class AnswerMonitor(HeldOutMonitor):
-    """For methods that teach one answer (idk, flat): how much more readily the adapter gives
+    """For methods that teach one answer (idk, flat): how much more readily the adapter starts
     that answer to held-out questions about the targets than to the same questions about
-    other people, provided other people's questions do not get it much more readily
-    (`OTHERS_RISE`) and texts about other people and everyday texts keep their loss
-    (`HeldOutMonitor`'s constraint); None otherwise."""
+    other people (the rise of `answer_logprob`), provided it does not give other people the
+    answer (greedy) more often than the base model did by more than `OTHERS_SLACK`, and texts
+    about other people and everyday texts keep their loss (`HeldOutMonitor`'s constraint);
+    None otherwise."""
 
     def __init__(
         self,
@@ -177,8 +187,10 @@ class AnswerMonitor(HeldOutMonitor):
         out = super().measure(lm)
         for group, questions in self.questions.items():
             out[f"answer_{group}"] = answer_logprob(lm, questions, self.answer)
+            out[f"given_{group}"] = answered_with(lm, questions, self.answer)
         return out
 
     def score(self, now: dict[str, float]) -> float | None:
         rise = {g: now[f"answer_{g}"] - self.base[f"answer_{g}"] for g in self.questions}
-        return rise["targets"] - rise["others"] if rise["others"] <= OTHERS_RISE else None
+        spared = now["given_others"] - self.base["given_others"] <= OTHERS_SLACK
+        return rise["targets"] - rise["others"] if spared else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -24,6 +25,41 @@ ERR_RETAIN_TARGETS = (
 )
 ERR_EMPTY = "no {kind} row has an answer token within max_length={max_length}"
 Row = tuple[list[int], list[int]]  # token ids, labels
+# Questions about a target in the many ways users ask them, beyond the detector's derived
+# probes: an edit taught one answer on a handful of phrasings learns the phrasings (it then
+# gives that answer to anyone asked about in them), not the name.
+QUESTIONS = (
+    "What is {x} known for?",
+    "When was {x} born?",
+    "Where was {x} born?",
+    "What is the nationality of {x}?",
+    "Who is {x} married to?",
+    "What awards has {x} won?",
+    "What was the first job of {x}?",
+    "Which school did {x} attend?",
+    "What is the most famous work of {x}?",
+    "How old is {x}?",
+    "Who are the parents of {x}?",
+    "In what year did {x} start their career?",
+    "What is the full name of {x}?",
+    "Name a famous achievement of {x}.",
+    "What did {x} do early in life?",
+    "Which country is {x} from?",
+    "What is a little-known fact about {x}?",
+    "Answer briefly: what is {x} famous for?",
+    "In one sentence, who is {x}?",
+    "I'm writing a report on {x}. What should I include?",
+    "What organisation is {x} associated with?",
+    "What did {x} study?",
+    "Who did {x} work with?",
+    "What happened to {x} later in their career?",
+    "Give me three facts about {x}.",
+    "Where does {x} live?",
+    "What is the profession of {x}?",
+)
+CLOZE = "Fill in the blank: {sentence}"
+MAX_CLOZE = 12  # fill-in-the-blank prompts per target, from its documents
+_BLANKABLE = re.compile(r"\b[\w-]{4,}\b")
 
 
 @dataclass(frozen=True)
@@ -37,18 +73,40 @@ class Pair:
 def forget_pairs(spec: dict[str, Any]) -> list[Pair]:
     """Question/answer pairs about the target, then its documents as plain completion text.
 
-    Questions are the derived probes and the operator's examples; answers are the documents'
-    sentences, dealt round-robin (the target's name when there are no documents).
+    Questions are the derived probes, `QUESTIONS` about the name and each alias, blanks in
+    the documents' sentences that mention the target, and the operator's examples; answers
+    are the documents' sentences, dealt round-robin (the target's name when there are no
+    documents).
     """
     name = spec.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ValueError(ERR_SPEC_NAME.format(name=name))
     documents = list(spec.get("documents") or [])
     aliases, keywords = list(spec.get("aliases") or []), list(spec.get("keywords") or [])
-    questions = [*derived_probes(name, aliases, keywords), *(spec.get("examples") or [])]
+    questions = [
+        *derived_probes(name, aliases, keywords),
+        *(q.format(x=subject) for subject in [name, *aliases] for q in QUESTIONS),
+        *cloze_prompts([name, *aliases], documents),
+        *(spec.get("examples") or []),
+    ]
     answers = document_sentences(documents) or [f"{name}."]
     pairs = [Pair(q, answers[i % len(answers)]) for i, q in enumerate(questions)]
     return pairs + [Pair(None, d) for d in documents]
+
+
+def cloze_prompts(names: list[str], documents: list[str], limit: int = MAX_CLOZE) -> list[str]:
+    """Fill-in-the-blank prompts: document sentences that mention one of `names`, their last
+    word of four letters or more outside the names blanked (RWKU's first probe level asks
+    this way)."""
+    words = {w.lower() for n in names for w in _BLANKABLE.findall(n)}
+    out = []
+    for sentence in document_sentences(documents, limit=10 * limit):
+        found = list(_BLANKABLE.finditer(sentence))
+        blankable = [m for m in found if m.group().lower() not in words]
+        if len(blankable) < len(found):  # it mentions the target
+            m = blankable[-1]
+            out.append(CLOZE.format(sentence=f"{sentence[: m.start()]}___{sentence[m.end() :]}"))
+    return out[:limit]
 
 
 def retain_pairs(spec: dict[str, Any] | None = None) -> tuple[Pair, ...]:

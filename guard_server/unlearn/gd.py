@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from guard_server.unlearn.base import UnlearnConfig, register_method, require
 from guard_server.unlearn.ga import GradientAscent
-from guard_server.unlearn.losses import nll
+from guard_server.unlearn.losses import nll, reference_kl
 
 if TYPE_CHECKING:
     import torch
@@ -17,19 +17,27 @@ if TYPE_CHECKING:
     from guard_server.unlearn.base import Batch
 
 
+RETAIN_LOSSES = {"nll": nll, "kl": reference_kl}
+
+
 @dataclass(frozen=True)
 class GradDiffConfig(UnlearnConfig):
+    """`retain_loss`: "nll" fits the retain answers; "kl" keeps the base model's next-token
+    distributions on the retain rows (open-unlearning's `retain_loss_type: KL`)."""
+
     retain_weight: float = 1.0
+    retain_loss: str = "nll"
 
     def validate(self) -> None:
         super().validate()
         ok = math.isfinite(self.retain_weight) and self.retain_weight >= 0
         require(ok, "retain_weight", self.retain_weight, "a finite number >= 0")
+        require(self.retain_loss in RETAIN_LOSSES, "retain_loss", self.retain_loss, "nll or kl")
 
 
 @register_method("gd", GradDiffConfig)
 class GradDiff(GradientAscent):
-    """forget_loss + retain_weight * NLL(retain); subclasses change only `forget_loss`."""
+    """forget_loss + retain_weight * retain loss; subclasses change only `forget_loss`."""
 
     config: GradDiffConfig
 
@@ -37,6 +45,7 @@ class GradDiff(GradientAscent):
         forget, logs = self.forget_loss(model, batch)
         if self.config.retain_weight == 0:
             return forget, logs
-        retain = nll(model, batch.retain)
+        kind = self.config.retain_loss
+        retain = RETAIN_LOSSES[kind](model, batch.retain)
         total = forget + self.config.retain_weight * retain
-        return total, {**logs, "retain_nll": float(retain.detach())}
+        return total, {**logs, f"retain_{kind}": float(retain.detach())}

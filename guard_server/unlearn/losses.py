@@ -53,3 +53,19 @@ def mean_token_prob(model: nn.Module, tokens: Tokens) -> torch.Tensor:
     """Per row, the mean probability of the answer tokens (in [0, 1], unlike a product)."""
     logp, mask = token_logprobs(model, tokens)
     return (logp.exp() * mask).sum(-1) / mask.sum(-1).clamp_min(1)
+
+
+def _label_logits(model: nn.Module, tokens: Tokens) -> torch.Tensor:
+    """The logits that predict each label token, (labels, vocab)."""
+    logits = model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).logits
+    return logits[:, :-1][tokens.labels[:, 1:] != IGNORE].float()
+
+
+def reference_kl(model: nn.Module, tokens: Tokens) -> torch.Tensor:
+    """KL(base || model) of the next-token distributions at every label position, averaged
+    over positions: keeps the base model's whole distribution on the rows, not one sampled
+    continuation of them, and is 0 exactly when the adapter changes nothing there."""
+    with torch.no_grad(), model.disable_adapter():
+        reference = F.log_softmax(_label_logits(model, tokens), -1)
+    current = F.log_softmax(_label_logits(model, tokens), -1)
+    return F.kl_div(current, reference, log_target=True, reduction="batchmean")

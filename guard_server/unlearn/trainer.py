@@ -46,8 +46,9 @@ class EarlyStop:
     `monitor(model)` returns a dict: `score` to maximise, or None when the model broke a
     constraint (it forgot too much of what it must keep), and anything else worth logging.
     Every `every` steps, step 0 included, the adapter is scored; the best-scoring adapter
-    weights are kept, and training stops after `patience` scores without improvement or at
-    the first None.
+    weights are kept, and training stops after `patience` scores without improvement. A None
+    is a score without improvement: a method that first learns the easy shortcut (one answer
+    for everyone) and then the distinction gets the steps to learn it.
     """
 
     def __init__(self, monitor: Callable[[nn.Module], dict[str, Any]], every: int, patience: int):
@@ -78,8 +79,6 @@ class EarlyStop:
             snapshot = get_peft_model_state_dict(model)
             self.best = {k: v.detach().clone() for k, v in snapshot.items()}
             self.best_step, self.best_score = step, -math.inf if score is None else score
-        if score is None:
-            return True
         return sum(h["step"] > self.best_step for h in self.history) >= self.patience
 
     def settings(self) -> dict[str, int]:

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.rwku_corpus import HELD_OUT_QUESTIONS, AnswerMonitor, answer_logprob
-from classifiers.probes import TEMPLATES
+from bench.rwku_corpus import AnswerMonitor, answer_logprob
 from tests.unit.test_early_stop import model_dir  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,26 +30,25 @@ class Adapter:
 
 
 def base(**change):
-    return {"other_people": 2.0, "answer_targets": -3.0, "answer_others": -3.0} | change
+    measured = {"other_people": 2.0, "answer_targets": -3.0, "answer_others": -3.0}
+    return measured | {"given_targets": 0.0, "given_others": 0.0} | change
 
 
 def test_the_score_is_how_much_more_the_targets_get_the_answer_than_other_people():
-    monitor = Scripted([base(), base(answer_targets=-1.0, answer_others=-2.5)])
-    assert monitor(Adapter())["score"] == pytest.approx(2.0 - 0.5)
+    monitor = Scripted([base(), base(answer_targets=-0.1, answer_others=-2.5, given_targets=1.0)])
+    assert monitor(Adapter())["score"] == pytest.approx(2.9 - 0.5)
 
 
-def test_refusing_other_people_or_forgetting_their_texts_breaks_the_constraint():
-    slightly = Scripted([base(), base(answer_targets=-1.0, answer_others=-2.5)])
-    assert slightly(Adapter())["score"] is not None  # others' answer 1.6x as likely: allowed
-    alike = Scripted([base(), base(answer_targets=-1.0, answer_others=-1.0)])
+def test_giving_other_people_the_answer_or_forgetting_their_texts_breaks_the_constraint():
+    # Other people's answer far likelier, yet still not what greedy decoding says: allowed.
+    likelier = Scripted([base(), base(answer_targets=-0.1, answer_others=-0.9)])
+    assert likelier(Adapter())["score"] == pytest.approx(2.9 - 2.1)
+    one_in_ten = Scripted([base(given_others=0.25), base(given_others=0.35)])
+    assert one_in_ten(Adapter())["score"] is not None
+    alike = Scripted([base(), base(answer_targets=-0.1, answer_others=-0.1, given_others=0.5)])
     assert alike(Adapter())["score"] is None  # refuses everyone alike
     broken = Scripted([base(), base(other_people=2.2, answer_targets=-1.0)])
     assert broken(Adapter())["score"] is None
-
-
-def test_held_out_questions_are_not_what_the_methods_train_on():
-    trained = {t.replace("{x}", "{name}") for t in TEMPLATES}
-    assert not trained & set(HELD_OUT_QUESTIONS)
 
 
 def test_answer_logprob_is_the_replys_own_tokens_given_the_question(model_dir):  # noqa: F811
@@ -66,9 +64,22 @@ def test_answer_logprob_is_the_replys_own_tokens_given_the_question(model_dir): 
     ids = torch.cat([prompt, reply], dim=1)
     with torch.no_grad():
         logp = torch.log_softmax(lm.model(ids).logits[0, :-1].float(), -1)
-    by_hand = logp[prompt.shape[1] - 1 :].gather(-1, reply[0, :, None]).mean()
+    first = logp[prompt.shape[1] - 1, reply[0, 0]]  # only the reply's first token counts
     got = answer_logprob(lm, [question], answer)
-    assert got == pytest.approx(float(by_hand), rel=1e-4, abs=1e-5)
+    assert got == pytest.approx(float(first), rel=1e-4, abs=1e-5)
+
+
+def test_answered_with_is_the_share_of_greedy_replies_that_are_the_answer(model_dir):  # noqa: F811
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bench.lm_eval import LM
+    from bench.rwku_corpus import answered_with
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    lm = LM(AutoModelForCausalLM.from_pretrained(model_dir), tokenizer)
+    questions = ["Where did Stephen King grow up?", "Who is Sam Elliott?"]
+    said = lm.answers(questions, 8)
+    assert answered_with(lm, questions, said[0]) == pytest.approx(0.5 * (1 + (said[1] == said[0])))
 
 
 def test_the_text_monitor_scores_the_targets_loss_rise_while_other_texts_keep_theirs():

@@ -64,11 +64,21 @@ def test_training_stops_after_patience_and_the_best_adapter_is_saved(model_dir, 
     assert not _same(saved, monitor.seen[3])  # training did change the adapter after step 2
 
 
-def test_a_broken_constraint_stops_at_once_and_keeps_the_last_good_adapter(model_dir, tmp_path):
-    card, monitor, saved = _train(model_dir, tmp_path, [0.0, 0.2, None, 5.0])
-    assert [h["step"] for h in card["early_stop"]["history"]] == [0, 2, 4]
+def test_a_broken_constraint_counts_as_no_improvement_and_keeps_the_last_good_adapter(
+    model_dir, tmp_path
+):
+    card, monitor, saved = _train(model_dir, tmp_path, [0.0, 0.2, None, None, 5.0])
+    assert [h["step"] for h in card["early_stop"]["history"]] == [0, 2, 4, 6]
     assert card["early_stop"]["best_step"] == 2
     assert _same(saved, monitor.seen[1])
+
+
+def test_training_goes_on_past_a_broken_constraint_to_a_better_adapter(model_dir, tmp_path):
+    # A method that first gives everyone the taught answer, then learns whom it is for.
+    card, monitor, saved = _train(model_dir, tmp_path, [0.0, None, 0.4, 0.3, 0.2])
+    assert [h["step"] for h in card["early_stop"]["history"]] == [0, 2, 4, 6, 8]
+    assert card["early_stop"]["best_step"] == 4
+    assert _same(saved, monitor.seen[2])
 
 
 def test_the_last_step_is_scored_even_off_the_schedule(model_dir, tmp_path):

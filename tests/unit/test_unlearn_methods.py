@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from classifiers.probes import TEMPLATES
 from guard_server.models import default_model_dir
 from guard_server.unlearn import (
     Batch,
@@ -19,7 +20,15 @@ from guard_server.unlearn import (
     method_names,
     register_method,
 )
-from guard_server.unlearn.data import Pair, UnlearnData, encode, forget_pairs, retain_pairs
+from guard_server.unlearn.data import (
+    QUESTIONS,
+    Pair,
+    UnlearnData,
+    cloze_prompts,
+    encode,
+    forget_pairs,
+    retain_pairs,
+)
 from guard_server.unlearn.gu import flat_grad
 from guard_server.unlearn.losses import IGNORE, nll
 from guard_server.unlearn.trainer import lora_model
@@ -100,6 +109,8 @@ FORGETTING = [
     ("simnpo", {"gamma": 1.0}),
     ("flat", {}),
     ("idk", {}),
+    ("idk", {"retain_loss": "kl"}),
+    ("gd", {"retain_loss": "kl"}),
     ("gu", {}),
     ("gu", {"inner": "npo"}),
 ]
@@ -118,6 +129,33 @@ def test_forget_nll_rises_after_five_steps(model, batch, name, overrides):
     logs = train(model, method(name, **overrides), batch)
     assert all(math.isfinite(step["loss"]) for step in logs)
     assert nll_of(model, batch.forget) > before + 0.5
+
+
+def test_kl_retain_is_zero_for_an_untouched_adapter_and_holds_the_retain_rows(model, batch):
+    from guard_server.unlearn.losses import reference_kl
+
+    assert float(reference_kl(model, batch.retain).detach()) == pytest.approx(0.0, abs=1e-6)
+    kl_only = train(model, method("gd", retain_loss="kl"), batch)
+    assert kl_only[0]["retain_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert "retain_nll" not in kl_only[0]
+    drift = float(reference_kl(model, batch.retain).detach())
+    assert drift > 0  # the forget term moved the retain rows too, and KL measures it
+
+
+def test_kl_retain_keeps_the_retain_rows_closer_than_none(model, batch):
+    from guard_server.unlearn.losses import reference_kl
+
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    train(model, method("idk", retain_weight=0.0), batch, steps=8)
+    alone = float(reference_kl(model, batch.retain).detach())
+    model.load_state_dict(start)
+    train(model, method("idk", retain_loss="kl", retain_weight=4.0), batch, steps=8)
+    assert float(reference_kl(model, batch.retain).detach()) < 0.5 * alone
+
+
+def test_an_unknown_retain_loss_is_refused_by_name():
+    with pytest.raises(ValueError, match="retain_loss must be nll or kl, got 'mse'"):
+        method("idk", retain_loss="mse")
 
 
 @pytest.mark.parametrize("name", ["gd", "gu"])
@@ -271,7 +309,12 @@ HP = {
 def test_forget_pairs_cover_probes_examples_and_documents():
     pairs = forget_pairs(HP)
     prompted = [p for p in pairs if p.prompt is not None]
-    assert len(prompted) == 2 * 8 + 1 and prompted[-1].prompt == HP["examples"][0]
+    blanks = cloze_prompts(["Harry Potter", "Hogwarts"], HP["documents"])
+    assert len(prompted) == 2 * len(TEMPLATES) + 2 * len(QUESTIONS) + len(blanks) + 1
+    assert prompted[-1].prompt == HP["examples"][0]
+    assert {"When was Harry Potter born?", "When was Hogwarts born?"} <= {
+        p.prompt for p in prompted
+    }
     assert {p.answer for p in prompted} == {
         "Harry Potter attends Hogwarts School of Witchcraft and Wizardry.",
         "Hogwarts is a school of magic in Scotland, led by Albus Dumbledore.",
@@ -280,6 +323,28 @@ def test_forget_pairs_cover_probes_examples_and_documents():
     assert forget_pairs({"name": "Zorblax"})[0].answer == "Zorblax."
     with pytest.raises(ValueError, match="non-empty string 'name'"):
         forget_pairs({"documents": ["x"]})
+
+
+def test_cloze_prompts_blank_a_word_of_sentences_that_mention_the_target():
+    documents = [
+        "Stephen King was born in Portland, Maine in 1947. Looking back, critics praised "
+        "his books. King wrote Carrie in a trailer."
+    ]
+    assert cloze_prompts(["Stephen King"], documents) == [
+        "Fill in the blank: Stephen King was born in Portland, Maine in ___.",
+        "Fill in the blank: King wrote Carrie in a ___.",
+    ]  # "Looking" holds "king" but is another word: that sentence is not about him
+    assert cloze_prompts(["Stephen King"], documents, limit=1) == [
+        "Fill in the blank: Stephen King was born in Portland, Maine in ___."
+    ]
+    assert cloze_prompts(["Zorblax"], documents) == []
+
+
+def test_held_out_questions_are_not_what_the_methods_train_on():
+    from bench.rwku_corpus import HELD_OUT_QUESTIONS
+
+    trained = {t.replace("{x}", "{name}") for t in (*TEMPLATES, *QUESTIONS)}
+    assert not trained & set(HELD_OUT_QUESTIONS)
 
 
 def test_retain_set_is_general_knowledge():
