@@ -103,7 +103,7 @@ def cloze_prompts(names: list[str], documents: list[str], limit: int = MAX_CLOZE
     for sentence in document_sentences(documents, limit=10 * limit):
         found = list(_BLANKABLE.finditer(sentence))
         blankable = [m for m in found if m.group().lower() not in words]
-        if len(blankable) < len(found):  # it mentions the target
+        if blankable and len(blankable) < len(found):  # it mentions the target
             m = blankable[-1]
             out.append(CLOZE.format(sentence=f"{sentence[: m.start()]}___{sentence[m.end() :]}"))
     return out[:limit]

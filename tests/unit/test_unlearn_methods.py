@@ -328,7 +328,7 @@ def test_forget_pairs_cover_probes_examples_and_documents():
 def test_cloze_prompts_blank_a_word_of_sentences_that_mention_the_target():
     documents = [
         "Stephen King was born in Portland, Maine in 1947. Looking back, critics praised "
-        "his books. King wrote Carrie in a trailer."
+        "his books. King wrote Carrie in a trailer. Stephen King, Stephen King and Stephen King."
     ]
     assert cloze_prompts(["Stephen King"], documents) == [
         "Fill in the blank: Stephen King was born in Portland, Maine in ___.",
