@@ -51,6 +51,7 @@ GRID: dict[str, list[dict[str, Any]]] = {
     "idk-kl": [
         {"lr": 5e-4, "retain_loss": "kl", "retain_weight": 1.0, "batch_size": 8},
         {"lr": 5e-4, "retain_loss": "kl", "retain_weight": 4.0, "batch_size": 8},
+        {"lr": 1e-3, "retain_loss": "kl", "retain_weight": 4.0, "batch_size": 8},
     ],
     "ssd": [{"alpha": 50.0}, {"alpha": 200.0}],
 }
