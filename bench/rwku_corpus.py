@@ -121,7 +121,8 @@ class HeldOutMonitor:
             now[k] <= self.base[k] * (1 + self.tolerance) for k in self.sets if k != "forget"
         )
         score = self.score(now) if kept else None
-        return {"score": score, **{f"{k}_loss": v for k, v in now.items()}}
+        # Texts' losses are logged as such; other measurements (a subclass's) by their names.
+        return {"score": score, **{f"{k}_loss" if k in self.sets else k: v for k, v in now.items()}}
 
     def score(self, now: dict[str, float]) -> float | None:
         """The score of measurements that kept what must be kept."""

@@ -36,7 +36,11 @@ def base(**change):
 
 def test_the_score_is_how_much_more_the_targets_get_the_answer_than_other_people():
     monitor = Scripted([base(), base(answer_targets=-0.1, answer_others=-2.5, given_targets=1.0)])
-    assert monitor(Adapter())["score"] == pytest.approx(2.9 - 0.5)
+    logged = monitor(Adapter())
+    assert logged["score"] == pytest.approx(2.9 - 0.5)
+    # Only the texts' measurements are losses; the answers' keep their own names.
+    assert logged["other_people_loss"] == 2.0 and logged["given_targets"] == 1.0
+    assert "given_targets_loss" not in logged and "answer_others_loss" not in logged
 
 
 def test_giving_other_people_the_answer_or_forgetting_their_texts_breaks_the_constraint():
