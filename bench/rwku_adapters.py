@@ -199,9 +199,10 @@ def trained(method: str, point: dict[str, Any], unit: dict[str, Any], args) -> d
     from guard_server.unlearn import get_method
 
     overrides = {**point, "steps": args.steps} if method != "ssd" else dict(point)
-    answer = get_method(VARIANT_OF.get(method, method)).from_overrides(overrides).good_answer
+    registered = VARIANT_OF.get(method, method)
+    answer = get_method(registered).from_overrides(overrides).good_answer
     job = {
-        "method": VARIANT_OF.get(method, method),
+        "method": registered,
         "overrides": overrides,
         "model_dir": str(convert_default_model()),
         "tolerance": args.tolerance,
