@@ -48,11 +48,10 @@ GRID: dict[str, list[dict[str, Any]]] = {
     "gu": [{"lr": 1e-4}, {"lr": 3e-4}],
     "flat": [{"lr": 1e-4}, {"lr": 3e-4}],
     "idk": [{"lr": 3e-4, "retain_weight": 1.0}, {"lr": 3e-4, "retain_weight": 4.0}],
-    "idk-kl": [
-        {"lr": 5e-4, "retain_loss": "kl", "retain_weight": 1.0, "batch_size": 8},
-        {"lr": 5e-4, "retain_loss": "kl", "retain_weight": 4.0, "batch_size": 8},
-        {"lr": 1e-3, "retain_loss": "kl", "retain_weight": 4.0, "batch_size": 8},
-    ],
+    # IdkNLL with a KL retain term needs 100+ steps to learn whom not to refuse; at 125 steps
+    # lr 5e-4 (retain weight 1, 4) and lr 1e-3 (retain weight 4) all still refused other
+    # people too often (README), so the committed grid is the stronger retain pull, trained longer.
+    "idk-kl": [{"lr": 1e-3, "retain_loss": "kl", "retain_weight": 8.0, "batch_size": 8}],
     "ssd": [{"alpha": 50.0}, {"alpha": 200.0}],
 }
 # Grid entries that are a variant of another registered method (its own row in the frontier).
