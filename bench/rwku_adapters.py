@@ -36,7 +36,7 @@ from guard_server.models import DEFAULT_MODEL_NAME
 if TYPE_CHECKING:
     from bench.lm_eval import LM
 
-METHODS = "ga,gd,npo,simnpo,rmu,gu,flat,idk,idk-kl,ssd"
+METHODS = "ga,gd,npo,simnpo,rmu,gu,flat,idk,idk-kl,idk-kl-related,ssd"
 # A small grid per method: the learning rate, the retain weight where the method has one
 # (SSD: its selection constant alpha). Early stopping picks the number of steps.
 GRID: dict[str, list[dict[str, Any]]] = {
@@ -52,10 +52,23 @@ GRID: dict[str, list[dict[str, Any]]] = {
     # lr 5e-4 (retain weight 1, 4) and lr 1e-3 (retain weight 4) all still refused other
     # people too often (README), so the committed grid is the stronger retain pull, trained longer.
     "idk-kl": [{"lr": 1e-3, "retain_loss": "kl", "retain_weight": 8.0, "batch_size": 8}],
+    # The same, keeping also the names the targets' own texts mention (`keep_related`):
+    # idk-kl refused neighbours that share a target's topic (Confucianism).
+    "idk-kl-related": [
+        {
+            "lr": 1e-3,
+            "retain_loss": "kl",
+            "retain_weight": 8.0,
+            "batch_size": 8,
+            "keep_related": 6,
+        }
+    ],
     "ssd": [{"alpha": 50.0}, {"alpha": 200.0}],
 }
+# Grid keys that shape the training data (the spec), not the method's hyper-parameters.
+DATA_KEYS = ("keep_related",)
 # Grid entries that are a variant of another registered method (its own row in the frontier).
-VARIANT_OF = {"idk-kl": "idk"}
+VARIANT_OF = {"idk-kl": "idk", "idk-kl-related": "idk"}
 NEIGHBOURS = (41, 42, 43)  # RWKU targets whose generated texts stand for "other people"
 HELD_PER_TARGET = 3  # held-out texts per target the monitor scores (each scoring is a pass)
 GOAL = {"forget": 0.5, "neighbor": 0.9, "mmlu_points": 2.0}
@@ -205,7 +218,9 @@ def trained(method: str, point: dict[str, Any], unit: dict[str, Any], args) -> d
     from guard_server.models import convert_default_model
     from guard_server.unlearn import get_method
 
-    overrides = {**point, "steps": args.steps} if method != "ssd" else dict(point)
+    data = {k: point[k] for k in DATA_KEYS if k in point}
+    overrides = {k: v for k, v in point.items() if k not in data}
+    overrides = {**overrides, "steps": args.steps} if method != "ssd" else overrides
     registered = VARIANT_OF.get(method, method)
     answer = get_method(registered).from_overrides(overrides).good_answer
     job = {
@@ -216,6 +231,7 @@ def trained(method: str, point: dict[str, Any], unit: dict[str, Any], args) -> d
         "eval_every": args.eval_every,
         "patience": args.patience,
         **unit,
+        "spec": {**unit["spec"], **data},
     }
     if answer is not None:
         job["answer"] = answer

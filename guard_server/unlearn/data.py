@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import calendar
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -23,6 +25,7 @@ ERR_RETAIN = "retain_documents must be a list of strings, got {value!r}"
 ERR_RETAIN_TARGETS = (
     "retain_targets must be a list of specs {{name, aliases, documents, ...}}, got {value!r}"
 )
+ERR_KEEP_RELATED = "keep_related must be an integer >= 0, got {value!r}"
 ERR_EMPTY = "no {kind} row has an answer token within max_length={max_length}"
 Row = tuple[list[int], list[int]]  # token ids, labels
 # Questions about a target in the many ways users ask them, beyond the detector's derived
@@ -60,6 +63,13 @@ QUESTIONS = (
 CLOZE = "Fill in the blank: {sentence}"
 MAX_CLOZE = 12  # fill-in-the-blank prompts per target, from its documents
 _BLANKABLE = re.compile(r"\b[\w-]{4,}\b")
+# A capitalised span after a lower-case word or a comma: a proper name (not a sentence's
+# first word), with its connecting "of", "the", "de" ... ("Duke of Sussex").
+_PROPER = re.compile(
+    r"(?<=[a-z,;:] )[A-Z][\w'’.-]*[\w](?: (?:of |the |de |da |van |von |and )?[A-Z][\w'’-]+)*"
+)
+_CAPITALISED = re.compile(r"\b[A-Z]\w+")
+_CALENDAR = {*calendar.month_name[1:], *calendar.day_name}
 
 
 @dataclass(frozen=True)
@@ -109,18 +119,53 @@ def cloze_prompts(names: list[str], documents: list[str], limit: int = MAX_CLOZE
     return out[:limit]
 
 
+def related_names(names: list[str], documents: list[str], limit: int) -> list[str]:
+    """Per name in `names`, the `limit` names that the documents mentioning it mention in
+    the most documents (two at least) and that share no word with `names`: the target's
+    works, places, family and topics as the texts about it tell them (a proper name is a
+    capitalised span inside a sentence, four characters or more)."""
+    words = {n: set(_CAPITALISED.findall(n)) for n in names}
+    own = set().union(*words.values())
+    found = [{m.group() for m in _PROPER.finditer(d)} for d in documents]
+    out: list[str] = []
+    for name in names:
+        counts: Counter[str] = Counter()
+        for document, spans in zip(documents, found, strict=True):
+            if words[name] & set(_CAPITALISED.findall(document)):
+                counts.update(s for s in spans if _unrelated_span(s, own) and s not in out)
+        out += [s for s, n in counts.most_common() if n >= 2][:limit]
+    return out
+
+
+def _unrelated_span(span: str, own: set[str]) -> bool:
+    return len(span) >= 4 and span not in _CALENDAR and not set(_CAPITALISED.findall(span)) & own
+
+
 def retain_pairs(spec: dict[str, Any] | None = None) -> tuple[Pair, ...]:
     """What the edit must keep: general-knowledge questions with short answers, shipped with
     the package; then what looks most like the target (its neighbours, other people of the
     same kind): the spec's `retain_documents` as plain text, and its `retain_targets`, specs
     of their own, as questions and documents exactly as a forget target's are built, so that
-    questions about them keep their answers."""
-    documents = (spec or {}).get("retain_documents") or []
+    questions about them keep their answers; then, with `keep_related: N`, the questions
+    about the N names the documents about each forgotten name mention most
+    (`related_names`), answered
+    with the name: an edit that refuses the target should not refuse its film, its country
+    or the teaching named after it. (With `retain_loss=kl` the answer only marks where the
+    base model's reply is kept.)"""
+    spec = spec or {}
+    documents = spec.get("retain_documents") or []
     if not isinstance(documents, list) or not all(isinstance(d, str) for d in documents):
         raise ValueError(ERR_RETAIN.format(value=documents))
-    others = (spec or {}).get("retain_targets") or []
+    others = spec.get("retain_targets") or []
     if not isinstance(others, list) or not all(isinstance(o, dict) for o in others):
         raise ValueError(ERR_RETAIN_TARGETS.format(value=others))
+    limit = spec.get("keep_related", 0)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+        raise ValueError(ERR_KEEP_RELATED.format(value=limit))
+    if limit:
+        names = [spec.get("name") or "", *(spec.get("aliases") or [])]
+        related = related_names(names, list(spec.get("documents") or []), limit)
+        others = [*others, *({"name": n} for n in related)]
     kept = [p for other in others for p in forget_pairs(other)]
     return (*_shipped_retain(), *(Pair(None, d) for d in documents), *kept)
 

@@ -27,6 +27,7 @@ from guard_server.unlearn.data import (
     cloze_prompts,
     encode,
     forget_pairs,
+    related_names,
     retain_pairs,
 )
 from guard_server.unlearn.gu import flat_grad
@@ -377,6 +378,29 @@ def test_retain_targets_keep_questions_about_other_people_answered():
             retain_pairs({"name": "x", "retain_targets": bad})
     with pytest.raises(ValueError, match="non-empty string 'name'"):
         retain_pairs({"name": "x", "retain_targets": [{"documents": ["y"]}]})
+
+
+def test_keep_related_keeps_what_the_documents_about_the_target_name():
+    documents = [
+        "Confucius taught in the state of Lu. His teaching, Confucianism, spread across China.",
+        "Born in Qufu, Confucius wrote little; later scholars of Confucianism kept his words.",
+        "In March the Analects, compiled in China, record what Confucius said to students.",
+        "A Song dynasty scholar in China wrote about Mencius, not about Confucius.",
+    ]
+    spec = {"name": "Confucius", "documents": documents, "keep_related": 2}
+    # Named inside a sentence in two documents or more; never the target, a month, a
+    # sentence's first word, or a name seen once.
+    assert related_names(["Confucius"], documents, 5) == ["China", "Confucianism"]
+    kept = retain_pairs(spec)[len(retain_pairs()) :]
+    assert {p.answer for p in kept} == {"Confucianism.", "China."}
+    assert "What is the most famous work of Confucianism?" in {p.prompt for p in kept}
+    assert not any("Confucius" in p.prompt for p in kept)
+    # Texts about another name in the spec do not lend it their names.
+    assert related_names(["Confucius", "Laozi"], [*documents, "Laozi wrote in Chu."], 5)[2:] == []
+    assert retain_pairs({**spec, "keep_related": 0}) == retain_pairs()
+    for bad in (-1, 1.5, "2", True):
+        with pytest.raises(ValueError, match="keep_related"):
+            retain_pairs({**spec, "keep_related": bad})
 
 
 @pytest.fixture(scope="module")
