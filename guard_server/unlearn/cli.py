@@ -119,9 +119,10 @@ def main(argv: list[str] | None = None) -> None:
         method = get_method(args.method)
         config = make_config(method.config_cls, overrides(args), method.name)
         spec = load_spec(args.target, args.db)
-        from guard_server.unlearn.data import forget_pairs
+        from guard_server.unlearn.data import forget_pairs, retain_pairs
 
         forget_pairs(spec)  # validates the spec before the model is loaded
+        retain_pairs(spec)
         if args.checkpoint_every < 0:
             raise ValueError("--checkpoint-every must be 0 or more")
         model_dir = resolve_model(args.model)

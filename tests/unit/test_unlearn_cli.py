@@ -69,6 +69,8 @@ def test_bad_targets_exit_2(capsys, tmp_path):
     assert "is not a JSON object" in usage_error(capsys, [*base, "--target", str(broken)])
     broken.write_text("{}")
     assert "non-empty string 'name'" in usage_error(capsys, [*base, "--target", str(broken)])
+    broken.write_text('{"name": "Confucius", "keep_related": -1}')
+    assert "keep_related must be" in usage_error(capsys, [*base, "--target", str(broken)])
     err = usage_error(capsys, [*base, "--target", "t1", "--db", str(tmp_path / "none.db")])
     assert "no registry database at" in err
 
