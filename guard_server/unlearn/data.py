@@ -127,11 +127,12 @@ def related_names(names: list[str], documents: list[str], limit: int) -> list[st
     words = {n: set(_CAPITALISED.findall(n)) for n in names}
     own = set().union(*words.values())
     found = [{m.group() for m in _PROPER.finditer(d)} for d in documents]
+    capitalised = [set(_CAPITALISED.findall(d)) for d in documents]
     out: list[str] = []
     for name in names:
         counts: Counter[str] = Counter()
-        for document, spans in zip(documents, found, strict=True):
-            if words[name] & set(_CAPITALISED.findall(document)):
+        for spans, words_in in zip(found, capitalised, strict=True):
+            if words[name] & words_in:
                 counts.update(s for s in spans if _unrelated_span(s, own) and s not in out)
         out += [s for s, n in counts.most_common() if n >= 2][:limit]
     return out
