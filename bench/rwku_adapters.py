@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 
 METHODS = "ga,gd,npo,simnpo,rmu,gu,flat,idk,idk-kl,idk-kl-related,ssd"
 # A small grid per method: the learning rate, the retain weight where the method has one
-# (SSD: its selection constant alpha). Early stopping picks the number of steps.
+# (SSD: its selection constant alpha). Early stopping picks the number of steps (at most
+# --steps, or the point's own "steps").
 GRID: dict[str, list[dict[str, Any]]] = {
     "ga": [{"lr": 1e-4}, {"lr": 3e-4}],
     "gd": [{"lr": 1e-4, "retain_weight": 1.0}, {"lr": 1e-4, "retain_weight": 4.0}],
@@ -61,7 +62,16 @@ GRID: dict[str, list[dict[str, Any]]] = {
             "retain_weight": 8.0,
             "batch_size": 8,
             "keep_related": 6,
-        }
+        },
+        # The first point was best at step 75 and drifted after: a stronger pull, 100 steps.
+        {
+            "lr": 1e-3,
+            "retain_loss": "kl",
+            "retain_weight": 16.0,
+            "batch_size": 8,
+            "keep_related": 6,
+            "steps": 100,
+        },
     ],
     "ssd": [{"alpha": 50.0}, {"alpha": 200.0}],
 }
@@ -220,7 +230,8 @@ def trained(method: str, point: dict[str, Any], unit: dict[str, Any], args) -> d
 
     data = {k: point[k] for k in DATA_KEYS if k in point}
     overrides = {k: v for k, v in point.items() if k not in data}
-    overrides = {**overrides, "steps": args.steps} if method != "ssd" else overrides
+    # A point may set its own number of steps; --steps is the default.
+    overrides = {"steps": args.steps, **overrides} if method != "ssd" else overrides
     registered = VARIANT_OF.get(method, method)
     answer = get_method(registered).from_overrides(overrides).good_answer
     job = {
