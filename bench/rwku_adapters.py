@@ -96,7 +96,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
         help="RWKU targets whose generated texts join the retain set (people of the same kind "
         "the edit must keep); empty: the shipped retain set only",
     )
-    p.add_argument("--steps", type=int, default=40, help="most optimizer steps")
+    p.add_argument(
+        "--steps", type=int, default=40, help="most optimizer steps (a grid point may set fewer)"
+    )
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--patience", type=int, default=2)
     p.add_argument("--tolerance", type=float, default=0.05, help="held-out loss rise allowed")
@@ -230,8 +232,8 @@ def trained(method: str, point: dict[str, Any], unit: dict[str, Any], args) -> d
 
     data = {k: point[k] for k in DATA_KEYS if k in point}
     overrides = {k: v for k, v in point.items() if k not in data}
-    # A point may set its own number of steps; --steps is the default.
-    overrides = {"steps": args.steps, **overrides} if method != "ssd" else overrides
+    if method != "ssd":  # a point may train fewer steps than --steps, never more
+        overrides["steps"] = min(args.steps, point.get("steps", args.steps))
     registered = VARIANT_OF.get(method, method)
     answer = get_method(registered).from_overrides(overrides).good_answer
     job = {

@@ -64,10 +64,12 @@ CLOZE = "Fill in the blank: {sentence}"
 MAX_CLOZE = 12  # fill-in-the-blank prompts per target, from its documents
 _BLANKABLE = re.compile(r"\b[\w-]{4,}\b")
 # A capitalised span after a lower-case word or a comma: a proper name (not a sentence's
-# first word), with its connecting "of", "the", "de" ... ("Duke of Sussex").
+# first word), with its connecting "of", "de", "van" ... ("Duke of Sussex"); "and" and "the"
+# do not connect ("Confucius and Mencius" is two names).
 _PROPER = re.compile(
-    r"(?<=[a-z,;:] )[A-Z][\w'’.-]*[\w](?: (?:of |the |de |da |van |von |and )?[A-Z][\w'’-]+)*"
+    r"(?<=[a-z,;:] )[A-Z][\w'’.-]*\w(?: (?:of |de |da |van |von )?[A-Z][\w'’-]*\w)*"
 )
+_POSSESSIVE = re.compile(r"['’]s$")
 _CAPITALISED = re.compile(r"\b[A-Z]\w+")
 _CALENDAR = {*calendar.month_name[1:], *calendar.day_name}
 
@@ -120,13 +122,19 @@ def cloze_prompts(names: list[str], documents: list[str], limit: int = MAX_CLOZE
 
 
 def related_names(names: list[str], documents: list[str], limit: int) -> list[str]:
-    """Per name in `names`, the `limit` names that the documents mentioning it mention in
-    the most documents (two at least) and that share no word with `names`: the target's
-    works, places, family and topics as the texts about it tell them (a proper name is a
-    capitalised span inside a sentence, four characters or more)."""
+    """Per name in `names` (a target's name and each alias), the `limit` names that the
+    documents mentioning it mention in the most documents (two at least) and that share no
+    word with `names`: the target's works, places, family and topics as the texts about it
+    tell them (a proper name is a capitalised span inside a sentence, four characters or
+    more, not a month or a day; "China's" is China)."""
+    names = list(dict.fromkeys(n for n in names if n))
     words = {n: set(_CAPITALISED.findall(n)) for n in names}
     own = set().union(*words.values())
-    found = [{m.group() for m in _PROPER.finditer(d)} for d in documents]
+    # In order of appearance (not a set's order), so ties break the same way in every run.
+    found = [
+        dict.fromkeys(_POSSESSIVE.sub("", m.group()) for m in _PROPER.finditer(d))
+        for d in documents
+    ]
     capitalised = [set(_CAPITALISED.findall(d)) for d in documents]
     out: list[str] = []
     for name in names:
@@ -139,7 +147,8 @@ def related_names(names: list[str], documents: list[str], limit: int) -> list[st
 
 
 def _unrelated_span(span: str, own: set[str]) -> bool:
-    return len(span) >= 4 and span not in _CALENDAR and not set(_CAPITALISED.findall(span)) & own
+    spanned = set(_CAPITALISED.findall(span))
+    return len(span) >= 4 and not spanned & _CALENDAR and not spanned & own
 
 
 def retain_pairs(spec: dict[str, Any] | None = None) -> tuple[Pair, ...]:
@@ -149,10 +158,9 @@ def retain_pairs(spec: dict[str, Any] | None = None) -> tuple[Pair, ...]:
     of their own, as questions and documents exactly as a forget target's are built, so that
     questions about them keep their answers; then, with `keep_related: N`, the questions
     about the N names the documents about each forgotten name mention most
-    (`related_names`), answered
-    with the name: an edit that refuses the target should not refuse its film, its country
-    or the teaching named after it. (With `retain_loss=kl` the answer only marks where the
-    base model's reply is kept.)"""
+    (`related_names`), answered with the name: an edit that refuses the target should not
+    refuse its film, its country or the teaching named after it. (With `retain_loss=kl` the
+    answer only marks where the base model's reply is kept.)"""
     spec = spec or {}
     documents = spec.get("retain_documents") or []
     if not isinstance(documents, list) or not all(isinstance(d, str) for d in documents):
@@ -164,7 +172,7 @@ def retain_pairs(spec: dict[str, Any] | None = None) -> tuple[Pair, ...]:
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
         raise ValueError(ERR_KEEP_RELATED.format(value=limit))
     if limit:
-        names = [spec.get("name") or "", *(spec.get("aliases") or [])]
+        names = [spec.get("name"), *(spec.get("aliases") or [])]
         related = related_names(names, list(spec.get("documents") or []), limit)
         others = [*others, *({"name": n} for n in related)]
     kept = [p for other in others for p in forget_pairs(other)]

@@ -383,20 +383,22 @@ def test_retain_targets_keep_questions_about_other_people_answered():
 def test_keep_related_keeps_what_the_documents_about_the_target_name():
     documents = [
         "Confucius taught in the state of Lu. His teaching, Confucianism, spread across China.",
-        "Born in Qufu, Confucius wrote little; later scholars of Confucianism kept his words.",
-        "In March the Analects, compiled in China, record what Confucius said to students.",
+        "Born in Qufu in March, Confucius wrote little; scholars of Confucianism kept his words.",
+        "In March the Analects, compiled in China's east, record Confucius and Mencius.",
         "A Song dynasty scholar in China wrote about Mencius, not about Confucius.",
     ]
     spec = {"name": "Confucius", "documents": documents, "keep_related": 2}
-    # Named inside a sentence in two documents or more; never the target, a month, a
-    # sentence's first word, or a name seen once.
-    assert related_names(["Confucius"], documents, 5) == ["China", "Confucianism"]
+    # Named inside a sentence in two documents or more ("China's" is China, "Confucius and
+    # Mencius" two names); never the target, a month, a sentence's first word, or a name
+    # seen once.
+    assert related_names(["Confucius"], documents, 5) == ["China", "Confucianism", "Mencius"]
     kept = retain_pairs(spec)[len(retain_pairs()) :]
-    assert {p.answer for p in kept} == {"Confucianism.", "China."}
+    assert {p.answer for p in kept} == {"China.", "Confucianism."}
     assert "What is the most famous work of Confucianism?" in {p.prompt for p in kept}
     assert not any("Confucius" in p.prompt for p in kept)
-    # Texts about another name in the spec do not lend it their names.
-    assert related_names(["Confucius", "Laozi"], [*documents, "Laozi wrote in Chu."], 5)[2:] == []
+    # Only texts that mention a name lend it their names; each is kept once.
+    laozi = ["Laozi wrote in Chu about Taoism.", "Laozi, founder of Taoism, left Zhou."]
+    assert related_names(["Confucius", "Laozi"], [*documents, *laozi], 1) == ["China", "Taoism"]
     assert retain_pairs({**spec, "keep_related": 0}) == retain_pairs()
     for bad in (-1, 1.5, "2", True):
         with pytest.raises(ValueError, match="keep_related"):
