@@ -40,6 +40,7 @@ METHODS = "ga,gd,npo,simnpo,rmu,gu,flat,idk,idk-kl,idk-kl-related,ssd"
 # A small grid per method: the learning rate, the retain weight where the method has one
 # (SSD: its selection constant alpha). Early stopping picks the number of steps (at most
 # --steps, or the point's own "steps").
+IDK_KL = {"lr": 1e-3, "retain_loss": "kl", "retain_weight": 8.0, "batch_size": 8}
 GRID: dict[str, list[dict[str, Any]]] = {
     "ga": [{"lr": 1e-4}, {"lr": 3e-4}],
     "gd": [{"lr": 1e-4, "retain_weight": 1.0}, {"lr": 1e-4, "retain_weight": 4.0}],
@@ -52,26 +53,13 @@ GRID: dict[str, list[dict[str, Any]]] = {
     # IdkNLL with a KL retain term needs 100+ steps to learn whom not to refuse; at 125 steps
     # lr 5e-4 (retain weight 1, 4) and lr 1e-3 (retain weight 4) all still refused other
     # people too often (README), so the committed grid is the stronger retain pull, trained longer.
-    "idk-kl": [{"lr": 1e-3, "retain_loss": "kl", "retain_weight": 8.0, "batch_size": 8}],
+    "idk-kl": [IDK_KL],
     # The same, keeping also the names the targets' own texts mention (`keep_related`):
     # idk-kl refused neighbours that share a target's topic (Confucianism).
     "idk-kl-related": [
-        {
-            "lr": 1e-3,
-            "retain_loss": "kl",
-            "retain_weight": 8.0,
-            "batch_size": 8,
-            "keep_related": 6,
-        },
+        {**IDK_KL, "keep_related": 6},
         # The first point was best at step 75 and drifted after: a stronger pull, 100 steps.
-        {
-            "lr": 1e-3,
-            "retain_loss": "kl",
-            "retain_weight": 16.0,
-            "batch_size": 8,
-            "keep_related": 6,
-            "steps": 100,
-        },
+        {**IDK_KL, "retain_weight": 16.0, "keep_related": 6, "steps": 100},
     ],
     "ssd": [{"alpha": 50.0}, {"alpha": 200.0}],
 }
