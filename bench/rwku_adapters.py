@@ -60,6 +60,9 @@ GRID: dict[str, list[dict[str, Any]]] = {
         {**IDK_KL, "keep_related": 6},
         # The first point was best at step 75 and drifted after: a stronger pull, 100 steps.
         {**IDK_KL, "retain_weight": 16.0, "keep_related": 6, "steps": 100},
+        # A stronger pull weighs the same few retain rows more; this one draws three times
+        # as many per step (a step sees 24 of ~3,600 retain rows, not 8), 100 steps.
+        {**IDK_KL, "keep_related": 6, "retain_batch_size": 24, "steps": 100},
     ],
     "ssd": [{"alpha": 50.0}, {"alpha": 200.0}],
 }

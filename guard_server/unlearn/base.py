@@ -32,11 +32,16 @@ def require(ok: bool, field: str, value: object, rule: str) -> None:
 
 @dataclass(frozen=True)
 class UnlearnConfig:
-    """Hyper-parameters every method shares; subclasses add their own and extend `validate`."""
+    """Hyper-parameters every method shares; subclasses add their own and extend `validate`.
+
+    `retain_batch_size`: retain rows per step (None: `batch_size`). The retain set is many
+    times the forget set; a step that draws more of it keeps more of the model in place.
+    """
 
     lr: float = 5e-4
     steps: int = 20
     batch_size: int = 4
+    retain_batch_size: int | None = None
     lora_rank: int = 8
     lora_alpha: int = 16
     seed: int = 0
@@ -46,6 +51,10 @@ class UnlearnConfig:
         require(math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "a finite number > 0")
         for name in ("steps", "batch_size", "lora_rank", "lora_alpha", "max_length"):
             require(getattr(self, name) >= 1, name, getattr(self, name), "an integer >= 1")
+        retain = self.retain_batch_size
+        require(
+            retain is None or retain >= 1, "retain_batch_size", retain, "None or an integer >= 1"
+        )
         require(self.seed >= 0, "seed", self.seed, "an integer >= 0")
 
 

@@ -291,11 +291,13 @@ class UnlearnData:
         pad_id = tokenizer.eos_token_id if pad_id is None else pad_id
         return cls(forget, retain, good, pad_id or 0, seed)
 
-    def batch(self, size: int) -> Batch:
-        """The next `size` forget rows and `size` retain rows (cycling, shuffled per pass)."""
+    def batch(self, size: int, retain_size: int | None = None) -> Batch:
+        """The next `size` forget rows and `retain_size` (default `size`) retain rows
+        (cycling, shuffled per pass)."""
         picked = self._forget.take(size)
         forget = collate([self.forget[i] for i in picked], self.pad_id)
-        retain = collate([self.retain[i] for i in self._retain.take(size)], self.pad_id)
+        kept = self._retain.take(size if retain_size is None else retain_size)
+        retain = collate([self.retain[i] for i in kept], self.pad_id)
         good = None
         if self.good is not None:
             good = collate([self.good[i % len(self.good)] for i in picked], self.pad_id)

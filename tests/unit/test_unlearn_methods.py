@@ -265,6 +265,7 @@ def test_unknown_method_lists_the_known_ones():
         ("ga", {"steps": 0}, "steps must be an integer >= 1, got 0"),
         ("ga", {"batch_size": -2}, "batch_size must be"),
         ("ga", {"seed": -1}, "seed must be"),
+        ("idk", {"retain_batch_size": 0}, "retain_batch_size must be None or an integer >= 1"),
         ("gd", {"retain_weight": -0.5}, "retain_weight must be"),
         ("npo", {"beta": 0.0}, "beta must be a number > 0, got 0.0"),
         ("simnpo", {"beta": -1.0}, "beta must be"),
@@ -447,3 +448,16 @@ def test_batches_align_good_rows_with_forget_questions(tokenizer):
                 == batch.forget.input_ids[row, :asked].tolist()
             )
     assert UnlearnData.build(HP, tokenizer, 64).batch(2).good is None
+
+
+def test_a_step_can_draw_more_retain_rows_than_forget_rows(tokenizer):
+    data = UnlearnData.build(HP, tokenizer, 64, seed=0)
+    batch = data.batch(2, retain_size=len(data.retain))
+    assert batch.forget.input_ids.shape[0] == 2
+    # The whole retain set in one step: each row exactly once.
+    drawn = [
+        row[mask > 0].tolist()
+        for row, mask in zip(batch.retain.input_ids, batch.retain.attention_mask, strict=True)
+    ]
+    assert sorted(drawn) == sorted(ids for ids, _ in data.retain)
+    assert data.batch(2).retain.input_ids.shape[0] == 2  # default: as many as forget rows
