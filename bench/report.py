@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,11 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def command_line() -> str:
+    """This process's command line as a shell reads it back: an empty argument stays one."""
+    return shlex.join(sys.argv)
+
+
 def write(
     directory: Path,
     results: dict[str, Any],
@@ -32,9 +39,7 @@ def write(
     stem: str = "results",
 ) -> None:
     """<stem>.json (with the command line and time) and <stem>.md (one table per entry)."""
-    import sys
-
-    results = {"command": " ".join(sys.argv), "finished_at": time.time(), **results}
+    results = {"command": command_line(), "finished_at": time.time(), **results}
     (directory / f"{stem}.json").write_text(json.dumps(results, indent=1, default=str))
     parts = [f"Command: `{results['command']}`\n"]
     for title, (rows, columns) in tables.items():

@@ -19,7 +19,6 @@ import hashlib
 import json
 import multiprocessing
 import resource
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -370,7 +369,7 @@ def _write(args, sweep: list[dict], frontier: list[dict]) -> None:
     ] + frontier
     swept = {(r["method"], r["setting"]) for r in sweep}
     sweep = [r for r in old.get("sweep", []) if (r["method"], r["setting"]) not in swept] + sweep
-    commands = [*old.get("commands", []), " ".join(sys.argv)]
+    commands = [*old.get("commands", []), report.command_line()]
     commands = list(dict.fromkeys(commands))
     columns = ["method", "setting", *(f"{g}_ratio" for g in FILES), "mmlu_delta", "mia_auc"]
     columns += ["fluency", "peak_rss_gib", "train_s", "meets_goal"]

@@ -254,3 +254,17 @@ def test_made_up_people_are_distinct_names_each_with_a_line():
     assert all(p["documents"] == [p["documents"][0]] for p in people)
     assert all(p["documents"][0].startswith(f"{p['name']} is a ") for p in people)
     assert made_up_people(50) == made_up_people(50)  # the same people every run
+
+
+def test_results_record_a_command_line_that_runs_again_as_it_ran(tmp_path, monkeypatch):
+    import json
+    import shlex
+
+    from bench import report
+
+    argv = ["guard-bench", "rwku-adapters", "--single", "", "--batch", "1-10", "--name", "a b"]
+    monkeypatch.setattr("sys.argv", argv)
+    report.write(tmp_path, {"rows": []}, {})
+    recorded = json.loads((tmp_path / "results.json").read_text())["command"]
+    assert shlex.split(recorded) == argv  # the empty --single and the spaced name survive
+    assert recorded in (tmp_path / "results.md").read_text()
