@@ -41,11 +41,32 @@ class GradDiff(GradientAscent):
 
     config: GradDiffConfig
 
-    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        forget, logs = self.forget_loss(model, batch)
+    def retain_loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor | None, dict]:
+        """retain_weight * the retain loss, or None when the weight is 0."""
         if self.config.retain_weight == 0:
-            return forget, logs
+            return None, {}
         kind = self.config.retain_loss
         retain = RETAIN_LOSSES[kind](model, batch.retain)
-        total = forget + self.config.retain_weight * retain
-        return total, {**logs, f"retain_{kind}": float(retain.detach())}
+        return self.config.retain_weight * retain, {f"retain_{kind}": float(retain.detach())}
+
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        forget, logs = self.forget_loss(model, batch)
+        retain, more = self.retain_loss(model, batch)
+        return (forget if retain is None else forget + retain), {**logs, **more}
+
+    def step(
+        self, model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer
+    ) -> dict[str, float]:
+        """`loss`'s gradient, one term at a time: each term's backward pass frees its graph
+        before the next forward pass, so the forget and retain activations are never held
+        together (they are most of a step's memory)."""
+        optimizer.zero_grad(set_to_none=True)
+        forget, logs = self.forget_loss(model, batch)
+        forget.backward()
+        total = float(forget.detach())
+        retain, more = self.retain_loss(model, batch)
+        if retain is not None:
+            retain.backward()
+            total += float(retain.detach())
+        optimizer.step()
+        return {"loss": total, **logs, **more}

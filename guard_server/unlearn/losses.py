@@ -15,16 +15,31 @@ if TYPE_CHECKING:
 IGNORE = -100
 
 
+def label_logits(model: nn.Module, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float32 logits that predict each label token, (labels, vocab), and the label mask,
+    (rows, length - 1).
+
+    The output layer runs only at label positions. Run at every position it would hold
+    rows x length x vocabulary logits (49k words for the default model) and their gradients,
+    most of a training step's memory, for answers a few tokens long.
+    """
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = causal.get_decoder()
+    hidden = decoder(
+        input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, use_cache=False
+    ).last_hidden_state
+    mask = tokens.labels[:, 1:] != IGNORE
+    return causal.get_output_embeddings()(hidden[:, :-1][mask]).float(), mask
+
+
 def token_logprobs(model: nn.Module, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probability of every label token and the label mask, both (rows, length - 1).
 
     Masked positions hold 0, so sums over the last axis are per-sequence log-probabilities.
     """
-    logits = model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).logits
-    labels = tokens.labels[:, 1:]
-    flat = logits[:, :-1].flatten(0, 1).float()
-    nll = F.cross_entropy(flat, labels.flatten(), ignore_index=IGNORE, reduction="none")
-    return -nll.view_as(labels), labels != IGNORE
+    logits, mask = label_logits(model, tokens)
+    nll = F.cross_entropy(logits, tokens.labels[:, 1:][mask], reduction="none")
+    return nll.new_zeros(mask.shape).masked_scatter(mask, -nll), mask
 
 
 def sequence_logprob(model: nn.Module, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,17 +70,11 @@ def mean_token_prob(model: nn.Module, tokens: Tokens) -> torch.Tensor:
     return (logp.exp() * mask).sum(-1) / mask.sum(-1).clamp_min(1)
 
 
-def _label_logits(model: nn.Module, tokens: Tokens) -> torch.Tensor:
-    """The logits that predict each label token, (labels, vocab)."""
-    logits = model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).logits
-    return logits[:, :-1][tokens.labels[:, 1:] != IGNORE].float()
-
-
 def reference_kl(model: nn.Module, tokens: Tokens) -> torch.Tensor:
     """KL(base || model) of the next-token distributions at every label position, averaged
     over positions: keeps the base model's whole distribution on the rows, not one sampled
     continuation of them, and is 0 exactly when the adapter changes nothing there."""
     with torch.no_grad(), model.disable_adapter():
-        reference = F.log_softmax(_label_logits(model, tokens), -1)
-    current = F.log_softmax(_label_logits(model, tokens), -1)
+        reference = F.log_softmax(label_logits(model, tokens)[0], -1)
+    current = F.log_softmax(label_logits(model, tokens)[0], -1)
     return F.kl_div(current, reference, log_target=True, reduction="batchmean")

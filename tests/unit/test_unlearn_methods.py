@@ -154,6 +154,48 @@ def test_kl_retain_keeps_the_retain_rows_closer_than_none(model, batch):
     assert float(reference_kl(model, batch.retain).detach()) < 0.5 * alone
 
 
+def full_logprobs(model, tokens: Tokens) -> torch.Tensor:
+    """Label log-probabilities the plain way: the output layer at every position."""
+    logits = model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).logits
+    labels = tokens.labels[:, 1:]
+    logp = torch.log_softmax(logits[:, :-1].float(), -1)
+    picked = logp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    return torch.where(labels != IGNORE, picked, 0.0)
+
+
+@pytest.mark.parametrize("peft", [True, False])
+def test_label_logprobs_and_their_gradients_are_the_full_forward_ones(model, batch, peft):
+    from guard_server.unlearn.losses import token_logprobs
+
+    train(model, method("gd"), batch, steps=2)  # LoRA B away from zero: the adapter counts
+    net = model if peft else model.get_base_model()
+    params = [p for p in net.parameters() if p.requires_grad]
+    expected = full_logprobs(net, batch.retain)
+    want = torch.autograd.grad(expected.sum(), params)
+    got, mask = token_logprobs(net, batch.retain)
+    assert torch.equal(mask, batch.retain.labels[:, 1:] != IGNORE)
+    scale = float(expected.abs().max())
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * scale)
+    for g, w in zip(torch.autograd.grad(got.sum(), params), want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5 * float(w.abs().max()))
+
+
+@pytest.mark.parametrize(
+    "name, overrides",
+    [("gd", {}), ("npo", {}), ("simnpo", {}), ("idk", {"retain_loss": "kl", "retain_weight": 4.0})],
+)
+def test_a_step_follows_the_gradient_of_its_whole_loss(model, batch, name, overrides):
+    algo = method(name, **overrides)
+    train(model, algo, batch, steps=2)  # the terms away from their starting values
+    params = [p for p in model.parameters() if p.requires_grad]
+    loss, _ = algo.loss(model, batch)
+    want = torch.autograd.grad(loss, params)
+    logs = algo.step(model, batch, torch.optim.SGD(params, lr=0.0))
+    assert logs["loss"] == pytest.approx(float(loss), rel=1e-5)
+    for p, w in zip(params, want, strict=True):
+        torch.testing.assert_close(p.grad, w, rtol=1e-4, atol=1e-6 * float(w.abs().max()))
+
+
 def test_an_unknown_retain_loss_is_refused_by_name():
     with pytest.raises(ValueError, match="retain_loss must be nll or kl, got 'mse'"):
         method("idk", retain_loss="mse")
