@@ -36,12 +36,17 @@ class UnlearnConfig:
 
     `retain_batch_size`: retain rows per step (None: `batch_size`). The retain set is many
     times the forget set; a step that draws more of it keeps more of the model in place.
+    `general_retain`: how many of those rows come from the shipped general set (short
+    questions and open instructions) rather than from all retain rows alike. Among thousands
+    of rows about other people the general ones are drawn a few times a run, and an edit
+    that teaches a refusal learnt to refuse "How do I make apple juice?" too.
     """
 
     lr: float = 5e-4
     steps: int = 20
     batch_size: int = 4
     retain_batch_size: int | None = None
+    general_retain: int = 0
     lora_rank: int = 8
     lora_alpha: int = 16
     seed: int = 0
@@ -55,6 +60,10 @@ class UnlearnConfig:
         require(
             retain is None or retain >= 1, "retain_batch_size", retain, "None or an integer >= 1"
         )
+        retain = self.batch_size if retain is None else retain
+        general = self.general_retain
+        rule = f"an integer from 0 to the retain rows a step draws ({retain})"
+        require(0 <= general <= retain, "general_retain", general, rule)
         require(self.seed >= 0, "seed", self.seed, "an integer >= 0")
 
 

@@ -152,15 +152,15 @@ def _unrelated_span(span: str, own: set[str]) -> bool:
 
 
 def retain_pairs(spec: dict[str, Any] | None = None) -> tuple[Pair, ...]:
-    """What the edit must keep: general-knowledge questions with short answers, shipped with
-    the package; then what looks most like the target (its neighbours, other people of the
-    same kind): the spec's `retain_documents` as plain text, and its `retain_targets`, specs
-    of their own, as questions and documents exactly as a forget target's are built, so that
-    questions about them keep their answers; then, with `keep_related: N`, the questions
-    about the N names the documents about each forgotten name mention most
-    (`related_names`), answered with the name: an edit that refuses the target should not
-    refuse its film, its country or the teaching named after it. (With `retain_loss=kl` the
-    answer only marks where the base model's reply is kept.)"""
+    """What the edit must keep: general-knowledge questions with short answers and open
+    instructions, shipped with the package; then what looks most like the target (its
+    neighbours, other people of the same kind): the spec's `retain_documents` as plain text, and
+    its `retain_targets`, specs of their own, as questions and documents exactly as a forget
+    target's are built, so that questions about them keep their answers; then, with
+    `keep_related: N`, the questions about the N names the documents about each forgotten name
+    mention most (`related_names`), answered with the name: an edit that refuses the target
+    should not refuse its film, its country or the teaching named after it. (With
+    `retain_loss=kl` the answer only marks where the base model's reply is kept.)"""
     spec = spec or {}
     documents = spec.get("retain_documents") or []
     if not isinstance(documents, list) or not all(isinstance(d, str) for d in documents):
@@ -181,8 +181,11 @@ def retain_pairs(spec: dict[str, Any] | None = None) -> tuple[Pair, ...]:
 
 @cache
 def _shipped_retain() -> tuple[Pair, ...]:
+    """Short general-knowledge questions, then open instructions (write, explain, how to)."""
     text = resources.files("guard_server.unlearn").joinpath("data/retain.json").read_text()
-    return tuple(Pair(qa["question"], qa["answer"]) for qa in json.loads(text)["qa"])
+    shipped = json.loads(text)
+    rows = [*shipped["qa"], *shipped["instructions"]]
+    return tuple(Pair(qa["question"], qa["answer"]) for qa in rows)
 
 
 def _ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
@@ -250,12 +253,20 @@ class UnlearnData:
     """Tokenized forget, retain and (for FLAT) good rows, sampled into `Batch`es."""
 
     def __init__(
-        self, forget: list[Row], retain: list[Row], good: list[Row] | None, pad_id: int, seed: int
+        self,
+        forget: list[Row],
+        retain: list[Row],
+        good: list[Row] | None,
+        pad_id: int,
+        seed: int,
+        general: int = 0,
     ):
+        """`general`: the first `general` retain rows are the shipped general set."""
         self.forget, self.retain, self.good, self.pad_id = forget, retain, good, pad_id
         self._generator = torch.Generator().manual_seed(seed)
         self._forget = _Shuffled(len(forget), self._generator)
         self._retain = _Shuffled(len(retain), self._generator)
+        self._general = _Shuffled(general, self._generator)
 
     @classmethod
     def build(
@@ -277,7 +288,9 @@ class UnlearnData:
         """
         pairs = forget_pairs(spec)
         forget = [row for p in pairs for row in encode(tokenizer, p, max_length)]
-        retain = [row for p in retain_pairs(spec) for row in encode(tokenizer, p, max_length)]
+        kept = [encode(tokenizer, p, max_length) for p in retain_pairs(spec)]
+        retain = [row for rows in kept for row in rows]
+        general = sum(len(rows) for rows in kept[: len(_shipped_retain())])
         good = None
         if good_answer is not None:
             # Prompted pairs come first and give one row each, so forget row i and good row
@@ -289,14 +302,16 @@ class UnlearnData:
                 raise ValueError(ERR_EMPTY.format(kind=kind, max_length=max_length))
         pad_id = tokenizer.pad_token_id
         pad_id = tokenizer.eos_token_id if pad_id is None else pad_id
-        return cls(forget, retain, good, pad_id or 0, seed)
+        return cls(forget, retain, good, pad_id or 0, seed, general)
 
-    def batch(self, size: int, retain_size: int | None = None) -> Batch:
+    def batch(self, size: int, retain_size: int | None = None, general: int = 0) -> Batch:
         """The next `size` forget rows and `retain_size` (default `size`) retain rows
-        (cycling, shuffled per pass)."""
+        (cycling, shuffled per pass), `general` of them from the shipped general set."""
         picked = self._forget.take(size)
         forget = collate([self.forget[i] for i in picked], self.pad_id)
-        kept = self._retain.take(size if retain_size is None else retain_size)
+        retain_size = size if retain_size is None else retain_size
+        general = min(general, retain_size) if self._general.size else 0
+        kept = self._general.take(general) + self._retain.take(retain_size - general)
         retain = collate([self.retain[i] for i in kept], self.pad_id)
         good = None
         if self.good is not None:
@@ -309,11 +324,13 @@ class UnlearnData:
             "generator": self._generator.get_state(),
             "forget": list(self._forget.order),
             "retain": list(self._retain.order),
+            "general": list(self._general.order),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._generator.set_state(state["generator"])
         self._forget.order, self._retain.order = list(state["forget"]), list(state["retain"])
+        self._general.order = list(state.get("general", []))
 
     def sizes(self) -> dict[str, int]:
         return {"forget_rows": len(self.forget), "retain_rows": len(self.retain)}

@@ -84,7 +84,10 @@ class SelectiveSynapticDampening(UnlearningMethod):
         for w in weights.values():
             w.requires_grad_(True)
         try:
-            drawn = [data.batch(cfg.batch_size, cfg.retain_batch_size) for _ in range(cfg.steps)]
+            drawn = [
+                data.batch(cfg.batch_size, cfg.retain_batch_size, cfg.general_retain)
+                for _ in range(cfg.steps)
+            ]
             forget = self.importances(model, weights, [b.forget for b in drawn])
             retain = self.importances(model, weights, [b.retain for b in drawn])
         finally:

@@ -24,7 +24,7 @@ class Batches:
     def __init__(self):
         self.drawn = 0
 
-    def batch(self, size: int, retain_size: int | None = None) -> Batch:
+    def batch(self, size: int, retain_size: int | None = None, general: int = 0) -> Batch:
         self.drawn += 1
         return Batch(make_tokens(100 + self.drawn), make_tokens(200 + self.drawn))
 

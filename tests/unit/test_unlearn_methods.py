@@ -308,6 +308,11 @@ def test_unknown_method_lists_the_known_ones():
         ("ga", {"batch_size": -2}, "batch_size must be"),
         ("ga", {"seed": -1}, "seed must be"),
         ("idk", {"retain_batch_size": 0}, "retain_batch_size must be None or an integer >= 1"),
+        (
+            "idk",
+            {"general_retain": 5},
+            "general_retain must be an integer from 0 to the retain rows a step draws (4), got 5",
+        ),
         ("gd", {"retain_weight": -0.5}, "retain_weight must be"),
         ("npo", {"beta": 0.0}, "beta must be a number > 0, got 0.0"),
         ("simnpo", {"beta": -1.0}, "beta must be"),
@@ -490,6 +495,23 @@ def test_batches_align_good_rows_with_forget_questions(tokenizer):
                 == batch.forget.input_ids[row, :asked].tolist()
             )
     assert UnlearnData.build(HP, tokenizer, 64).batch(2).good is None
+
+
+def test_a_step_draws_its_general_retain_rows_from_the_shipped_general_set(tokenizer):
+    spec = {**HP, "retain_documents": [f"Other text number {i}." for i in range(300)]}
+    data = UnlearnData.build(spec, tokenizer, 64, seed=0)
+    general = {tuple(encode(tokenizer, p, 64)[0][0]) for p in retain_pairs()}
+    assert any("Write a haiku" in (p.prompt or "") for p in retain_pairs())  # instructions too
+
+    def drawn(batch) -> list[tuple[int, ...]]:
+        ids, mask = batch.retain.input_ids, batch.retain.attention_mask
+        return [tuple(row[m > 0].tolist()) for row, m in zip(ids, mask, strict=True)]
+
+    steps = [drawn(data.batch(2, retain_size=4, general=2)) for _ in range(10)]
+    assert all(sum(row in general for row in rows) >= 2 for rows in steps)
+    # Without the option the general rows are drawn no more often than any other row.
+    uniform = [drawn(data.batch(2, retain_size=4)) for _ in range(10)]
+    assert sum(row in general for rows in uniform for row in rows) < 20
 
 
 def test_a_step_can_draw_more_retain_rows_than_forget_rows(tokenizer):
