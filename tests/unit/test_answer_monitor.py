@@ -31,7 +31,8 @@ class Adapter:
 
 def base(**change):
     measured = {"other_people": 2.0, "answer_targets": -3.0, "answer_others": -3.0}
-    return measured | {"given_targets": 0.0, "given_others": 0.0} | change
+    given = {"given_targets": 0.0, "given_others": 0.0, "given_everyday": 0.0}
+    return measured | {"answer_everyday": -3.0} | given | change
 
 
 def test_the_score_is_how_much_more_the_targets_get_the_answer_than_other_people():
@@ -53,6 +54,14 @@ def test_giving_other_people_the_answer_or_forgetting_their_texts_breaks_the_con
     assert alike(Adapter())["score"] is None  # refuses everyone alike
     broken = Scripted([base(), base(other_people=2.2, answer_targets=-1.0)])
     assert broken(Adapter())["score"] is None
+
+
+def test_refusing_everyday_requests_breaks_the_constraint():
+    # "How do I change a flat tyre?" answered "I don't know.": the edit refuses questions as
+    # such, however well it separates the targets from other people.
+    monitor = Scripted([base(), base(answer_targets=-0.1, given_targets=1.0, given_everyday=0.25)])
+    assert monitor(Adapter())["score"] is None
+    assert "How do I change a flat tyre?" in monitor.questions["everyday"]
 
 
 def test_answer_logprob_is_the_replys_own_tokens_given_the_question(model_dir):  # noqa: F811
