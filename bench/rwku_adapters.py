@@ -35,7 +35,7 @@ from guard_server.models import DEFAULT_MODEL_NAME
 if TYPE_CHECKING:
     from bench.lm_eval import LM
 
-METHODS = "ga,gd,npo,simnpo,rmu,gu,flat,idk,idk-kl,idk-kl-related,ssd"
+METHODS = "ga,gd,npo,simnpo,rmu,gu,flat,idk,idk-kl,idk-kl-related,idk-kl-fast,ssd"
 # A small grid per method: the learning rate, the retain weight where the method has one
 # (SSD: its selection constant alpha). Early stopping picks the number of steps (at most
 # --steps, or the point's own "steps").
@@ -64,11 +64,16 @@ GRID: dict[str, list[dict[str, Any]]] = {
         {**IDK_KL, "keep_related": 6, "retain_batch_size": 24, "steps": 100},
     ],
     "ssd": [{"alpha": 50.0}, {"alpha": 200.0}],
+    # idk-kl in a tenth of its time for one target: 40 steps at most, and four retain rows
+    # about people a step, not eight (the KL term's two passes over them were three quarters
+    # of a step's time). Its first run refused 10 of RWKU's 50 fluency instructions ("How do
+    # I make apple juice?"), so two more rows a step come from the general set.
+    "idk-kl-fast": [{**IDK_KL, "retain_batch_size": 6, "general_retain": 2, "steps": 40}],
 }
 # Grid keys that shape the training data (the spec), not the method's hyper-parameters.
 DATA_KEYS = ("keep_related",)
 # Grid entries that are a variant of another registered method (its own row in the frontier).
-VARIANT_OF = {"idk-kl": "idk", "idk-kl-related": "idk"}
+VARIANT_OF = {"idk-kl": "idk", "idk-kl-related": "idk", "idk-kl-fast": "idk"}
 NEIGHBOURS = (41, 42, 43)  # RWKU targets whose generated texts stand for "other people"
 HELD_PER_TARGET = 3  # held-out texts per target the monitor scores (each scoring is a pass)
 GOAL = {"forget": 0.5, "neighbor": 0.9, "mmlu_points": 2.0}

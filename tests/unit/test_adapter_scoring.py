@@ -169,3 +169,14 @@ def test_people_kept_by_an_edit_are_never_those_its_neighbour_probes_ask_about(t
     harry = person(10, "Prince Harry", ["Meghan Markle"])
     meghan, other = person(44, "Meghan Markle", []), person(45, "Bruce Springsteen", [])
     assert kept_people([harry], [meghan, other]) == [other]
+
+
+def test_every_benchmarked_method_has_a_grid_of_configs_its_method_accepts():
+    from bench.rwku_adapters import DATA_KEYS, GRID, METHODS, VARIANT_OF
+    from guard_server.unlearn import get_method
+
+    assert set(METHODS.split(",")) == set(GRID)
+    for name, points in GRID.items():
+        method = get_method(VARIANT_OF.get(name, name))
+        for point in points:
+            method.from_overrides({k: v for k, v in point.items() if k not in DATA_KEYS})
