@@ -64,11 +64,11 @@ GRID: dict[str, list[dict[str, Any]]] = {
         {**IDK_KL, "keep_related": 6, "retain_batch_size": 24, "steps": 100},
     ],
     "ssd": [{"alpha": 50.0}, {"alpha": 200.0}],
-    # idk-kl in a tenth of its time for one target: 40 steps at most, and four retain rows
-    # about people a step, not eight (the KL term's two passes over them were three quarters
-    # of a step's time). Its first run refused 10 of RWKU's 50 fluency instructions ("How do
-    # I make apple juice?"), so two more rows a step come from the general set.
-    "idk-kl-fast": [{**IDK_KL, "retain_batch_size": 6, "general_retain": 2, "steps": 40}],
+    # idk-kl within (nearly) the one-target budget: 40 steps at most, where it took 100.
+    # Its first run (4 retain rows a step, none general) refused 10 of RWKU's 50 fluency
+    # instructions ("How do I make apple juice?"); with 2 general rows of 6, one everyday
+    # prompt at every scoring. This one draws 4 of its 8 retain rows from the general set.
+    "idk-kl-fast": [{**IDK_KL, "retain_batch_size": 8, "general_retain": 4, "steps": 40}],
 }
 # Grid keys that shape the training data (the spec), not the method's hyper-parameters.
 DATA_KEYS = ("keep_related",)
