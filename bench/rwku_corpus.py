@@ -158,17 +158,18 @@ def answered_with(lm: LM, questions: list[str], answer: str) -> float:
 # How much more often than the base model the adapter may give the taught answer to
 # held-out questions about other people (greedy): one question in ten.
 OTHERS_SLACK = 0.1
-# Who must not be given the answer: other people, and everyday requests (`EVERYDAY`), which
-# an edit that learnt to refuse questions in general refuses too.
-SPARED = ("others", "everyday")
+# Who must not be given the answer, and how much more often than by the base model: other
+# people, and everyday requests (`EVERYDAY`), which an edit that learnt to refuse questions
+# as such refuses too; none of those eight more than the base model did.
+SPARED = {"others": OTHERS_SLACK, "everyday": 0.0}
 
 
 class AnswerMonitor(HeldOutMonitor):
     """For methods that teach one answer (idk, flat): how much more readily the adapter starts
     that answer to held-out questions about the targets than to the same questions about
     other people (the rise of `answer_logprob`), provided it does not give other people, nor
-    everyday requests, the answer (greedy) more often than the base model did by more than
-    `OTHERS_SLACK`, and texts
+    everyday requests, the answer (greedy) more often than the base model did (by more than
+    `SPARED`'s slack), and texts
     about other people and everyday texts keep their loss (`HeldOutMonitor`'s constraint);
     None otherwise."""
 
@@ -198,5 +199,7 @@ class AnswerMonitor(HeldOutMonitor):
 
     def score(self, now: dict[str, float]) -> float | None:
         rise = {g: now[f"answer_{g}"] - self.base[f"answer_{g}"] for g in self.questions}
-        spared = all(now[f"given_{g}"] - self.base[f"given_{g}"] <= OTHERS_SLACK for g in SPARED)
+        spared = all(
+            now[f"given_{g}"] - self.base[f"given_{g}"] <= slack for g, slack in SPARED.items()
+        )
         return rise["targets"] - rise["others"] if spared else None

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 ERR_SPEC_NAME = "target spec needs a non-empty string 'name', got {name!r}"
+ERR_NO_GENERAL = "general_retain is {general}, but these retain rows hold no general set"
 ERR_RETAIN = "retain_documents must be a list of strings, got {value!r}"
 ERR_RETAIN_TARGETS = (
     "retain_targets must be a list of specs {{name, aliases, documents, ...}}, got {value!r}"
@@ -310,7 +311,9 @@ class UnlearnData:
         picked = self._forget.take(size)
         forget = collate([self.forget[i] for i in picked], self.pad_id)
         retain_size = size if retain_size is None else retain_size
-        general = min(general, retain_size) if self._general.size else 0
+        if general and not self._general.size:
+            raise ValueError(ERR_NO_GENERAL.format(general=general))
+        general = min(general, retain_size)
         kept = self._general.take(general) + self._retain.take(retain_size - general)
         retain = collate([self.retain[i] for i in kept], self.pad_id)
         good = None

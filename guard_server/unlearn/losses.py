@@ -19,17 +19,20 @@ def label_logits(model: nn.Module, tokens: Tokens) -> tuple[torch.Tensor, torch.
     """The float32 logits that predict each label token, (labels, vocab), and the label mask,
     (rows, length - 1).
 
-    The output layer runs only at label positions. Run at every position it would hold
-    rows x length x vocabulary logits (49k words for the default model) and their gradients,
-    most of a training step's memory, for answers a few tokens long.
+    The output layer runs only at the positions where some row has a label (the model's own
+    head, through `logits_to_keep`, so a model that scales or caps its logits still does).
+    Run at every position it would hold rows x length x vocabulary logits (49k words for the
+    default model) and their gradients, for answers a few tokens long.
     """
-    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder = causal.get_decoder()
-    hidden = decoder(
-        input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, use_cache=False
-    ).last_hidden_state
     mask = tokens.labels[:, 1:] != IGNORE
-    return causal.get_output_embeddings()(hidden[:, :-1][mask]).float(), mask
+    keep = mask.any(0).nonzero().flatten()
+    logits = model(
+        input_ids=tokens.input_ids,
+        attention_mask=tokens.attention_mask,
+        logits_to_keep=keep,
+        use_cache=False,
+    ).logits
+    return logits[mask[:, keep]].float(), mask
 
 
 def token_logprobs(model: nn.Module, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:

@@ -62,6 +62,8 @@ def test_refusing_everyday_requests_breaks_the_constraint():
     monitor = Scripted([base(), base(answer_targets=-0.1, given_targets=1.0, given_everyday=0.25)])
     assert monitor(Adapter())["score"] is None
     assert "How do I change a flat tyre?" in monitor.questions["everyday"]
+    # Other people keep their slack of one question in ten.
+    assert Scripted([base(), base(given_others=0.05)])(Adapter())["score"] is not None
 
 
 def test_answer_logprob_is_the_replys_own_tokens_given_the_question(model_dir):  # noqa: F811

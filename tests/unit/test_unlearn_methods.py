@@ -174,10 +174,18 @@ def test_label_logprobs_and_their_gradients_are_the_full_forward_ones(model, bat
     want = torch.autograd.grad(expected.sum(), params)
     got, mask = token_logprobs(net, batch.retain)
     assert torch.equal(mask, batch.retain.labels[:, 1:] != IGNORE)
-    scale = float(expected.abs().max())
+    scale = float(expected.detach().abs().max())
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * scale)
     for g, w in zip(torch.autograd.grad(got.sum(), params), want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5 * float(w.abs().max()))
+    if peft:  # the frozen reference: the same numbers with the adapter switched off
+        from guard_server.unlearn.losses import reference_logprob
+
+        with torch.no_grad(), model.disable_adapter():
+            base = full_logprobs(model, batch.retain)
+        assert not torch.allclose(base, expected)  # the adapter changed something
+        logp, _ = reference_logprob(model, batch.retain)
+        torch.testing.assert_close(logp, base.sum(-1), rtol=0, atol=1e-5 * float(base.abs().sum()))
 
 
 @pytest.mark.parametrize(
@@ -191,7 +199,7 @@ def test_a_step_follows_the_gradient_of_its_whole_loss(model, batch, name, overr
     loss, _ = algo.loss(model, batch)
     want = torch.autograd.grad(loss, params)
     logs = algo.step(model, batch, torch.optim.SGD(params, lr=0.0))
-    assert logs["loss"] == pytest.approx(float(loss), rel=1e-5)
+    assert logs["loss"] == pytest.approx(float(loss), rel=1e-5, abs=1e-6 * float(loss.abs()) + 1e-6)
     for p, w in zip(params, want, strict=True):
         torch.testing.assert_close(p.grad, w, rtol=1e-4, atol=1e-6 * float(w.abs().max()))
 
@@ -500,7 +508,8 @@ def test_batches_align_good_rows_with_forget_questions(tokenizer):
 def test_a_step_draws_its_general_retain_rows_from_the_shipped_general_set(tokenizer):
     spec = {**HP, "retain_documents": [f"Other text number {i}." for i in range(300)]}
     data = UnlearnData.build(spec, tokenizer, 64, seed=0)
-    general = {tuple(encode(tokenizer, p, 64)[0][0]) for p in retain_pairs()}
+    rows = [tuple(ids) for p in retain_pairs() for ids, _ in encode(tokenizer, p, 64)]
+    general = set(rows)
     assert any("Write a haiku" in (p.prompt or "") for p in retain_pairs())  # instructions too
 
     def drawn(batch) -> list[tuple[int, ...]]:
@@ -509,9 +518,20 @@ def test_a_step_draws_its_general_retain_rows_from_the_shipped_general_set(token
 
     steps = [drawn(data.batch(2, retain_size=4, general=2)) for _ in range(10)]
     assert all(sum(row in general for row in rows) >= 2 for rows in steps)
+    # One pass over the general set: every shipped question and instruction, once each.
+    fresh = UnlearnData.build(spec, tokenizer, 64, seed=0)
+    whole = drawn(fresh.batch(2, retain_size=len(rows), general=len(rows)))
+    assert sorted(whole) == sorted(rows)
     # Without the option the general rows are drawn no more often than any other row.
     uniform = [drawn(data.batch(2, retain_size=4)) for _ in range(10)]
     assert sum(row in general for rows in uniform for row in rows) < 20
+
+
+def test_general_rows_asked_of_data_without_a_general_set_are_refused(tokenizer):
+    built = UnlearnData.build(HP, tokenizer, 64, seed=0)
+    data = UnlearnData(built.forget, built.retain, None, 0, seed=0)  # general set not marked
+    with pytest.raises(ValueError, match="general_retain is 1, but these retain rows hold no"):
+        data.batch(2, retain_size=4, general=1)
 
 
 def test_a_step_can_draw_more_retain_rows_than_forget_rows(tokenizer):
