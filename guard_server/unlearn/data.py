@@ -20,6 +20,8 @@ from guard_server.unlearn.losses import IGNORE
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+    from guard_server.unlearn.base import UnlearnConfig
+
 ERR_SPEC_NAME = "target spec needs a non-empty string 'name', got {name!r}"
 ERR_NO_GENERAL = "general_retain is {general}, but these retain rows hold no general set"
 ERR_RETAIN = "retain_documents must be a list of strings, got {value!r}"
@@ -321,6 +323,10 @@ class UnlearnData:
             good = collate([self.good[i % len(self.good)] for i in picked], self.pad_id)
         return Batch(forget, retain, good)
 
+    def step_batch(self, config: UnlearnConfig) -> Batch:
+        """The next batch as `config` draws them (batch_size, retain_batch_size, general_retain)."""
+        return self.batch(config.batch_size, config.retain_batch_size, config.general_retain)
+
     def state_dict(self) -> dict[str, Any]:
         """Where sampling stands: resuming from it draws the batches an uninterrupted run would."""
         return {
@@ -333,7 +339,7 @@ class UnlearnData:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._generator.set_state(state["generator"])
         self._forget.order, self._retain.order = list(state["forget"]), list(state["retain"])
-        self._general.order = list(state.get("general", []))
+        self._general.order = list(state["general"])
 
     def sizes(self) -> dict[str, int]:
         return {"forget_rows": len(self.forget), "retain_rows": len(self.retain)}

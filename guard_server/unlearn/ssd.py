@@ -84,10 +84,7 @@ class SelectiveSynapticDampening(UnlearningMethod):
         for w in weights.values():
             w.requires_grad_(True)
         try:
-            drawn = [
-                data.batch(cfg.batch_size, cfg.retain_batch_size, cfg.general_retain)
-                for _ in range(cfg.steps)
-            ]
+            drawn = [data.step_batch(cfg) for _ in range(cfg.steps)]
             forget = self.importances(model, weights, [b.forget for b in drawn])
             retain = self.importances(model, weights, [b.retain for b in drawn])
         finally:

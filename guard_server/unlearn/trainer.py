@@ -248,9 +248,7 @@ class _Run:
             if stop is not None and not self.logs and stop.check(0, self.model):
                 return
             while len(self.logs) < config.steps:
-                batch = self.data.batch(
-                    config.batch_size, config.retain_batch_size, config.general_retain
-                )
+                batch = self.data.step_batch(config)
                 self.logs.append(method.step(self.model, batch, self.optimizer))
                 bar.update()
                 bar.set_postfix(loss=f"{self.logs[-1]['loss']:.4f}")

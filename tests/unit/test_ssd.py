@@ -19,12 +19,12 @@ HIDDEN = 32
 
 
 class Batches:
-    """The `UnlearnData.batch` interface over fixed forget and retain batches."""
+    """The `UnlearnData.step_batch` interface over fixed forget and retain batches."""
 
     def __init__(self):
         self.drawn = 0
 
-    def batch(self, size: int, retain_size: int | None = None, general: int = 0) -> Batch:
+    def step_batch(self, config) -> Batch:
         self.drawn += 1
         return Batch(make_tokens(100 + self.drawn), make_tokens(200 + self.drawn))
 
@@ -52,7 +52,7 @@ def test_the_adapter_is_the_dampening_of_forget_specific_weights(alpha):
     logs = ssd.edit(model, Batches())
 
     same = Batches()  # draws the batches the edit drew
-    drawn = [same.batch(1) for _ in range(3)]
+    drawn = [same.step_batch(None) for _ in range(3)]
     forget = fisher(reference, [b.forget for b in drawn])
     retain = fisher(reference, [b.retain for b in drawn])
     selected = 0

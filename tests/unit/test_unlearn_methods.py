@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -517,14 +518,26 @@ def test_a_step_draws_its_general_retain_rows_from_the_shipped_general_set(token
         return [tuple(row[m > 0].tolist()) for row, m in zip(ids, mask, strict=True)]
 
     steps = [drawn(data.batch(2, retain_size=4, general=2)) for _ in range(10)]
-    assert all(sum(row in general for row in rows) >= 2 for rows in steps)
+    assert all(sum(row in general for row in step) >= 2 for step in steps)
     # One pass over the general set: every shipped question and instruction, once each.
     fresh = UnlearnData.build(spec, tokenizer, 64, seed=0)
     whole = drawn(fresh.batch(2, retain_size=len(rows), general=len(rows)))
     assert sorted(whole) == sorted(rows)
     # Without the option the general rows are drawn no more often than any other row.
     uniform = [drawn(data.batch(2, retain_size=4)) for _ in range(10)]
-    assert sum(row in general for rows in uniform for row in rows) < 20
+    assert sum(row in general for step in uniform for row in step) < 20
+
+
+def test_a_training_step_draws_the_rows_its_config_names(tokenizer):
+    spec = {**HP, "retain_documents": [f"Other text number {i}." for i in range(300)]}
+    general = {tuple(ids) for p in retain_pairs() for ids, _ in encode(tokenizer, p, 64)}
+    config = make_config(UnlearnConfig, {"batch_size": 2, "retain_batch_size": 5})
+    plain = UnlearnData.build(spec, tokenizer, 64, seed=0).step_batch(config)
+    assert (plain.forget.input_ids.shape[0], plain.retain.input_ids.shape[0]) == (2, 5)
+    config = make_config(UnlearnConfig, {**dataclasses.asdict(config), "general_retain": 5})
+    batch = UnlearnData.build(spec, tokenizer, 64, seed=0).step_batch(config)
+    ids, mask = batch.retain.input_ids, batch.retain.attention_mask
+    assert all(tuple(row[m > 0].tolist()) in general for row, m in zip(ids, mask, strict=True))
 
 
 def test_general_rows_asked_of_data_without_a_general_set_are_refused(tokenizer):
