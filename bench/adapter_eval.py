@@ -9,12 +9,13 @@ Answers are kept, so the before/after comparison is made per probe.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.lm_eval import LM, mia, ngram_entropy
+from bench.lm_eval import BATCH_TOKENS, LM, mia, ngram_entropy
 from bench.rwku_data import (
     FILES,
     LETTERS,
@@ -29,8 +30,18 @@ from bench.rwku_data import (
 MAX_NEW_TOKENS = 30
 FLUENCY_TOKENS = 64
 MIA_PER_TARGET = 8  # texts per target and side: each is a 256-token forward pass
+# How a reply that declines opens. An edit that teaches a refusal can learn to decline
+# requests as such; RWKU's fluency score barely shows it (a short refusal is still varied
+# text), so the share of its open instructions declined is counted beside it.
+REFUSALS = ("I don't know", "I do not know", "I can't", "I cannot", "I'm sorry", "I am sorry")
 # What a cached score depends on besides the model and targets: change it, and scores are redone.
-EVALUATION = {"tokens": MAX_NEW_TOKENS, "fluency": FLUENCY_TOKENS, "mia": MIA_PER_TARGET}
+EVALUATION = {
+    "tokens": MAX_NEW_TOKENS,
+    "fluency": FLUENCY_TOKENS,
+    "mia": MIA_PER_TARGET,
+    "refusals": REFUSALS,
+    "batch_tokens": BATCH_TOKENS,  # padding moves float sums, so now and then a greedy token
+}
 
 
 def probe_scores(lm: LM, folders: list[Path]) -> dict[str, Any]:
@@ -60,7 +71,14 @@ def utility_scores(lm: LM, root: Path, limit: int = 0) -> dict[str, Any]:
         "mmlu_letters": "".join(LETTERS[p] for p in picks),
         "triviaqa": float(np.mean([score(p, a) for p, a in zip(trivia, said, strict=True)])),
         "fluency": float(np.mean([ngram_entropy(text) for text in fluent])),
+        "fluency_refused": float(np.mean([declines(text) for text in fluent])),
+        "fluency_answers": fluent,
     }
+
+
+def declines(reply: str) -> bool:
+    """Whether a reply opens by declining (`REFUSALS`)."""
+    return reply.lstrip().startswith(REFUSALS)
 
 
 def mia_scores(lm: LM, folders: list[Path]) -> dict[str, float]:
@@ -75,12 +93,19 @@ def mia_scores(lm: LM, folders: list[Path]) -> dict[str, float]:
 
 
 def evaluate(lm: LM, folders: list[Path], root: Path, utility_limit: int = 0) -> dict[str, Any]:
-    """Everything RWKU measures of one model, for the targets in `folders`."""
-    return {
-        "probes": probe_scores(lm, folders),
-        "utility": utility_scores(lm, root, utility_limit),
-        "mia": mia_scores(lm, folders),
+    """Everything RWKU measures of one model, for the targets in `folders`, and the seconds
+    each part took."""
+    parts = {
+        "probes": lambda: probe_scores(lm, folders),
+        "utility": lambda: utility_scores(lm, root, utility_limit),
+        "mia": lambda: mia_scores(lm, folders),
     }
+    out: dict[str, Any] = {"seconds": {}}
+    for name, measure in parts.items():
+        started = time.perf_counter()
+        out[name] = measure()
+        out["seconds"][name] = round(time.perf_counter() - started, 1)
+    return out
 
 
 def ratios(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float | None]:

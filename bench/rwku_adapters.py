@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from bench import report
 from bench.adapter_eval import EVALUATION, evaluate, ratios
+from bench.rwku_attack import ATTACKS, ERR_ATTACK, RELEARN, attack_row, pooled, under_attack
 from bench.rwku_corpus import OTHERS_SLACK, cached
 from bench.rwku_data import DEFAULT_ROOT, FILES, registration, targets
 from guard_server.adapters import CARD
@@ -67,8 +68,20 @@ GRID: dict[str, list[dict[str, Any]]] = {
     # idk-kl within (nearly) the one-target budget: 40 steps at most, where it took 100.
     # Its first run (4 retain rows a step, none general) refused 10 of RWKU's 50 fluency
     # instructions ("How do I make apple juice?"); with 2 general rows of 6, one everyday
-    # prompt at every scoring. This one draws 4 of its 8 retain rows from the general set.
-    "idk-kl-fast": [{**IDK_KL, "retain_batch_size": 8, "general_retain": 4, "steps": 40}],
+    # prompt at every scoring. This one draws 4 of its 8 retain rows from the general set,
+    # each row at most 80 tokens (a retain answer's first 42 or so: where a refusal starts),
+    # and 4 forget rows a step (the targets' refusal is learnt by step 10 with 8; keeping
+    # everyone else is what takes the steps).
+    "idk-kl-fast": [
+        {
+            **IDK_KL,
+            "batch_size": 4,
+            "retain_batch_size": 8,
+            "general_retain": 4,
+            "steps": 40,
+            "max_length": 80,
+        }
+    ],
 }
 # Grid keys that shape the training data (the spec), not the method's hyper-parameters.
 DATA_KEYS = ("keep_related",)
@@ -98,6 +111,11 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, default=2)
     p.add_argument("--tolerance", type=float, default=0.05, help="held-out loss rise allowed")
     p.add_argument("--utility", type=int, default=0, help="utility items per set (0: all)")
+    p.add_argument(
+        "--attacks",
+        default="",
+        help=f"attacks on each method's chosen adapter, of {','.join(ATTACKS)} (empty: none)",
+    )
     p.add_argument("--name", default="adapters")
 
 
@@ -120,7 +138,9 @@ def _work() -> Path:
 
 
 def _lm(adapter: str | None = None) -> LM:
-    """The default model in float32, with `adapter` (a PEFT folder) on it when given."""
+    """The default model in float32, with `adapter` (a PEFT folder) merged into its weights
+    when given: the same function as the adapter on top, and a fifth faster to score here
+    (no separate low-rank products per layer)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -132,7 +152,7 @@ def _lm(adapter: str | None = None) -> LM:
     if adapter:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter)
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     return LM(model, AutoTokenizer.from_pretrained(model_dir), batch=64)
 
 
@@ -277,12 +297,39 @@ def scored(folders: list[Path], adapter: str | None, args) -> dict[str, Any]:
     )
 
 
+def attacked(folders: list[Path], adapter: str | None, spec: dict, attack: str) -> dict:
+    """RWKU's probe scores of the model (the base model's when `adapter` is None) after
+    `attack`, cached."""
+    from bench.adapter_eval import probe_scores
+
+    key = _slug([f.name for f in folders] + [adapter, attack, RELEARN, spec, EVALUATION])
+
+    def make() -> dict[str, Any]:
+        lm = _lm(adapter)
+        lm.model = under_attack(lm.model, lm.tokenizer, attack, spec).eval()
+        return {"probes": probe_scores(lm, folders)}
+
+    return cached(_work() / "attacks" / f"{key}.json", make)
+
+
+def attack_rows(method: str, setting: str, units, made, adapters: list, args) -> list[dict]:
+    """A row per attack in `--attacks`: the units' `adapters` (None: the base model) after
+    it, over the unattacked base model."""
+    before = [scored(u, None, args) for u in units]
+    rows = []
+    for attack in filter(None, args.attacks.split(",")):
+        after = [
+            attacked(u, a, m["spec"], attack) for u, a, m in zip(units, adapters, made, strict=True)
+        ]
+        rows.append(attack_row(method, setting, attack, before, after))
+    return rows
+
+
 def frontier_row(method: str, setting: str, before: list, after: list, cards: list) -> dict:
     """One method and setting: RWKU ratios over all the units' probes together, utility and MIA
     averaged over units, cost of the largest unit."""
-    merged_b = {"probes": {g: [p for b in before for p in b["probes"][g]] for g in FILES}}
-    merged_a = {"probes": {g: [p for a in after for p in a["probes"][g]] for g in FILES}}
-    row: dict[str, Any] = {"method": method, "setting": setting, **ratios(merged_b, merged_a)}
+    row: dict[str, Any] = {"method": method, "setting": setting}
+    row |= ratios(pooled(before), pooled(after))
     row["mmlu_delta"] = 100 * mean(
         [a["utility"]["mmlu"] - b["utility"]["mmlu"] for a, b in zip(after, before, strict=True)]
     )
@@ -294,6 +341,8 @@ def frontier_row(method: str, setting: str, before: list, after: list, cards: li
     )
     row["fluency"] = mean([a["utility"]["fluency"] for a in after])
     row["fluency_before"] = mean([b["utility"]["fluency"] for b in before])
+    row["fluency_refused"] = mean([a["utility"]["fluency_refused"] for a in after])
+    row["fluency_refused_before"] = mean([b["utility"]["fluency_refused"] for b in before])
     row["mia_auc"] = mean([a["mia"]["mia_auc_loss"] for a in after])
     row["mia_auc_before"] = mean([b["mia"]["mia_auc_loss"] for b in before])
     row["mia_auc_mink"] = mean([a["mia"]["mia_auc_mink"] for a in after])
@@ -301,6 +350,7 @@ def frontier_row(method: str, setting: str, before: list, after: list, cards: li
     row["best_step"] = [c.get("early_stop", {}).get("best_step") for c in cards]
     row["train_s"] = max(c["seconds"] for c in cards)
     row["peak_rss_gib"] = max(c["peak_rss_gib"] for c in cards)
+    row["eval_s"] = max(sum(a["seconds"].values()) for a in after)
     row["meets_goal"] = meets_goal(row)
     return row
 
@@ -321,6 +371,9 @@ def meets_goal(row: dict[str, Any]) -> bool:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(args.rwku)
+    unknown = set(filter(None, args.attacks.split(","))) - set(ATTACKS)
+    if unknown:
+        raise SystemExit(ERR_ATTACK.format(name=sorted(unknown)[0]))
     folders = {int(f.name.split("_")[0]): f for f in targets(root)}
     scopes = [("1 target", [[folders[n]] for n in numbers(args.single)])] if args.single else []
     if args.batch:
@@ -329,7 +382,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     retain = [folders[n] for n in numbers(args.retain_people)]
     base_lm = _lm()
-    sweep, frontier = [], []
+    sweep, frontier, attacks = [], [], []
     for setting in args.settings.split(","):
         for scope, units in scopes:
             made = [corpora(u, setting, base_lm, kept_people(u, retain)) for u in units]
@@ -358,26 +411,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     for u, c, b in zip(units, cards, before, strict=True)
                 ]
                 frontier.append(frontier_row(method, label, before, after, cards))
-                _write(args, sweep, frontier)
+                if not all(map(unchanged, cards)):  # else the base model's rows below
+                    adapters = [c["adapter_dir"] for c in cards]
+                    attacks += attack_rows(method, label, units, made, adapters, args)
+                _write(args, sweep, frontier, attacks)
+            attacks += attack_rows("base model", label, units, made, [None] * len(units), args)
+            _write(args, sweep, frontier, attacks)
     return {"summary": frontier}
 
 
-def _write(args, sweep: list[dict], frontier: list[dict]) -> None:
+def _kept(old: list[dict], new: list[dict], *keys: str) -> list[dict]:
+    """Earlier rows that no new row replaces (same values of `keys`), then the new rows."""
+    ran = {tuple(r[k] for k in keys) for r in new}
+    return [r for r in old if tuple(r.get(k) for k in keys) not in ran] + new
+
+
+def _write(args, sweep: list[dict], frontier: list[dict], attacks: list[dict]) -> None:
     """rwku.json, rwku.md and the plot; rows of earlier runs (other methods or settings) are
     kept, so a sweep can be run in parts."""
     out = report.out_dir(args.name)
     earlier = out / "rwku.json"
     old = json.loads(earlier.read_text()) if earlier.exists() else {}
-    ran = {(r["method"], r["setting"]) for r in frontier}
-    frontier = [
-        r for r in old.get("frontier", []) if (r["method"], r["setting"]) not in ran
-    ] + frontier
-    swept = {(r["method"], r["setting"]) for r in sweep}
-    sweep = [r for r in old.get("sweep", []) if (r["method"], r["setting"]) not in swept] + sweep
+    frontier = _kept(old.get("frontier", []), frontier, "method", "setting")
+    sweep = _kept(old.get("sweep", []), sweep, "method", "setting")
+    attacks = _kept(old.get("attacks", []), attacks, "method", "setting", "attack")
     commands = [*old.get("commands", []), report.command_line()]
     commands = list(dict.fromkeys(commands))
     columns = ["method", "setting", *(f"{g}_ratio" for g in FILES), "mmlu_delta", "mia_auc"]
-    columns += ["fluency", "peak_rss_gib", "train_s", "meets_goal"]
+    columns += ["fluency", "fluency_refused", "peak_rss_gib", "train_s", "eval_s", "meets_goal"]
     tables = {"frontier (grid point chosen on held-out texts)": (frontier, columns)}
     sweep_title = (
         "sweep (held-out score: loss rise on held-out texts about the targets; for idk and "
@@ -388,12 +449,22 @@ def _write(args, sweep: list[dict], frontier: list[dict]) -> None:
         sweep,
         ["method", "setting", "point", "held_out", "best_step", "train_s"],
     )
+    attack_title = (
+        "attacks on the chosen adapters (after/before: the attacked model's recall over the "
+        "unattacked base model's)"
+    )
+    tables[attack_title] = (
+        attacks,
+        ["method", "setting", "attack", *(f"{g}_ratio" for g in FILES)],
+    )
     results = {
         "commands": commands,
         "goal": GOAL,
         "grid": GRID,
         "frontier": frontier,
         "sweep": sweep,
+        "attacks": attacks,
+        "relearn": RELEARN,
     }
     report.write(out, results, tables, stem="rwku")
     frontier_plot(out / "rwku_frontier.png", frontier)

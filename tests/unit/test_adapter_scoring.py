@@ -34,6 +34,29 @@ def test_degenerate_text_is_less_fluent_than_varied_text():
     assert ngram_entropy(varied) > ngram_entropy(looping) == 0.0
 
 
+def test_a_reply_declines_when_it_opens_with_a_refusal_not_when_it_mentions_one():
+    from bench.adapter_eval import declines
+
+    assert declines("I don't know.")
+    assert declines("  I'm sorry, but I can't help with that.")
+    assert not declines("Apple juice: wash the apples. I don't know a faster way.")
+    assert not declines("")
+
+
+def test_generation_batches_hold_each_prompt_once_within_rows_and_padded_tokens():
+    from bench.lm_eval import token_batches
+
+    lengths = [226, 37, 58, 213, 60, 5000, 40, 41, 39]
+    batches = token_batches(lengths, size=3, tokens=500)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert batches[0] == [5] and batches[1] == [0, 3]  # too long for anyone's company
+    for batch in batches:
+        widths = [lengths[i] for i in batch]
+        assert widths == sorted(widths, reverse=True) and len(batch) <= 3
+        assert len(batch) == 1 or len(batch) * widths[0] <= 500
+    assert batches[2:] == [[4, 2, 7], [6, 8, 1]]  # full at three rows
+
+
 def test_mmlu_prompt_is_five_answered_shots_and_the_open_question():
     example = {"question": " 2+2?", "choices": ["3", "4", "5", "6"], "answer": 1}
     item = {**example, "task": "high_school_math", "examples": [example] * 5, "answer": 2}
@@ -50,18 +73,19 @@ def test_target_numbers_read_lists_and_ranges():
     assert numbers("") == []
 
 
-def _scores(recall: float, mmlu: float, n: int = 2) -> dict:
+def _scores(recall: float, mmlu: float, n: int = 2, refused: float = 0.0) -> dict:
     probe = {"answer": f"a{recall}", "recall": recall}
     return {
         "probes": {g: [probe] * n for g in FILES},
-        "utility": {"mmlu": mmlu, "triviaqa": 0.5, "fluency": 4.0},
+        "utility": {"mmlu": mmlu, "triviaqa": 0.5, "fluency": 4.0, "fluency_refused": refused},
         "mia": {"mia_auc_loss": 0.6, "mia_auc_mink": 0.7},
+        "seconds": {"probes": 40.0, "utility": 200.0 + 100 * recall, "mia": 10.0},
     }
 
 
 def test_a_frontier_row_pools_all_probes_and_checks_the_goal():
     before = [_scores(0.8, 0.30), _scores(0.2, 0.30)]
-    after = [_scores(0.2, 0.29), _scores(0.2, 0.30)]
+    after = [_scores(0.2, 0.29, refused=0.1), _scores(0.2, 0.30, refused=0.3)]
     card = {"config": {"lr": 1e-4}, "seconds": 10.0, "peak_rss_gib": 1.5}
     row = frontier_row("npo", "generated, 1 target", before, after, [card, card])
     # pooled: (0.2 + 0.2) / (0.8 + 0.2), not the mean of per-target ratios (0.25 and 1.0)
@@ -69,6 +93,10 @@ def test_a_frontier_row_pools_all_probes_and_checks_the_goal():
     assert row["neighbor_qa_ratio"] == pytest.approx(0.4)
     assert row["mmlu_delta"] == pytest.approx(-0.5)
     assert row["forget_fb_changed"] == 0.5
+    # everyday instructions declined, before and after; an edit's cost is its slowest unit's
+    assert row["fluency_refused"] == pytest.approx(0.2)
+    assert row["fluency_refused_before"] == 0.0
+    assert row["eval_s"] == pytest.approx(270.0)
     assert not row["meets_goal"]  # neighbours lost
     good = {**row, "neighbor_fb_ratio": 0.95, "neighbor_qa_ratio": 1.0}
     assert meets_goal(good)

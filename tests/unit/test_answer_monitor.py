@@ -25,8 +25,18 @@ class Scripted(AnswerMonitor):
 
 
 class Adapter:
+    """A trained adapter (LoRA B not zero), or an untrained one."""
+
+    def __init__(self, b: float = 1.0):
+        self.b = torch.full((2, 2), b)
+
     def disable_adapter(self):
         return torch.no_grad()
+
+    def named_parameters(self):
+        return [("base.q_proj.lora_A.default.weight", torch.ones(2, 2))] + [
+            ("base.q_proj.lora_B.default.weight", self.b)
+        ]
 
 
 def base(**change):
@@ -42,6 +52,13 @@ def test_the_score_is_how_much_more_the_targets_get_the_answer_than_other_people
     # Only the texts' measurements are losses; the answers' keep their own names.
     assert logged["other_people_loss"] == 2.0 and logged["given_targets"] == 1.0
     assert "given_targets_loss" not in logged and "answer_others_loss" not in logged
+
+
+def test_an_untrained_adapter_is_the_base_model_and_is_not_measured_again():
+    monitor = Scripted([base()])  # one measurement: a second would find none
+    logged = monitor(Adapter(b=0.0))
+    assert logged["score"] == 0.0 and logged["other_people_loss"] == 2.0
+    assert monitor(Adapter(b=0.0))["score"] == 0.0
 
 
 def test_giving_other_people_the_answer_or_forgetting_their_texts_breaks_the_constraint():
