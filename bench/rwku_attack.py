@@ -14,9 +14,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from bench.adapter_eval import ratios
 from bench.attack import relearn, rtn_quantize
-from bench.rwku_data import FILES
 
 ATTACKS = ("q8", "q4", "relearn")
 RELEARN = {"rows": 8, "steps": 10}  # what the attacker has, and how long it trains
@@ -34,17 +32,3 @@ def under_attack(model, tokenizer, attack: str, spec: dict[str, Any]):
         return rtn_quantize(model, int(attack[1:]))
     forget = {k: spec[k] for k in ("name", "aliases", "documents") if k in spec}
     return relearn(model, tokenizer, forget, RELEARN["rows"], RELEARN["steps"])
-
-
-def pooled(scores: list[dict[str, Any]]) -> dict[str, Any]:
-    """Several units' probe scores as one model's (a method's ratios pool all its probes)."""
-    return {"probes": {g: [p for s in scores for p in s["probes"][g]] for g in FILES}}
-
-
-def attack_row(
-    method: str, setting: str, attack: str, before: list[dict], after: list[dict]
-) -> dict[str, Any]:
-    """RWKU ratios of an attacked model (after) over the unattacked base model (before)."""
-    return {"method": method, "setting": setting, "attack": attack} | ratios(
-        pooled(before), pooled(after)
-    )

@@ -7,8 +7,9 @@ import pytest
 
 from bench.adapter_eval import ratios
 from bench.lm_eval import auc, mean_loss, min_k_score, ngram_entropy
-from bench.rwku_adapters import frontier_row, held_out_score, meets_goal, numbers
+from bench.rwku_adapters import held_out_score, numbers
 from bench.rwku_data import FILES, mmlu_prompt
+from bench.rwku_frontier import frontier_row, meets_goal
 
 
 def test_auc_is_the_chance_a_positive_outscores_a_negative():

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from bench import rwku_attack
-from bench.rwku_attack import attack_row, under_attack
+from bench.rwku_attack import under_attack
 from bench.rwku_data import FILES
+from bench.rwku_frontier import attack_row
 from tests.unit.test_attack import tiny_llama
 
 SPEC = {
