@@ -40,7 +40,7 @@ EVALUATION = {
     "fluency": FLUENCY_TOKENS,
     "mia": MIA_PER_TARGET,
     "refusals": REFUSALS,
-    "batch_tokens": BATCH_TOKENS,  # padding moves float sums, so now and then a greedy token
+    "batch_tokens": BATCH_TOKENS,  # padding moves float sums: now and then a greedy token flips
 }
 
 
@@ -77,7 +77,8 @@ def utility_scores(lm: LM, root: Path, limit: int = 0) -> dict[str, Any]:
 
 
 def declines(reply: str) -> bool:
-    """Whether a reply opens by declining (`REFUSALS`)."""
+    """Whether a reply opens by declining (`REFUSALS`). An approximation: "I'm sorry for your
+    loss, but as a chatbot…" counts, a refusal in other words does not."""
     return reply.lstrip().startswith(REFUSALS)
 
 

@@ -71,7 +71,7 @@ def rtn_quantize(model, bits: int):
     return model
 
 
-def relearn(model, tokenizer, target: dict[str, Any], rows: int, steps: int):
+def relearn(model, tokenizer, target: dict[str, Any], rows: int, steps: int, lr: float = 1e-3):
     """Fine-tune `model` (fresh LoRA, NLL) on the first `rows` forget rows; return it merged."""
     import torch
 
@@ -80,7 +80,7 @@ def relearn(model, tokenizer, target: dict[str, Any], rows: int, steps: int):
     from guard_server.unlearn.losses import nll
     from guard_server.unlearn.trainer import lora_model
 
-    config = UnlearnConfig(lr=1e-3, steps=steps)
+    config = UnlearnConfig(lr=lr, steps=steps)
     torch.manual_seed(config.seed)
     data = UnlearnData.build(target, tokenizer, config.max_length, None, config.seed)
     batch = collate(data.forget[:rows], data.pad_id)

@@ -41,10 +41,13 @@ class LM:
         turn = [{"role": "user", "content": text}]
         return self.tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
 
-    def _batches(self, texts: list[str], size: int):
+    def _batches(self, texts: list[str], size: int, max_length: int | None = None):
         """Index batches, longest first, so each batch pads to similar lengths: at most `size`
-        rows, and at most `BATCH_TOKENS` tokens once padded to the batch's longest."""
+        rows, and at most `BATCH_TOKENS` tokens once padded to the batch's longest (each text
+        counted as truncated to `max_length`, where it will be)."""
         lengths = [len(ids) for ids in self.tokenizer(texts)["input_ids"]]
+        if max_length is not None:
+            lengths = [min(n, max_length) for n in lengths]
         return token_batches(lengths, size, BATCH_TOKENS)
 
     @torch.no_grad()
@@ -111,7 +114,7 @@ class LM:
         self.tokenizer.padding_side = "right"
         try:
             out: list[np.ndarray] = [np.empty(0)] * len(texts)
-            for idx in self._batches(texts, max(1, self.batch // 4)):
+            for idx in self._batches(texts, max(1, self.batch // 4), max_length):
                 enc = self.tokenizer(
                     [texts[i] for i in idx],
                     return_tensors="pt",

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bench.adapter_eval import EVALUATION, evaluate
-from bench.rwku_attack import ATTACKS, ERR_ATTACK, RELEARN, under_attack
+from bench.rwku_attack import ATTACKS, ERR_ATTACK, setup, under_attack
 from bench.rwku_corpus import OTHERS_SLACK, cached
 from bench.rwku_data import DEFAULT_ROOT, registration, targets
 from bench.rwku_frontier import attack_row, frontier_row, write
@@ -139,18 +139,14 @@ def _lm(adapter: str | None = None) -> LM:
     """The default model in float32, with `adapter` (a PEFT folder) merged into its weights
     when given: the same function as the adapter on top, and a fifth faster to score here
     (no separate low-rank products per layer)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
+    from bench.attack import load_model
     from bench.lm_eval import LM
     from guard_server.models import convert_default_model
 
     model_dir = str(convert_default_model())
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    if adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model = load_model(model_dir, Path(adapter) if adapter else None)
     return LM(model, AutoTokenizer.from_pretrained(model_dir), batch=64)
 
 
@@ -300,7 +296,7 @@ def attacked(folders: list[Path], adapter: str | None, spec: dict, attack: str) 
     `attack`, cached."""
     from bench.adapter_eval import probe_scores
 
-    key = _slug([f.name for f in folders] + [adapter, attack, RELEARN, spec, EVALUATION])
+    key = _slug([f.name for f in folders] + [adapter, *setup(attack, spec), EVALUATION])
 
     def make() -> dict[str, Any]:
         lm = _lm(adapter)
@@ -310,12 +306,11 @@ def attacked(folders: list[Path], adapter: str | None, spec: dict, attack: str) 
     return cached(_work() / "attacks" / f"{key}.json", make)
 
 
-def attack_rows(method: str, setting: str, units, made, adapters: list, args) -> list[dict]:
+def attack_rows(method: str, setting: str, units, made, adapters: list, before, args) -> list:
     """A row per attack in `--attacks`: the units' `adapters` (None: the base model) after
-    it, over the unattacked base model."""
-    before = [scored(u, None, args) for u in units]
+    it, over the unattacked base model (`before`, its scores per unit)."""
     rows = []
-    for attack in filter(None, args.attacks.split(",")):
+    for attack in args.attacks:
         after = [
             attacked(u, a, m["spec"], attack) for u, a, m in zip(units, adapters, made, strict=True)
         ]
@@ -325,7 +320,8 @@ def attack_rows(method: str, setting: str, units, made, adapters: list, args) ->
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(args.rwku)
-    unknown = set(filter(None, args.attacks.split(","))) - set(ATTACKS)
+    args.attacks = [a for a in args.attacks.split(",") if a]
+    unknown = set(args.attacks) - set(ATTACKS)
     if unknown:
         raise SystemExit(ERR_ATTACK.format(name=sorted(unknown)[0]))
     folders = {int(f.name.split("_")[0]): f for f in targets(root)}
@@ -367,8 +363,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 frontier.append(frontier_row(method, label, before, after, cards))
                 if not all(map(unchanged, cards)):  # else the base model's rows below
                     adapters = [c["adapter_dir"] for c in cards]
-                    attacks += attack_rows(method, label, units, made, adapters, args)
+                    attacks += attack_rows(method, label, units, made, adapters, before, args)
                 write(args.name, GRID, sweep, frontier, attacks)
-            attacks += attack_rows("base model", label, units, made, [None] * len(units), args)
+            base = [None] * len(units)
+            before = [scored(u, None, args) for u in units]
+            attacks += attack_rows("base model", label, units, made, base, before, args)
             write(args.name, GRID, sweep, frontier, attacks)
     return {"summary": frontier}

@@ -11,24 +11,33 @@ probes as the unattacked one did. The base model under the same attack is scored
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from bench.attack import relearn, rtn_quantize
 
 ATTACKS = ("q8", "q4", "relearn")
-RELEARN = {"rows": 8, "steps": 10}  # what the attacker has, and how long it trains
+# What the relearning attacker has (forget rows), and how it trains (a rank-8 LoRA, NLL).
+RELEARN = {"rows": 8, "steps": 10, "lr": 1e-3}
 ERR_ATTACK = "unknown attack {name!r}: one of " + ", ".join(ATTACKS)
 
 
 def under_attack(model, tokenizer, attack: str, spec: dict[str, Any]):
-    """A copy of `model` (merged weights) after `attack`; `spec` is the edit's training spec,
-    whose forget rows (questions about the target, answered from its texts) the relearning
-    attacker has the first of."""
+    """`model` (merged weights, changed in place) after `attack`. The relearning attacker has
+    the first rows of the edit's forget set (`relearned_from(spec)`): questions about the
+    target answered from its texts."""
     if attack not in ATTACKS:
         raise ValueError(ERR_ATTACK.format(name=attack))
-    model = copy.deepcopy(model)
     if attack.startswith("q"):
         return rtn_quantize(model, int(attack[1:]))
-    forget = {k: spec[k] for k in ("name", "aliases", "documents") if k in spec}
-    return relearn(model, tokenizer, forget, RELEARN["rows"], RELEARN["steps"])
+    return relearn(model, tokenizer, relearned_from(spec), **RELEARN)
+
+
+def relearned_from(spec: dict[str, Any]) -> dict[str, Any]:
+    """What of an edit's training spec the relearning attacker has: the target and its
+    texts, not the people the edit keeps."""
+    return {k: spec[k] for k in ("name", "aliases", "documents") if k in spec}
+
+
+def setup(attack: str, spec: dict[str, Any]) -> list[Any]:
+    """What an attack's result depends on besides the model and the probes (a cache key)."""
+    return [attack, RELEARN, relearned_from(spec)] if attack == "relearn" else [attack]

@@ -35,7 +35,8 @@ def attack_row(
 
 def frontier_row(method: str, setting: str, before: list, after: list, cards: list) -> dict:
     """One method and setting: RWKU ratios over all the units' probes together, utility and MIA
-    averaged over units, cost of the largest unit."""
+    averaged over units, cost of the largest unit (`eval_s`: the slowest unit's scoring; a
+    unit stopped at step 0 is the base model, whose cached scoring it reports)."""
     row: dict[str, Any] = {"method": method, "setting": setting}
     row |= ratios(pooled(before), pooled(after))
     row["mmlu_delta"] = 100 * mean(
@@ -91,9 +92,12 @@ def write(
     out = report.out_dir(name)
     earlier = out / "rwku.json"
     old = json.loads(earlier.read_text()) if earlier.exists() else {}
+    # A method run again replaces its attack rows too, with none where it was not attacked.
+    rerun = {(r["method"], r["setting"]) for r in frontier}
+    attacked = [r for r in old.get("attacks", []) if (r["method"], r["setting"]) not in rerun]
+    attacks = _kept(attacked, attacks, "method", "setting", "attack")
     frontier = _kept(old.get("frontier", []), frontier, "method", "setting")
     sweep = _kept(old.get("sweep", []), sweep, "method", "setting")
-    attacks = _kept(old.get("attacks", []), attacks, "method", "setting", "attack")
     commands = [*old.get("commands", []), report.command_line()]
     commands = list(dict.fromkeys(commands))
     columns = ["method", "setting", *(f"{g}_ratio" for g in FILES), "mmlu_delta", "mia_auc"]

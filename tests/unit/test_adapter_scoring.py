@@ -87,6 +87,7 @@ def _scores(recall: float, mmlu: float, n: int = 2, refused: float = 0.0) -> dic
 def test_a_frontier_row_pools_all_probes_and_checks_the_goal():
     before = [_scores(0.8, 0.30), _scores(0.2, 0.30)]
     after = [_scores(0.2, 0.29, refused=0.1), _scores(0.2, 0.30, refused=0.3)]
+    after[1]["seconds"]["utility"] = 300.0  # the slower unit
     card = {"config": {"lr": 1e-4}, "seconds": 10.0, "peak_rss_gib": 1.5}
     row = frontier_row("npo", "generated, 1 target", before, after, [card, card])
     # pooled: (0.2 + 0.2) / (0.8 + 0.2), not the mean of per-target ratios (0.25 and 1.0)
@@ -97,7 +98,7 @@ def test_a_frontier_row_pools_all_probes_and_checks_the_goal():
     # everyday instructions declined, before and after; an edit's cost is its slowest unit's
     assert row["fluency_refused"] == pytest.approx(0.2)
     assert row["fluency_refused_before"] == 0.0
-    assert row["eval_s"] == pytest.approx(270.0)
+    assert row["eval_s"] == pytest.approx(350.0)
     assert not row["meets_goal"]  # neighbours lost
     good = {**row, "neighbor_fb_ratio": 0.95, "neighbor_qa_ratio": 1.0}
     assert meets_goal(good)
