@@ -12,8 +12,8 @@ import torch
 
 from classifiers.names import name_forms
 from logits_processors.compiled import CompiledTarget
+from logits_processors.watch import REFUSAL
 
-REFUSAL = "I'm sorry, I can't share information about that."
 # Ends a partial answer (a mixed request answered without its forgotten part).
 PARTIAL_NOTE = "I can't share information about the rest of your question."
 MAX_DOC_PHRASES = 24

@@ -224,4 +224,6 @@ def decide(policies: set[str], others: list[str]) -> tuple[str, tuple[str, ...]]
 
 
 def _guarded(row: Any) -> bool:
-    return row.status == "active" and row.spec.get("mode", "guard") in ("guard", "both")
+    # Every mode is screened: an adapter is an addition to the guard, never a replacement
+    # (a client can always pick the base model and ask).
+    return row.status == "active"

@@ -7,6 +7,7 @@ import secrets
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from classifiers.names import name_forms
 from guard_server import errors
 from guard_server.store import DuplicateKey, TargetRow, TargetStore
 
@@ -84,7 +85,7 @@ class Registry:
                     ERR_PATCH_COMPILE.format(error=f"{type(exc).__name__}: {exc}", old=row.version)
                 ) from exc
             try:
-                if self.store.publish(new, blob, row.version):
+                if self.store.publish(new, blob, row.version, watch_phrases(new.spec)):
                     return self.store.get(target_id) or new
             except DuplicateKey as exc:  # a concurrent create took the name
                 raise errors.Conflict(ERR_DUPLICATE.format(name=new.name, id="?"), "name") from exc
@@ -105,7 +106,8 @@ class Registry:
         return rows[:limit], len(rows) > limit
 
     def recover(self) -> int:
-        """Compile rows a crash left half-done (status compiling, or active without a blob)."""
+        """Compile rows a crash left half-done (status compiling, or active without a blob),
+        and give the answer watch the names of active targets registered before it existed."""
         fixed, after = 0, None
         while batch := self.store.list(500, after):
             for row in batch:
@@ -113,12 +115,12 @@ class Registry:
                 if row.status == "compiling" or (row.status == "active" and blob is None):
                     self._compile(row)
                     fixed += 1
+                elif row.status == "active" and self.store.watch_version(row.id) != row.version:
+                    self.store.put_watch(row, watch_phrases(row.spec))
             after = batch[-1].id
         return fixed
 
-    def _blob(self, row: TargetRow) -> bytes | None:
-        if row.spec.get("mode") == "adapter":  # weight editing only: nothing for the sampler
-            return None
+    def _blob(self, row: TargetRow) -> bytes:
         return self.compiler.compile(row.id, row.version, row.spec).to_bytes()
 
     def _compile(self, row: TargetRow) -> TargetRow:
@@ -134,8 +136,14 @@ class Registry:
         except Exception as exc:  # a failed compile leaves the target inactive, never half-on
             logger.exception("compiling %s@%d failed", row.id, row.version)
             done = replace(row, status="failed", error=f"{type(exc).__name__}: {exc}")
-        self.store.publish(done, blob, row.version)
+        self.store.publish(done, blob, row.version, watch_phrases(row.spec))
         return self.store.get(row.id) or done
+
+
+def watch_phrases(spec: dict[str, Any]) -> list[str]:
+    """The names the answer watch follows for a target, whatever its mode: the operator's
+    name and aliases, and the comma-separated forms of them ("Prince Harry")."""
+    return name_forms([spec["name"], *spec.get("aliases", [])])
 
 
 def to_wire(row: TargetRow) -> dict[str, Any]:

@@ -13,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import AsyncGenerator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from vllm.exceptions import VLLMValidationError
+from vllm.sampling_params import RequestOutputKind
 
-from guard_server.guard import Verdict, apply_verdict, merge
+from guard_server.guard import Flag, Verdict, apply_verdict, merge
 from guard_server.prompts import PromptReader
+from logits_processors.watch import REFUSAL, tripped_at
 
 if TYPE_CHECKING:
     from vllm import SamplingParams
@@ -98,15 +101,46 @@ class GuardedEngineClient:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
+    @cached_property
+    def refusal_ids(self) -> tuple[int, ...]:
+        return tuple(self.reader.tokenizer.encode(REFUSAL, add_special_tokens=False))
+
     async def generate(
         self, prompt: Any, sampling_params: SamplingParams, request_id: str, **kwargs: Any
     ) -> AsyncGenerator[Any, None]:
         if _is_core_request(prompt):
-            prompt.sampling_params = await self.enforce(prompt, prompt.sampling_params)
+            params = prompt.sampling_params = await self.enforce(prompt, prompt.sampling_params)
         else:
-            sampling_params = await self.enforce(prompt, sampling_params)
+            params = sampling_params = await self.enforce(prompt, sampling_params)
+        # An answer sent only once it is done is replaced whole when the answer watch
+        # tripped in it; a streamed one already ends with the refusal note.
+        whole = getattr(params, "output_kind", None) == RequestOutputKind.FINAL_ONLY
         async for output in self._inner.generate(prompt, sampling_params, request_id, **kwargs):
+            if whole:
+                await self._refuse_tripped(output)
             yield output
+
+    async def _refuse_tripped(self, output: Any) -> None:
+        """Each finished answer the watch tripped in becomes the refusal, with no trace of
+        what it began to say (text, token ids, log-probabilities)."""
+        for completion in getattr(output, "outputs", None) or ():
+            if completion.finish_reason is None or tripped_at(completion.text) < 0:
+                continue
+            answered = completion.text
+            ids = self.refusal_ids
+            completion.text, completion.token_ids = REFUSAL, list(ids)
+            completion.cumulative_logprob = None
+            if completion.logprobs is not None:
+                completion.logprobs = [None] * len(ids)
+            completion.finish_reason, completion.stop_reason = "stop", None
+            current_scope().record(await self._named_in(answered))
+
+    async def _named_in(self, answer: str) -> Verdict:
+        """The refusal's verdict, with the targets the answer began to name where the
+        screen finds them."""
+        found = await self.batcher.screen([answer])
+        flags = found.flags or (Flag("", 0, 1.0, "answer"),)
+        return Verdict(tuple(replace(f, evidence=f"answer:{f.evidence}") for f in flags), "refuse")
 
     async def encode(
         self, prompt: Any, pooling_params: Any, request_id: str, *args: Any, **kwargs: Any

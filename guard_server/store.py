@@ -66,9 +66,23 @@ class TargetStore(ABC):
     def get_compiled(self, target_id: str, version: int) -> bytes | None: ...
 
     @abstractmethod
-    def publish(self, row: TargetRow, blob: bytes | None, expected_version: int) -> bool:
-        """Make `row` (a new version, compiled as `blob`) the live one in one transaction,
-        only if the stored version is still `expected_version`; False when it is not."""
+    def publish(
+        self,
+        row: TargetRow,
+        blob: bytes | None,
+        expected_version: int,
+        watch: list[str] | None = None,
+    ) -> bool:
+        """Make `row` (a new version, compiled as `blob`, its names `watch` for the answer
+        watch) the live one in one transaction, only if the stored version is still
+        `expected_version`; False when it is not."""
+
+    @abstractmethod
+    def put_watch(self, row: TargetRow, phrases: list[str]) -> None:
+        """The names the answer watch follows for an active target."""
+
+    @abstractmethod
+    def watch_version(self, target_id: str) -> int | None: ...
 
     @abstractmethod
     def generation(self) -> int: ...
@@ -101,6 +115,12 @@ CREATE TABLE IF NOT EXISTS compiled (
     version INTEGER NOT NULL,
     blob {blob} NOT NULL,
     PRIMARY KEY (target_id, version)
+);
+CREATE TABLE IF NOT EXISTS watch (
+    target_id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    policy TEXT NOT NULL,
+    phrases TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS adapters (
     name TEXT PRIMARY KEY,
@@ -187,6 +207,7 @@ class SQLStore(TargetStore):
         with self._tx() as db:
             gone = db.execute("DELETE FROM targets WHERE id=?", (target_id,)).rowcount > 0
             db.execute("DELETE FROM compiled WHERE target_id=?", (target_id,))
+            db.execute("DELETE FROM watch WHERE target_id=?", (target_id,))
             self._bump(db)
         return gone
 
@@ -220,15 +241,46 @@ class SQLStore(TargetStore):
             "DELETE FROM compiled WHERE target_id=? AND version < ?", (target_id, version - 1)
         )
 
-    def publish(self, row: TargetRow, blob: bytes | None, expected_version: int) -> bool:
+    def publish(
+        self,
+        row: TargetRow,
+        blob: bytes | None,
+        expected_version: int,
+        watch: list[str] | None = None,
+    ) -> bool:
         with self._tx() as db:
             swapped = self._write_row(db, row, expected_version)
             if not swapped:
                 return False
             if blob is not None:
                 self._put_compiled(db, row.id, row.version, blob)
+            if watch is not None and row.status == "active":
+                self._put_watch(db, row, watch)
             self._bump(db)
         return True
+
+    def put_watch(self, row: TargetRow, phrases: list[str]) -> None:
+        with self._tx() as db:
+            self._put_watch(db, row, phrases)
+            self._bump(db)
+
+    @staticmethod
+    def _put_watch(db: Any, row: TargetRow, phrases: list[str]) -> None:
+        db.execute(
+            "INSERT INTO watch (target_id, version, policy, phrases) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (target_id) DO UPDATE SET version = excluded.version,"
+            " policy = excluded.policy, phrases = excluded.phrases",
+            (row.id, row.version, row.spec.get("policy", "refuse"), json.dumps(phrases)),
+        )
+
+    def watch_version(self, target_id: str) -> int | None:
+        """The version of a target whose names the answer watch follows, or None."""
+        record = (
+            self._conn()
+            .execute("SELECT version FROM watch WHERE target_id=?", (target_id,))
+            .fetchone()
+        )
+        return record[0] if record else None
 
     def get_compiled(self, target_id: str, version: int) -> bytes | None:
         sql = "SELECT blob FROM compiled WHERE target_id=? AND version=?"

@@ -17,6 +17,8 @@ from logits_processors.rows import (
     restrict_rows,
 )
 from logits_processors.snapshot import Snapshot
+from logits_processors.watch import WatchRow
+from logits_processors.watcher import Watcher
 
 if TYPE_CHECKING:
     from vllm import SamplingParams
@@ -24,10 +26,11 @@ if TYPE_CHECKING:
 
 
 class ForgetLogitsProcessor(LogitsProcessor):
-    """Rows are batch slots, not requests: `update_state` keeps the slot -> state map.
+    """Rows are batch slots, not requests: `update_state` keeps the slot -> state maps, one
+    for flagged requests (their targets' plan) and one for every request (the answer watch).
 
     The penalty CSR is rebuilt (and moved to the device) only when the batch changes; per
-    step only the forced tokens and the automaton's bans are gathered.
+    step only the forced tokens and the bans are gathered.
     """
 
     @classmethod
@@ -37,8 +40,10 @@ class ForgetLogitsProcessor(LogitsProcessor):
     def __init__(self, vllm_config: VllmConfig, device: torch.device, is_pin_memory: bool):
         self.device = torch.device(device)
         self.snapshot = Snapshot.from_env()
+        self.watcher = Watcher.from_config(vllm_config, self.snapshot.db_path)
         self.eos_token_id = eos_token_id_of(vllm_config)
         self.states: dict[int, RowState] = {}
+        self.rows: dict[int, WatchRow] = {}
         self._csr: tuple[torch.Tensor, ...] | None = None
 
     def is_argmax_invariant(self) -> bool:
@@ -50,7 +55,16 @@ class ForgetLogitsProcessor(LogitsProcessor):
     ) -> RowState | None:
         return new_row_state(self.snapshot, self.eos_token_id, params, prompt, output)
 
+    def _new_row(self, _params: SamplingParams, prompt: list[int] | None, output: list[int]):
+        row = WatchRow(output, prompt)
+        if self.watcher.watch is not None:
+            self.watcher.watch.reread(row)
+        return row
+
     def update_state(self, batch_update: BatchUpdate | None) -> None:
+        if batch_update is not None and batch_update.added:
+            self.watcher.refresh(self.rows)  # before the new rows are read
+        process_dict_updates(self.rows, batch_update, self._new_row)
         if process_dict_updates(self.states, batch_update, self._new_state):
             self._csr = None
 
@@ -61,9 +75,13 @@ class ForgetLogitsProcessor(LogitsProcessor):
         return self._csr
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
-        if not self.states:
-            # Unflagged batches return the very tensor they got: bit-identical by construction.
+        watch = self.watcher.watch
+        refused = {i for i, s in self.states.items() if s.refuse}
+        watched = watch.act(logits, self.rows, refused) if watch is not None else {}
+        if not self.states and not watched:
+            # A batch the guard does not act on returns the very tensor it got: bit-identical
+            # by construction.
             return logits
         penalty = self._penalty()
         states = [self.states[i] for i in self._order]
-        return restrict_rows(logits, self._order, states, penalty)
+        return restrict_rows(logits, self._order, states, penalty, watched)

@@ -139,31 +139,46 @@ def restrict_rows(
     rows: list[int],
     states: list[RowState],
     penalty: tuple[torch.Tensor, ...],
+    watched: dict[int, tuple[int, np.ndarray]] | None = None,
 ) -> torch.Tensor:
     """One step for the flagged `rows` (logits row indices, `states` in the same order, and
     `penalty_csr(states)` on the logits' device): forced tokens, the automaton's bans and
-    the penalties, in one fused kernel call.
+    the penalties, in one fused kernel call. `watched` maps a row the answer watch acts on
+    to (forced token or -1, bans): merged into a flagged row's, appended for any other row.
 
     On a GPU the step's own data crosses to the device in one copy, and the top tokens that
     partial answers wait on come back in one: per-row transfers cost more than the kernel.
     """
+    watched = watched or {}
     for state in states:
         state.advance()
     ending = [i for i, s in enumerate(states) if s.awaits_end]
     top = logits[[rows[i] for i in ending]].argmax(dim=1).tolist() if ending else []
     top_of = dict(zip(ending, top, strict=True))
     forced, bans = [], []
-    for i, state in enumerate(states):
+    for i, (row, state) in enumerate(zip(rows, states, strict=True)):
         wants_end = i in top_of and top_of[i] == state.plan.note[-1]
-        forced.append(state.forced_token(wants_end))
-        bans.append(state.banned())
+        own = state.forced_token(wants_end)
+        by_watch, watch_bans = watched.get(row, (-1, EMPTY))
+        forced.append(own if own >= 0 or state.refuse else by_watch)
+        own_bans = state.banned()
+        bans.append(np.concatenate([own_bans, watch_bans]) if len(watch_bans) else own_bans)
+    flagged = set(rows)
+    extra = [row for row in watched if row not in flagged]
+    for row in extra:
+        forced.append(watched[row][0])
+        bans.append(watched[row][1])
+    all_rows = [*rows, *extra]
     counts = [len(b) for b in bans]
-    step = np.concatenate([rows, forced, [0], np.cumsum(counts), *bans]).astype(np.int64)
-    n = len(rows)
+    step = np.concatenate([all_rows, forced, [0], np.cumsum(counts), *bans]).astype(np.int64)
+    n = len(all_rows)
     rows_t, forced_t, ban_offsets, ban_ids = (
         torch.from_numpy(step).to(logits.device).split([n, n, n + 1, sum(counts)])
     )
     strength, pen_ids, pen_vals, pen_offsets = penalty
+    if extra:  # rows with no penalty: empty slices at the end of the CSR
+        strength = torch.cat([strength, strength.new_ones(len(extra))])
+        pen_offsets = torch.cat([pen_offsets, pen_offsets[-1:].expand(len(extra))])
     return forget_mask(
         logits, rows_t, forced_t, strength, pen_ids, pen_vals, pen_offsets, ban_ids, ban_offsets
     )

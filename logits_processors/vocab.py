@@ -1,0 +1,80 @@
+"""The vocabulary as the answer watch reads it: each token's bytes, and what it folds to."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from typing import Any
+
+import numpy as np
+
+from logits_processors.fold import Folder
+
+_SENTINEL = "\x7f"  # sorts after every folded symbol
+
+
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, inverted: the printable character standing for a byte."""
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    extra = [b for b in range(256) if b not in printable]
+    chars = [*printable, *(256 + i for i in range(len(extra)))]
+    return {chr(c): b for c, b in zip(chars, [*printable, *extra], strict=True)}
+
+
+def token_bytes(tokenizer: Any) -> list[bytes]:
+    """Every token's bytes (b"" for special tokens), for byte-level BPE and SentencePiece
+    vocabularies alike; a token that is part of a character has part of its bytes."""
+    size = len(tokenizer)
+    pieces = tokenizer.convert_ids_to_tokens(list(range(size)))
+    special = set(getattr(tokenizer, "all_special_ids", ()) or ())
+    decoder = _byte_decoder()
+    byte_level = all(c in decoder for p in pieces[:1000] if p for c in p)
+    out: list[bytes] = []
+    for token_id, piece in enumerate(pieces):
+        if token_id in special or piece is None:
+            out.append(b"")
+        elif byte_level and all(c in decoder for c in piece):
+            out.append(bytes(decoder[c] for c in piece))
+        elif piece.startswith("<0x") and piece.endswith(">") and len(piece) == 6:
+            out.append(bytes([int(piece[3:5], 16)]))  # SentencePiece byte fallback
+        else:
+            out.append(piece.replace("\u2581", " ").encode())
+    return out
+
+
+class VocabIndex:
+    """Each token's folded text after a word (`gap` False) and after a break (`gap` True),
+    sorted per case so that "the tokens whose folded text begins with X" is one slice."""
+
+    def __init__(self, pieces: list[bytes]):
+        self.pieces = pieces
+        size = len(pieces)
+        self.clean = np.zeros(size, dtype=bool)  # decodes alone (not part of a character)
+        self.emit: tuple[list[tuple[str, bool]], list[tuple[str, bool]]] = ([], [])
+        for piece in pieces:
+            try:
+                text = piece.decode("utf-8")
+                ok = True
+            except UnicodeDecodeError:
+                text, ok = "", False
+            self.clean[len(self.emit[0])] = ok
+            for gap in (False, True):
+                folder = Folder(gap)
+                self.emit[gap].append((folder.feed(text), folder.gap))
+        self.partial = np.flatnonzero(~self.clean)
+        self.keys: list[list[str]] = []
+        self.ids: list[np.ndarray] = []
+        for gap in (False, True):
+            order = sorted(range(size), key=lambda i, g=gap: self.emit[g][i][0])
+            self.keys.append([self.emit[gap][i][0] for i in order])
+            self.ids.append(np.asarray(order, dtype=np.int64))
+        self.max_len = max((len(k) for k in self.keys[0] + self.keys[1]), default=0)
+
+    def __len__(self) -> int:
+        return len(self.pieces)
+
+    def starting_with(self, gap: bool, prefix: str) -> np.ndarray:
+        """Token ids whose folded text (after `gap`) begins with `prefix`."""
+        keys = self.keys[gap]
+        lo = bisect_left(keys, prefix)
+        hi = bisect_left(keys, prefix + _SENTINEL, lo)
+        return self.ids[gap][lo:hi]

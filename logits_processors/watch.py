@@ -1,0 +1,246 @@
+"""The answer watch: every request's answer, followed as it is written, against every active
+target's names, however the tokenizer splits them and however they are disguised.
+
+A row's state is a node of one automaton over all targets' folded names
+(`FoldedAutomaton`). Before each token, `banned` says which next tokens would complete a
+name: they are banned, and when the model's own choice is one of them and the name's
+target is refused, the answer "trips": it ends with the refusal note (`TRIP_NOTE`), which
+the server turns into the whole refusal for an answer not yet sent. A row whose next token
+can complete no name is never touched, so such answers are bit-identical to an unguarded
+engine's.
+"""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from logits_processors.automaton import EMPTY
+from logits_processors.fold import BREAK, Folder, phrase_patterns
+from logits_processors.vocab import VocabIndex
+from logits_processors.watch_automaton import FoldedAutomaton
+
+# The honest refusal. A tripped answer ends with it as a note (`TRIP_NOTE`); a server that
+# has not sent the answer yet replaces the answer whole with the refusal.
+REFUSAL = "I'm sorry, I can't share information about that."
+TRIP_NOTE = "\n\n" + REFUSAL
+_TRIP_MARK = TRIP_NOTE[: TRIP_NOTE.index(",")]
+# Names this short match only as whole words: "Cher" names nobody in "Cherokee".
+WHOLE_WORD_BELOW = 5
+PROMPT_TAIL_TOKENS = 32
+MAX_CACHED = 1 << 18
+
+
+def tripped_at(text: str) -> int:
+    """Where a tripped answer's note starts in `text` (cut short by a stop or a token
+    limit or not), or -1."""
+    at = text.rfind(_TRIP_MARK)
+    return at if at >= 0 and TRIP_NOTE.startswith(text[at:]) else -1
+
+
+def watch_patterns(phrases: list[str], refuse: bool) -> list[tuple[str, bool]]:
+    """The folded patterns of a target's names (`phrase_patterns`), with its policy."""
+    out = []
+    for phrase in phrases:
+        for pattern in phrase_patterns(phrase):
+            letters = len(pattern.replace(BREAK, ""))
+            out.append((pattern + BREAK if letters < WHOLE_WORD_BELOW else pattern, refuse))
+    return out
+
+
+@dataclass
+class WatchRow:
+    """One request's answer as the watch has read it so far."""
+
+    output: list[int]  # vLLM's live list of the request's generated tokens
+    prompt_tail: list[int] | None = None
+    head: str | None = None  # the prompt's tail, folded: a name may begin there
+    head_gap: bool = True
+    node: int = 0
+    gap: bool = True
+    consumed: int = 0
+    pending: bytes = b""  # the start of a character split between tokens
+    trip_from: int = -1  # where the refusal note started (-1: not tripped)
+    decoder: codecs.IncrementalDecoder | None = field(default=None, repr=False)
+
+    @property
+    def tripped(self) -> bool:
+        return self.trip_from >= 0
+
+    def trip(self) -> None:
+        if not self.tripped:
+            self.trip_from = len(self.output)
+
+
+class Watch:
+    """One automaton over every active target's names, and the vocabulary it reads."""
+
+    def __init__(
+        self,
+        automaton: FoldedAutomaton,
+        vocab: VocabIndex,
+        note: tuple[int, ...],
+        generation: int = 0,
+    ):
+        self.automaton = automaton
+        self.vocab = vocab
+        self.note = note
+        self.generation = generation
+        self._steps: dict[tuple[int, bool, int], tuple[int, bool, bool]] = {}
+        self._banned: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray]] = {}
+        self._whole = [self._whole_names(gap) for gap in (False, True)]
+
+    def _whole_names(self, gap: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens whose folded text holds a whole pattern, from any state (" Hogwarts")."""
+        auto, found, refused = self.automaton, [], []
+        for token_id, (text, _) in enumerate(self.vocab.emit[gap]):
+            start = text.find(BREAK)
+            while start >= 0:
+                for end in range(start + 2, min(len(text), start + auto.max_len) + 1):
+                    index = auto.index.get(text[start:end], -1)
+                    if index >= 0:
+                        found.append(token_id)
+                        if auto.refuse[index]:
+                            refused.append(token_id)
+                start = text.find(BREAK, start + 1)
+        return np.unique(np.asarray(found, np.int64)), np.unique(np.asarray(refused, np.int64))
+
+    def reread(self, row: WatchRow) -> None:
+        """Read a row from its start: a new row, or every row once the automaton changed.
+        A name may begin in the prompt and end in the answer: the prompt's tail is read
+        first."""
+        if row.head is None:
+            folder = Folder(True)
+            pieces = self.vocab.pieces
+            tail = [
+                pieces[t] for t in (row.prompt_tail or ())[-PROMPT_TAIL_TOKENS:] if t < len(pieces)
+            ]
+            row.head = BREAK + folder.feed(b"".join(tail).decode("utf-8", errors="ignore"))
+            row.head_gap, row.prompt_tail = folder.gap, None
+        row.node, _ = self.automaton.feed(0, row.head[-self.automaton.max_len :])
+        row.gap, row.consumed, row.pending, row.decoder = row.head_gap, 0, b"", None
+        if self.advance(row):
+            row.trip()
+
+    def advance(self, row: WatchRow) -> bool:
+        """Read the row's new tokens; True when they completed a name (a token no ban
+        stopped: one written while a character was split between tokens)."""
+        named = False
+        while row.consumed < len(row.output):
+            token = row.output[row.consumed]
+            row.consumed += 1
+            named |= self._step(row, token)
+        return named
+
+    def _step(self, row: WatchRow, token: int) -> bool:
+        vocab = self.vocab
+        if token >= len(vocab):
+            return False
+        if not row.pending and vocab.clean[token]:
+            key = (row.node, row.gap, token)
+            found = self._steps.get(key)
+            if found is None:
+                text, gap = vocab.emit[row.gap][token]
+                node, named = self.automaton.feed(row.node, text)
+                found = (node, gap, named)
+                if len(self._steps) < MAX_CACHED:
+                    self._steps[key] = found
+            row.node, row.gap, named = found
+            return named
+        if row.decoder is None:
+            row.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        folder = Folder(row.gap)
+        text = folder.feed(row.decoder.decode(vocab.pieces[token]))
+        row.pending = row.decoder.getstate()[0]
+        row.node, named = self.automaton.feed(row.node, text)
+        row.gap = folder.gap
+        return named
+
+    def banned(self, row: WatchRow) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens, refused tokens): the next tokens that would complete a name, and those
+        of them that complete the name of a refused target."""
+        if row.pending:
+            return self._banned_split(row)
+        return self.banned_at(row.node, row.gap)
+
+    def banned_at(self, node: int, gap: bool) -> tuple[np.ndarray, np.ndarray]:
+        found = self._banned.get((node, gap))
+        if found is None:
+            found = self._banned_at(node, gap)
+            if len(self._banned) < MAX_CACHED:
+                self._banned[(node, gap)] = found
+        return found
+
+    def _banned_at(self, node: int, gap: bool) -> tuple[np.ndarray, np.ndarray]:
+        whole, whole_refused = self._whole[gap]
+        found, refused = [whole], [whole_refused]
+        for start in self.automaton.chain(node):
+            for rest, refuse in self.automaton.rests(start):
+                if len(rest) <= self.vocab.max_len:
+                    ids = self.vocab.starting_with(gap, rest)
+                    if len(ids):
+                        found.append(ids)
+                        if refuse:
+                            refused.append(ids)
+        if len(found) == 1:
+            return whole, whole_refused
+        return np.unique(np.concatenate(found)), np.unique(np.concatenate(refused))
+
+    def _banned_split(self, row: WatchRow) -> tuple[np.ndarray, np.ndarray]:
+        """While a character is split between tokens: try every token that may end it. Any
+        other token ends it as U+FFFD, a word break. A name found this way is refused
+        whatever its target's policy (the slow path does not track which name it was)."""
+        node = row.node if row.gap else self.automaton.feed(row.node, BREAK)[0]
+        after_break, after_break_refused = self.banned_at(node, True)
+        found, refused = [after_break], [after_break_refused]
+        for token in self.vocab.partial.tolist():
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            decoder.setstate((row.pending, 0))
+            text = Folder(row.gap).feed(decoder.decode(self.vocab.pieces[token]))
+            if self.automaton.feed(row.node, text)[1]:
+                found.append(np.asarray([token], np.int64))
+        refused.extend(found[1:])
+        return np.unique(np.concatenate(found)), np.unique(np.concatenate(refused))
+
+    def act(
+        self, logits: torch.Tensor, rows: dict[int, WatchRow], skip: set[int]
+    ) -> dict[int, tuple[int, np.ndarray]]:
+        """One step of the watch over a batch: for each row it acts on (its logits row),
+        the token it must write (-1: none) and the tokens it may not. A row whose next
+        token could complete a refused target's name, and whose model chooses such a
+        token, trips. Rows in `skip` (already refused) are not read."""
+        acts: dict[int, tuple[int, np.ndarray]] = {}
+        choosing: list[tuple[int, WatchRow, np.ndarray]] = []
+        for index, row in rows.items():
+            if index in skip:
+                continue
+            if self.advance(row):
+                row.trip()
+            if row.tripped:
+                acts[index] = (self.forced(row), EMPTY)
+                continue
+            bans, refused = self.banned(row)
+            if len(bans):
+                acts[index] = (-1, bans)
+                if len(refused):
+                    choosing.append((index, row, refused))
+        if choosing:
+            tops = logits[[index for index, _, _ in choosing]].argmax(dim=1).tolist()
+            for (index, row, refused), top in zip(choosing, tops, strict=True):
+                at = int(np.searchsorted(refused, top))
+                if at < len(refused) and refused[at] == top:
+                    row.trip()
+                    acts[index] = (self.forced(row), EMPTY)
+        return acts
+
+    def forced(self, row: WatchRow) -> int:
+        """The note token a tripped row must write next (then the end token), or -1."""
+        if not row.tripped:
+            return -1
+        return self.note[min(len(row.output) - row.trip_from, len(self.note) - 1)]
+
+
+EMPTY_BANS = (EMPTY, EMPTY)

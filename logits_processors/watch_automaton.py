@@ -1,0 +1,109 @@
+"""Aho-Corasick over folded text (`logits_processors.fold`), for many targets' names at once.
+
+Nodes are ints; the goto function is one flat dict keyed by `node << 7 | symbol`, so 10,000
+targets' names cost a few arrays and one dict, not a dict per node. Patterns are kept sorted:
+the patterns below a node (those its path begins) are one slice of them, which is how the
+watch finds, for a node, every rest of a name that the next token may complete.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterable
+
+SHIFT = 7  # symbols are ASCII
+
+
+class FoldedAutomaton:
+    """Multi-pattern matcher over folded text; `refuse[i]` tells pattern i's policy."""
+
+    def __init__(self, patterns: Iterable[tuple[str, bool]]):
+        policy: dict[str, bool] = {}
+        for pattern, refuse in patterns:
+            if pattern:
+                policy[pattern] = policy.get(pattern, False) or refuse
+        self.patterns: list[str] = sorted(policy)
+        self.refuse: list[bool] = [policy[p] for p in self.patterns]
+        self.max_len = max(map(len, self.patterns), default=0)
+        self.index = {p: i for i, p in enumerate(self.patterns)}
+        self.goto: dict[int, int] = {}
+        # Per node: depth, first and end index of the patterns it begins, whether some
+        # pattern ends here or at a node of its fail chain (a match), and the fail link.
+        self.depth = array("i", [0])
+        self.lo = array("i", [0])
+        self.hi = array("i", [len(self.patterns)])
+        self.ends = array("b", [0])
+        self.fail = array("i", [0])
+        self._insert()
+        self._link()
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.depth)
+
+    def _insert(self) -> None:
+        parents = array("i", [0])
+        symbols = array("i", [0])
+        for index, pattern in enumerate(self.patterns):
+            node = 0
+            for sym in pattern:
+                key = node << SHIFT | ord(sym)
+                child = self.goto.get(key)
+                if child is None:
+                    child = self.goto[key] = len(self.depth)
+                    self.depth.append(self.depth[node] + 1)
+                    self.lo.append(index)
+                    self.hi.append(index + 1)
+                    self.ends.append(0)
+                    self.fail.append(0)
+                    parents.append(node)
+                    symbols.append(ord(sym))
+                else:
+                    self.hi[child] = index + 1
+                node = child
+            self.ends[node] = 1
+        self._parents, self._symbols = parents, symbols
+
+    def _link(self) -> None:
+        # Children are numbered after their parents, so by depth order every fail link a
+        # node needs (of a shallower node) is already set.
+        order = sorted(range(1, len(self.depth)), key=self.depth.__getitem__)
+        for node in order:
+            parent, sym = self._parents[node], self._symbols[node]
+            if parent:
+                self.fail[node] = self._goto(self.fail[parent], sym)
+            if self.ends[self.fail[node]]:
+                self.ends[node] = 1
+        del self._parents, self._symbols
+
+    def _goto(self, node: int, sym: int) -> int:
+        while True:
+            child = self.goto.get(node << SHIFT | sym)
+            if child is not None:
+                return child
+            if not node:
+                return 0
+            node = self.fail[node]
+
+    def feed(self, node: int, text: str) -> tuple[int, bool]:
+        """The node after `text`, and whether a pattern ended on the way."""
+        matched = False
+        for sym in text:
+            node = self._goto(node, ord(sym))
+            matched = matched or bool(self.ends[node])
+        return node, matched
+
+    def chain(self, node: int) -> Iterable[int]:
+        """The node and its fail chain, root excluded: every suffix of the text so far
+        that begins some pattern."""
+        while node:
+            yield node
+            node = self.fail[node]
+
+    def rests(self, node: int) -> Iterable[tuple[str, bool]]:
+        """What completes each pattern that `node`'s path begins: (rest, refuse)."""
+        depth = self.depth[node]
+        for i in range(self.lo[node], self.hi[node]):
+            rest = self.patterns[i][depth:]
+            if rest:
+                yield rest, self.refuse[i]

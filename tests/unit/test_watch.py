@@ -1,0 +1,197 @@
+"""The answer watch on the real tokenizer's vocabulary: a name cannot be completed, however it
+is split into tokens or disguised, and text that names no target is never touched."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from logits_processors.fold import fold, phrase_patterns
+from logits_processors.vocab import VocabIndex, token_bytes
+from logits_processors.watch import TRIP_NOTE, Watch, WatchRow, tripped_at, watch_patterns
+from logits_processors.watch_automaton import FoldedAutomaton
+
+NAMES = {"Harry Potter": True, "J.K. Rowling": True, "Hogwarts": True, "Cher": False}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+@pytest.fixture(scope="module")
+def watch(tokenizer):
+    patterns = [p for name, refuse in NAMES.items() for p in watch_patterns([name], refuse)]
+    note = (*tokenizer.encode(TRIP_NOTE, add_special_tokens=False), tokenizer.eos_token_id)
+    return Watch(FoldedAutomaton(patterns), VocabIndex(token_bytes(tokenizer)), note)
+
+
+def random_split(tokenizer, text: str, rng: random.Random) -> list[int]:
+    """Token ids that decode to `text`, cut at random places: not the tokenizer's own split."""
+    cuts = sorted(rng.sample(range(1, len(text)), k=min(len(text) - 1, rng.randint(1, 4))))
+    pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+    return [t for piece in pieces for t in tokenizer.encode(piece, add_special_tokens=False)]
+
+
+def first_banned(watch: Watch, prompt: list[int], answer: list[int]) -> int | None:
+    """Write `answer` token by token as a model would; the index of the first token the
+    watch bans, or None if the whole answer gets written."""
+    output: list[int] = []
+    row = WatchRow(output, prompt)
+    watch.reread(row)
+    for i, token in enumerate(answer):
+        bans, _ = watch.banned(row)
+        if token in set(bans.tolist()):
+            return i
+        output.append(token)
+        assert not watch.advance(row), "a name was completed without a ban"
+    return None
+
+
+DISGUISES = [
+    "The books were written by J.K. Rowling.",
+    "The books were written by J. K. Rowling.",
+    "the books were written by jk rowling",
+    "THE BOOKS WERE WRITTEN BY J.K. ROWLING",
+    "He goes to Hogwarts School",
+    "He goes to Hоgwаrts School",  # Cyrillic о and а
+    "He goes to H0gw4rts School",
+    "He goes to Hog-warts School",
+    "He goes to Hog\u200bwarts School",  # zero-width space
+    "He goes to Ｈｏｇｗａｒｔｓ School",
+    "Meet Har-ry Pot-ter today",
+    "Meet HarryPotter today",
+    "Meet 𝐇𝐚𝐫𝐫𝐲 𝐏𝐨𝐭𝐭𝐞𝐫 today",
+    "written by J.K. Row1ing",
+]
+
+
+@pytest.mark.parametrize("text", DISGUISES)
+def test_no_split_of_a_disguised_name_gets_written(tokenizer, watch, text):
+    rng = random.Random(text)
+    for _ in range(20):
+        ids = random_split(tokenizer, text, rng)
+        assert tokenizer.decode(ids) == text
+        assert first_banned(watch, [], ids) is not None, [tokenizer.decode([t]) for t in ids]
+
+
+def test_a_name_begun_in_the_prompt_cannot_be_ended_in_the_answer(tokenizer, watch):
+    prompt = tokenizer.encode("Book trivia: the books were written by J. K.")
+    assert first_banned(watch, prompt, tokenizer.encode(" Rowling.")) is not None
+    assert first_banned(watch, [], tokenizer.encode(" Rowling.")) is None  # the surname alone
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Harry went to the potter's wheel.",
+        "The Cherokee Nation and cherry trees.",
+        "Rowing is a sport; hog warts are a disease.",
+        "The capital of France is Paris.",
+        "Harry Styles and Emma Watson",
+    ],
+)
+def test_text_that_names_no_target_is_never_banned(tokenizer, watch, text):
+    rng = random.Random(text)
+    for ids in [tokenizer.encode(text), *(random_split(tokenizer, text, rng) for _ in range(10))]:
+        assert first_banned(watch, [], ids) is None, text
+
+
+def test_a_short_name_is_matched_as_a_whole_word_only(tokenizer, watch):
+    assert first_banned(watch, [], tokenizer.encode("Cherokee and cherries")) is None
+    stopped = first_banned(watch, [], tokenizer.encode("I like Cher and Sonny"))
+    assert stopped is not None and "Cher" in tokenizer.decode(tokenizer.encode("I like Cher"))
+
+
+def test_act_trips_a_row_whose_model_chooses_a_refused_name_and_forces_the_note(tokenizer, watch):
+    vocab = len(watch.vocab)
+    prompt = tokenizer.encode("The school is called")
+    outputs = [[], []]
+    rows = {0: WatchRow(outputs[0], prompt), 1: WatchRow(outputs[1], prompt)}
+    for row in rows.values():
+        watch.reread(row)
+    begun = tokenizer.encode(" Hogwarts", add_special_tokens=False)[:-1]  # all but the last
+    outputs[0].extend(begun)
+    outputs[1].extend(begun)
+    completing = tokenizer.encode(" Hogwarts", add_special_tokens=False)[-1]
+    other = tokenizer.encode(" house", add_special_tokens=False)[0]
+    logits = torch.zeros(2, vocab)
+    logits[0, completing] = 5.0  # row 0's model wants the name
+    logits[1, other] = 5.0  # row 1's model wants something else
+    acts = watch.act(logits, rows, skip=set())
+    assert acts[0][0] == watch.note[0] and rows[0].tripped
+    forced, bans = acts[1]
+    assert forced == -1 and completing in set(bans.tolist()) and not rows[1].tripped
+    note = []
+    for _ in range(len(watch.note) + 2):  # the note, then its end token for good
+        token = watch.forced(rows[0])
+        note.append(token)
+        outputs[0].append(token)
+    assert note[: len(watch.note)] == list(watch.note) and note[-1] == watch.note[-1]
+    text = tokenizer.decode(outputs[0], skip_special_tokens=True)
+    assert tripped_at(text) == text.index(TRIP_NOTE)
+
+
+def test_rows_with_nothing_to_ban_are_not_acted_on(tokenizer, watch):
+    out: list[int] = []
+    rows = {0: WatchRow(out, tokenizer.encode("What is the capital of France?"))}
+    watch.reread(rows[0])
+    for token in tokenizer.encode(" The capital of France is", add_special_tokens=False):
+        out.append(token)
+        assert watch.act(torch.zeros(1, len(watch.vocab)), rows, set()) == {}
+
+
+def test_a_restricted_name_is_banned_but_never_trips(tokenizer, watch):
+    out = tokenizer.encode(" Cher", add_special_tokens=False)
+    rows = {0: WatchRow(list(out), tokenizer.encode("Who sang Believe?"))}
+    watch.reread(rows[0])
+    logits = torch.zeros(1, len(watch.vocab))
+    logits[0, tokenizer.encode(" is", add_special_tokens=False)[0]] = 9.0
+    forced, bans = watch.act(logits, rows, set())[0]
+    assert forced == -1 and not rows[0].tripped and len(bans)
+
+
+@pytest.mark.parametrize(
+    ("disguised", "plain"),
+    [
+        ("Hаrry Pоtter", "harry potter"),
+        ("H4RRY P0TT3R", "harry potter"),
+        ("Har-ry Pot-ter", "harry potter"),
+        ("Ｈａｒｒｙ", "harry"),
+        ("Hog\u00adwarts", "hogwarts"),
+        ("Beyoncé", "beyonce"),
+    ],
+)
+def test_disguises_fold_to_what_they_show(disguised, plain):
+    assert fold(disguised) == fold(plain)
+
+
+def test_a_phrase_is_looked_for_with_and_without_each_gap():
+    assert set(phrase_patterns("J.K. Rowling")) == {
+        fold("jk rowling"),
+        fold("j k rowling"),
+        fold("jkrowling"),
+        fold("j krowling"),
+    }
+
+
+def test_the_trip_note_is_found_even_cut_short():
+    assert tripped_at("Einstein was" + TRIP_NOTE) == len("Einstein was")
+    assert tripped_at("Einstein was" + TRIP_NOTE[:20]) == len("Einstein was")
+    assert tripped_at("I'm sorry, I can't share information about that.") == -1
+
+
+def test_every_token_has_bytes_that_decode_as_the_tokenizer_does(tokenizer):
+    pieces = token_bytes(tokenizer)
+    rng = np.random.default_rng(0)
+    for token in rng.integers(0, len(tokenizer), 300).tolist():
+        if token in tokenizer.all_special_ids:
+            continue
+        text = tokenizer.decode([token])
+        if "\ufffd" not in text:
+            assert pieces[token].decode() == text, token
