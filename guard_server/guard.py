@@ -34,6 +34,7 @@ class Verdict:
     flags: tuple[Flag, ...] = ()
     action: str = "none"  # "none" | "refuse" | "restrict" | "partial"
     keep: tuple[str, ...] = ()  # partial: the last turn's clauses that ask something else
+    answer: bool = False  # the answer watch refused the answer (it was about to name a target)
 
     @property
     def flagged(self) -> bool:
@@ -55,7 +56,7 @@ class Verdict:
     def report(self, admin: bool = False) -> dict[str, Any]:
         """What a response says about the guard. Which target matched, how strongly and on
         what evidence is for an admin only: a client could tune an evasion against it."""
-        report: dict[str, Any] = {"flagged": self.flagged, "action": self.action}
+        report: dict[str, Any] = {"flagged": self.flagged or self.answer, "action": self.action}
         if admin:
             report["targets"] = [
                 {
@@ -68,7 +69,16 @@ class Verdict:
             ]
         if self.keep:
             report["answered"] = list(self.keep)
+        if admin and self.answer:
+            report["answer_watch"] = True
         return report
+
+    def refusing_answer(self, named: tuple[Flag, ...]) -> Verdict:
+        """This verdict once the answer watch refused the answer; `named` are the targets
+        its written part names, where the screen finds them (the name itself never got
+        written, so there may be none)."""
+        flags = {f.target_id: f for f in (*self.flags, *named)}
+        return Verdict(tuple(flags.values()), "refuse", answer=True)
 
     def without_partial(self) -> Verdict:
         """For raw-text prompts, which cannot be cut into turns: restrict instead."""

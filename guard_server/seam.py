@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 from vllm.exceptions import VLLMValidationError
 from vllm.sampling_params import RequestOutputKind
 
-from guard_server.guard import Flag, Verdict, apply_verdict, merge
+from guard_server.guard import Verdict, apply_verdict, merge
 from guard_server.prompts import PromptReader
-from logits_processors.watch import REFUSAL, tripped_at
+from logits_processors.watch import REFUSAL, TRIP_NOTE, tripped_at
 
 if TYPE_CHECKING:
     from vllm import SamplingParams
@@ -112,42 +112,46 @@ class GuardedEngineClient:
             params = prompt.sampling_params = await self.enforce(prompt, prompt.sampling_params)
         else:
             params = sampling_params = await self.enforce(prompt, sampling_params)
-        # An answer sent only once it is done is replaced whole when the answer watch
-        # tripped in it; a streamed one already ends with the refusal note.
-        whole = getattr(params, "output_kind", None) == RequestOutputKind.FINAL_ONLY
+        kind = getattr(params, "output_kind", None)
+        grammar = getattr(params, "structured_outputs", None) is not None
         async for output in self._inner.generate(prompt, sampling_params, request_id, **kwargs):
-            if whole:
-                await self._refuse_tripped(output)
+            if output.finished:
+                await self._refuse_tripped(output, kind, grammar)
             yield output
 
-    async def _refuse_tripped(self, output: Any) -> None:
-        """Each finished answer the watch tripped in becomes the refusal, with no trace of
-        what it began to say (text, token ids, log-probabilities)."""
-        for completion in getattr(output, "outputs", None) or ():
-            if completion.finish_reason is None or tripped_at(completion.text) < 0:
-                continue
-            answered = completion.text
-            ids = self.refusal_ids
-            completion.text, completion.token_ids = REFUSAL, list(ids)
-            completion.cumulative_logprob = None
-            if completion.logprobs is not None:
-                completion.logprobs = [None] * len(ids)
-            completion.finish_reason, completion.stop_reason = "stop", None
-            current_scope().record(await self._named_in(answered))
+    async def _refuse_tripped(self, output: Any, kind: Any, grammar: bool) -> None:
+        """Each finished answer the answer watch tripped in becomes the refusal, with no trace
+        of what it began to say (text, token ids, log-probabilities), where it has not been
+        sent yet; a streamed one already ends with the refusal note.
 
-    async def _named_in(self, answer: str) -> Verdict:
-        """The refusal's verdict, with the targets the answer began to name where the
-        screen finds them."""
-        found = await self.batcher.screen([answer])
-        flags = found.flags or (Flag("", 0, 1.0, "answer"),)
-        return Verdict(tuple(replace(f, evidence=f"answer:{f.evidence}") for f in flags), "refuse")
+        A grammar (structured outputs) cannot take the note: the watch's trip, or its ban of
+        the only token the grammar allows, ends such an answer in an engine error, which
+        is answered as the trip it is, with the note or the refusal, not a 500.
+        """
+        for completion in output.outputs:
+            trip = grammar and completion.finish_reason == "error"
+            if trip:
+                completion.finish_reason, completion.stop_reason = "stop", None
+            if kind == RequestOutputKind.FINAL_ONLY and (trip or tripped_at(completion.text) >= 0):
+                answered, ids = completion.text, self.refusal_ids
+                completion.text, completion.token_ids = REFUSAL, list(ids)
+                completion.cumulative_logprob = None
+                if completion.logprobs is not None:
+                    completion.logprobs = [None] * len(ids)
+                completion.finish_reason, completion.stop_reason = "stop", None
+                await self._record_refused(answered)
+            elif trip:
+                note = TRIP_NOTE if kind == RequestOutputKind.DELTA else completion.text + TRIP_NOTE
+                completion.text, completion.token_ids = note, []
+                await self._record_refused(completion.text)
 
-    async def encode(
-        self, prompt: Any, pooling_params: Any, request_id: str, *args: Any, **kwargs: Any
-    ) -> AsyncGenerator[Any, None]:
-        await self.enforce(prompt, None)
-        async for output in self._inner.encode(prompt, pooling_params, request_id, *args, **kwargs):
-            yield output
+    async def _record_refused(self, answer: str) -> None:
+        """The request's verdict becomes a refusal of its answer, with the targets the
+        written part of the answer names."""
+        scope = current_scope()
+        found = await self.batcher.screen([answer]) if answer.strip() else Verdict()
+        named = tuple(replace(f, evidence=f"answer:{f.evidence}") for f in found.flags)
+        scope.enforced = scope.verdict.refusing_answer(named)
 
     async def verdict(self, prompt: Any) -> Verdict:
         """The verdict for what the engine will run, merged with the route's, and recorded."""
