@@ -115,7 +115,7 @@ class GuardedEngineClient:
         kind = getattr(params, "output_kind", None)
         grammar = getattr(params, "structured_outputs", None) is not None
         async for output in self._inner.generate(prompt, sampling_params, request_id, **kwargs):
-            if output.finished:
+            if getattr(output, "finished", False):
                 await self._refuse_tripped(output, kind, grammar)
             yield output
 
