@@ -145,6 +145,13 @@ class GuardedEngineClient:
                 completion.text, completion.token_ids = note, []
                 await self._record_refused(completion.text)
 
+    async def encode(
+        self, prompt: Any, pooling_params: Any, request_id: str, *args: Any, **kwargs: Any
+    ) -> AsyncGenerator[Any, None]:
+        await self.enforce(prompt, None)
+        async for output in self._inner.encode(prompt, pooling_params, request_id, *args, **kwargs):
+            yield output
+
     async def _record_refused(self, answer: str) -> None:
         """The request's verdict becomes a refusal of its answer, with the targets the
         written part of the answer names."""
