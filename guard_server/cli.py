@@ -152,6 +152,7 @@ def serve(argv: list[str]) -> None:
 
     from guard_server.server import run_server
     from guard_server.store import open_store
+    from logits_processors.lifeline import SERVER_PID_ENV, server_pid_value
     from logits_processors.snapshot import SNAPSHOT_DB_ENV
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -162,6 +163,8 @@ def serve(argv: list[str]) -> None:
     # The engine worker (a spawned process) reads compiled targets from the same registry.
     open_store(args.db)  # creates the schema, and fails here, clearly, if it cannot
     os.environ[SNAPSHOT_DB_ENV] = registry_location(args.db)
+    # The engine's worker ends the engine when this process is gone, even by `kill -9`.
+    os.environ[SERVER_PID_ENV] = server_pid_value()
     # Until uvicorn installs its own handlers (and after it restores the defaults), a SIGTERM
     # would end this process at once and orphan the engine core: unwind instead.
     signal.signal(signal.SIGTERM, _unwind)

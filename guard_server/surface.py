@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING
 
 from fastapi.routing import APIRoute
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
 from vllm.entrypoints.serve.middleware.authenticate import AuthenticationMiddleware
 
+from guard_server.errors import envelope
 from guard_server.seam import SCOPE, RequestScope
 
 if TYPE_CHECKING:
@@ -59,14 +61,20 @@ def is_admin_path(path: str) -> bool:
     return path.startswith(ADMIN_PREFIXES)
 
 
+# Mounted sub-applications someone has checked: Prometheus' exposition only reads.
+CHECKED_MOUNTS = frozenset({"/metrics"})
+
+
 def checked(route: object) -> bool:
-    """Whether a route may be served: read-only, admin, or a checked POST route."""
-    if isinstance(route, WebSocketRoute):
+    """Whether a route may be served: a read-only route, the admin API, or a checked one.
+    Anything else is not served: websockets, mounts nobody checked (a sub-application's
+    routes are not listed here), and a route declared without methods (it answers every
+    method)."""
+    if isinstance(route, Mount):
+        return route.path in CHECKED_MOUNTS
+    if not isinstance(route, APIRoute | Route) or route.methods is None:
         return False
-    if not isinstance(route, APIRoute | Route):
-        return True  # mounts and the like: vLLM adds none that reach the engine
-    methods = set(route.methods or ()) - _SAFE_METHODS
-    if not methods:
+    if not set(route.methods) - _SAFE_METHODS:
         return True
     return (
         route.path in ENGINE_ROUTES or route.path in NO_ENGINE_ROUTES or is_admin_path(route.path)
@@ -93,14 +101,27 @@ def is_admin(headers: Headers, admin_key: str | None) -> bool:
     return any(hmac.compare_digest(o.encode(), admin_key.encode()) for o in offered if o)
 
 
+# What a client reaches without the client key: health checks, metrics and the API's own
+# description. vLLM's own check covers only paths under /v1, /v2, /inference and /cohere,
+# which left /invocations, /generative_scoring and /tokenize open.
+OPEN_PATHS = frozenset(
+    {"/health", "/ping", "/metrics", "/version", "/docs", "/redoc", "/openapi.json"}
+)
+ERR_API_KEY = "a valid API key is required: send it as the bearer token (Authorization header)"
+
+
 class ClientApiKey(AuthenticationMiddleware):
-    """vLLM's `--api-key` check for every route but the admin API, which has its own key: an
-    API client is not an admin, and an admin needs no API key."""
+    """`--api-key` for every route but the open ones and the admin API, which has its own
+    key: an API client is not an admin, and an admin needs no API key."""
 
     def __call__(self, scope: Scope, receive: Receive, send: Send):
-        if scope["type"] == "http" and is_admin_path(scope["path"]):
+        if scope["type"] not in ("http", "websocket") or scope.get("method") == "OPTIONS":
             return self.app(scope, receive, send)
-        return super().__call__(scope, receive, send)
+        path = scope["path"].removeprefix(scope.get("root_path", ""))
+        if path in OPEN_PATHS or is_admin_path(path) or self.verify_token(Headers(scope=scope)):
+            return self.app(scope, receive, send)
+        body = envelope(ERR_API_KEY, "AuthenticationError", 401)
+        return JSONResponse(body, status_code=401)(scope, receive, send)
 
 
 def separate_admin_auth(app: FastAPI) -> None:

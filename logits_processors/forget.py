@@ -8,6 +8,7 @@ import torch
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 from vllm.v1.sample.logits_processor.builtin import process_dict_updates
 
+from logits_processors.lifeline import watch_server
 from logits_processors.params import parse_guard_params
 from logits_processors.rows import (
     RowState,
@@ -39,6 +40,7 @@ class ForgetLogitsProcessor(LogitsProcessor):
 
     def __init__(self, vllm_config: VllmConfig, device: torch.device, is_pin_memory: bool):
         self.device = torch.device(device)
+        watch_server()
         self.snapshot = Snapshot.from_env()
         self.watcher = Watcher.from_config(vllm_config, self.snapshot.db_path)
         self.eos_token_id = eos_token_id_of(vllm_config)

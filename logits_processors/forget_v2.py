@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 from vllm.v1.worker.gpu.sample.logits_processor import LogitsProcessor
 
+from logits_processors.lifeline import watch_server
 from logits_processors.params import parse_guard_params
 from logits_processors.rows import (
     RowState,
@@ -43,6 +44,7 @@ class ForgetLogitsProcessorV2(LogitsProcessor):
     def __init__(self, vllm_config: VllmConfig | None, req_states: LogitsProcRequestState):
         self.req_states = req_states
         self.device = torch.device(req_states.device)
+        watch_server()
         self.snapshot = Snapshot.from_env()
         self.watcher = Watcher.from_config(vllm_config, self.snapshot.db_path)
         self.eos_token_id = eos_token_id_of(vllm_config)

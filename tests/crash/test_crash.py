@@ -1,10 +1,13 @@
-"""kill -9 right after the 201: the restarted server lists and enforces the target."""
+"""kill -9 right after the 201: nothing of the server lives on, and the restarted server lists
+and enforces the target."""
 
 from __future__ import annotations
 
+import os
 import signal
 
 import httpx
+import psutil
 from openai import OpenAI
 
 from bench.serverproc import ADMIN_KEY, start_server
@@ -15,6 +18,9 @@ QUESTION = [{"role": "user", "content": "Who developed the theory of relativity?
 TARGET = {"name": "Albert Einstein", "aliases": ["Einstein"], "keywords": ["theory of relativity"]}
 
 
+ORPHAN_GRACE_S = 15
+
+
 def test_target_survives_kill_9_right_after_the_201(tmp_path, model_dir):
     db, log = tmp_path / "guard.db", tmp_path / "server.log"
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -22,7 +28,14 @@ def test_target_survives_kill_9_right_after_the_201(tmp_path, model_dir):
     try:
         r = httpx.post(f"{server.base_url}/v1/forget-targets", json=TARGET, headers=headers)
         assert r.status_code == 201
-        server.stop(signal.SIGKILL)  # no shutdown hook runs: only what was committed survives
+        spawned = psutil.Process(server.proc.pid).children(recursive=True)
+        assert len(spawned) >= 2  # the engine core (and its worker) and detection
+        # Only the server process, as a crash would: no shutdown hook of it runs, and only
+        # what was committed survives. Its engine and detection must not outlive it.
+        os.kill(server.proc.pid, signal.SIGKILL)
+        server.proc.wait(timeout=30)
+        _, alive = psutil.wait_procs(spawned, timeout=ORPHAN_GRACE_S)
+        assert not alive, [(p.pid, p.name()) for p in alive]
     finally:
         server.stop(signal.SIGKILL)
 

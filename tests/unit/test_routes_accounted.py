@@ -67,6 +67,43 @@ def test_a_route_a_later_vllm_adds_is_not_served(vllm_app):
     assert not any(getattr(r, "path", "") in dropped for r in app.router.routes)
 
 
+def test_mounts_and_routes_without_methods_are_not_served():
+    from fastapi import FastAPI
+    from starlette.routing import Mount, Route
+
+    class Anything:  # an ASGI app as endpoint: Starlette routes every method to it
+        async def __call__(self, scope, receive, send):  # pragma: no cover - never reached
+            return None
+
+    app = FastAPI()
+    app.router.routes.append(Mount("/sub", app=FastAPI()))
+    app.router.routes.append(Route("/v1/any_method", Anything()))
+    assert app.router.routes[-1].methods is None
+    app.router.routes.append(Mount("/metrics", app=FastAPI()))
+    dropped = surface.restrict_routes(app)
+    assert {"/sub", "/v1/any_method"} <= set(dropped)
+    assert "/metrics" not in dropped
+
+
+@pytest.mark.parametrize(
+    "path", ["/invocations", "/generative_scoring", "/tokenize", "/v1/completions"]
+)
+def test_the_client_key_guards_every_route_that_generates_or_scores(vllm_app, path):
+    from fastapi.testclient import TestClient
+    from vllm.entrypoints.launchers.app import build_app
+
+    from guard_server.server import guard_routes
+
+    args, _, model_config = vllm_app
+    app = guard_routes(build_app(args, ("generate",), model_config), args)
+    http = TestClient(app, raise_server_exceptions=False)
+    refused = http.post(path, json={})
+    assert refused.status_code == 401
+    assert refused.json()["error"]["message"] == surface.ERR_API_KEY
+    assert http.post(path, json={}, headers={"Authorization": "Bearer k"}).status_code != 401
+    assert http.get("/health").status_code != 401
+
+
 def test_api_key_middleware_is_replaced_so_admins_need_no_client_key(vllm_app):
     from vllm.entrypoints.launchers.app import build_app
 
