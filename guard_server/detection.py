@@ -21,17 +21,23 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from vllm.exceptions import RetryableRequestError
+
 logger = logging.getLogger("guard_server")
 
 START_TIMEOUT_S = 300
+# A call the child has not answered by then has hung: the child is replaced and the call
+# fails closed. Generous: a screen also trains newly registered targets' classifiers.
+CALL_TIMEOUT_S = 60.0
 # The child's title in `ps` and /proc/PID/cmdline, beside vLLM's "VLLM::EngineCore".
 TITLE = "guard::detection"
 # What the server may ask of the child's guard.
-OPS = frozenset({"screen_many", "sync", "has_targets"})
+OPS = frozenset({"screen_many", "sync", "has_targets", "begun"})
 
 
-class DetectionError(RuntimeError):
-    """Detection failed in the child process (the request it screened fails closed)."""
+class DetectionError(RetryableRequestError):
+    """Detection failed in the child process: the request it screened fails closed, with a
+    503 the client may retry."""
 
 
 def build_guard(db: str, embedding_model: str | None, encoder_backend: str) -> Any:
@@ -48,12 +54,16 @@ def build_guard(db: str, embedding_model: str | None, encoder_backend: str) -> A
 
 class DetectionProcess:
     """`screen_many`, `sync` and `has_targets` of a guard built by `factory(*args)` in a
-    child process. Calls are serialised over one pipe. A child that died is started again on
-    the next call; the call that found it dead fails (closed)."""
+    child process. Calls are serialised over one pipe. A child that died, or did not answer
+    a call within `call_timeout_s`, is started again on the next call; the call that found
+    it dead or hung fails (closed)."""
 
-    def __init__(self, factory: Callable[..., Any], *args: Any):
+    def __init__(
+        self, factory: Callable[..., Any], *args: Any, call_timeout_s: float = CALL_TIMEOUT_S
+    ):
         self._factory = factory
         self._args = args
+        self.call_timeout_s = call_timeout_s
         self._lock = threading.Lock()
         self._ctx = multiprocessing.get_context("spawn")
         self._proc: Any = None
@@ -69,6 +79,9 @@ class DetectionProcess:
 
     def has_targets(self) -> bool:
         return self._call("has_targets")
+
+    def begun(self, context: str, candidates: list[str]) -> list[bool]:
+        return self._call("begun", context, candidates)
 
     @property
     def pid(self) -> int | None:
@@ -86,6 +99,9 @@ class DetectionProcess:
                 self._start()
             try:
                 self._conn.send((op, args))
+                if not self._conn.poll(self.call_timeout_s):
+                    self._stop()  # hung: the next call starts a new one
+                    raise DetectionError(f"the detection process did not answer {op} in time")
                 ok, value = self._conn.recv()
             except (EOFError, OSError) as exc:
                 self._stop()

@@ -81,8 +81,10 @@ class Verdict:
         return Verdict(tuple(flags.values()), "refuse", answer=True)
 
     def without_partial(self) -> Verdict:
-        """For raw-text prompts, which cannot be cut into turns: restrict instead."""
-        return replace(self, action="restrict", keep=()) if self.action == "partial" else self
+        """For prompts that cannot be cut into turns (every route but chat): a partial answer
+        cannot be given, so the request is refused. Never a weaker restrict: its bans and
+        penalties let an answer to the forgotten part through."""
+        return replace(self, action="refuse", keep=()) if self.action == "partial" else self
 
 
 _SEVERITY = {"none": 0, "partial": 1, "restrict": 2, "refuse": 3}
@@ -90,7 +92,7 @@ _SEVERITY = {"none": 0, "partial": 1, "restrict": 2, "refuse": 3}
 
 def merge(route: Verdict, seam: Verdict) -> Verdict:
     """One verdict from the route's (structure: turns, clauses) and the seam's (the prompt the
-    engine runs). The seam cannot cut a prompt into turns, so its partial is a restrict; the
+    engine runs). The seam cannot cut a prompt into turns, so its partial is a refusal; the
     stronger action wins, and a target either one found is enforced."""
     if not seam.flagged:
         return route
@@ -162,6 +164,7 @@ class Guard:
     def __init__(self, store: TargetStore | None = None, detector: Detector | None = None):
         self.store = store
         self.detector = detector
+        self.names = NameIndex()
         self._generation = -1
         self._sync_lock = threading.Lock()
 
@@ -189,10 +192,18 @@ class Guard:
             ]
             for start in range(0, len(changed), 256):
                 self.detector.add_targets(changed[start : start + 256])
+            self.names = NameIndex(live.values())
             self._generation = generation
 
     def screen(self, texts: list[str]) -> Verdict:
         return self.screen_many([texts])[0]
+
+    def begun(self, context: str, candidates: list[str]) -> list[bool]:
+        """For each candidate continuation of `context` (a scoring label, a token): whether
+        it writes part of a registered name there ("Hog" after "goes to a school called").
+        Asking its probability asks the forgotten answer."""
+        self.sync()
+        return self.names.begun(context, candidates)
 
     def has_targets(self) -> bool:
         """Whether any target is enforced now (after catching up with the store)."""
@@ -231,6 +242,44 @@ def decide(policies: set[str], others: list[str]) -> tuple[str, tuple[str, ...]]
     if policies != {"refuse"}:
         return "restrict", ()
     return ("partial", tuple(others)) if others else ("refuse", ())
+
+
+class NameIndex:
+    """Every active target's names, folded as the answer watch folds them."""
+
+    def __init__(self, rows: Iterable[Any] = ()):
+        from guard_server.registry import watch_phrases
+        from logits_processors.watch import watch_patterns
+        from logits_processors.watch_automaton import FoldedAutomaton
+
+        patterns = [
+            pattern
+            for row in rows
+            for pattern in watch_patterns(watch_phrases(row.spec), refuse=True)
+        ]
+        self.automaton = FoldedAutomaton(patterns) if patterns else None
+
+    def begun(self, context: str, candidates: list[str]) -> list[bool]:
+        from logits_processors.fold import BREAK, Folder
+
+        if self.automaton is None:
+            return [False] * len(candidates)
+        folder = Folder()
+        tail = folder.feed(context)[-self.automaton.max_len :]
+        start, _ = self.automaton.feed(0, BREAK + tail)
+        out = []
+        for candidate in candidates:
+            written = Folder(folder.gap).feed(candidate)
+            node, named = self.automaton.feed(start, written)
+            letters = len(written.strip(BREAK))
+            inside = self.automaton.depth[node] >= len(written) + (not written.startswith(BREAK))
+            out.append(named or (letters > 0 and inside and self.automaton.depth[node] > MIN_BEGUN))
+        return out
+
+
+# A continuation that writes this many symbols of a name (its leading space counted) begins
+# it: " Hog" of "Hogwarts"; " H" alone begins too many names to say which.
+MIN_BEGUN = 3
 
 
 def _guarded(row: Any) -> bool:

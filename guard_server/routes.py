@@ -17,6 +17,7 @@ from vllm.renderers.inputs.preprocess import prompt_to_seq
 
 from guard_server import errors
 from guard_server.guard import Verdict, conversation_texts, keep_only
+from guard_server.limits import check_length
 from guard_server.seam import current_scope
 
 router = APIRouter()
@@ -55,7 +56,10 @@ async def _screen_turns(raw_request: Request, texts: list[str]) -> Verdict:
 async def create_chat_completion(request: ChatCompletionRequest, raw_request: Request):
     if not request.messages:
         raise errors.InvalidRequest(errors.ERR_EMPTY_MESSAGES, param="messages")
-    verdict = await _screen_turns(raw_request, conversation_texts(request.messages))
+    texts = conversation_texts(request.messages)
+    engine = raw_request.app.state.engine_client
+    check_length(texts, engine.model_config.max_model_len, engine.reader.tokenizer)
+    verdict = await _screen_turns(raw_request, texts)
     keep_only(request.messages, verdict)
     return _report(await vllm_chat.create_chat_completion(request, raw_request))
 

@@ -36,10 +36,16 @@ ERR_LOGPROBS = (
     "log-probabilities would show what the answer leaves out"
 )
 ERR_SCORING = "this request asks for a forgotten subject and cannot be scored or encoded"
+ERR_LABELS = (
+    "label_token_ids holds tokens that write part of a forgotten name after this prompt: "
+    "their probabilities would tell the forgotten answer"
+)
 ERR_UNSCREENABLE = (
     "prompts given as {shape} cannot be screened for forgotten subjects and are not accepted "
     "while forget targets are registered"
 )
+# How much of a scored prompt is read to tell whether a label continues a name.
+CONTEXT_TOKENS = 32
 # Constraints that could forbid the refusal's tokens or force others: a flagged request is
 # generated without them (its answer is the refusal or a restricted one either way).
 _CONSTRAINTS = {
@@ -181,7 +187,9 @@ class GuardedEngineClient:
             p if isinstance(p, list) else tokenizer.encode(p, add_special_tokens=add_special_tokens)
             for p in prompts
         ]
-        texts = [t for i in ids if (t := tuple(self.reader.texts(i)))]
+        # A prompt the engine cannot run is refused by vLLM: it is not screened.
+        limit = self._inner.model_config.max_model_len
+        texts = [t for i in ids if len(i) <= limit and (t := tuple(self.reader.texts(i)))]
         found = await asyncio.gather(*(self.batcher.screen(list(t)) for t in texts))
         scope.screened.update(zip(texts, found, strict=True))
         for verdict in found:
@@ -194,6 +202,7 @@ class GuardedEngineClient:
             if verdict.flagged:
                 raise VLLMValidationError(ERR_SCORING, parameter="prompt")
             return None
+        await self._refuse_name_labels(prompt, params)
         xargs = apply_verdict(params.extra_args, verdict)
         if not verdict.flagged and xargs == params.extra_args:
             return params  # unflagged and nothing forged: the very object, bit-identical
@@ -204,6 +213,20 @@ class GuardedEngineClient:
             for name, value in _CONSTRAINTS.items():
                 setattr(params, name, value)
         return params
+
+    async def _refuse_name_labels(self, prompt: Any, params: SamplingParams) -> None:
+        """Scoring asks the probability of given next tokens: tokens that would write part of
+        a registered name after the prompt ask the answer without generating it."""
+        labels = getattr(params, "logprob_token_ids", None)
+        if not labels:
+            return
+        ids, text, _ = _prompt_parts(prompt)
+        tokenizer = self.reader.tokenizer
+        context = text if ids is None else tokenizer.decode(list(ids)[-CONTEXT_TOKENS:])
+        candidates = [tokenizer.decode([t]) for t in labels]
+        begun = await asyncio.to_thread(self.guard.begun, context or "", candidates)
+        if any(begun):
+            raise VLLMValidationError(ERR_LABELS, parameter="label_token_ids")
 
     async def _texts(self, prompt: Any) -> list[str]:
         ids, text, shape = _prompt_parts(prompt)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi.routing import APIRoute
 
-from guard_server import admin, routes, surface
+from guard_server import admin, limits, routes, surface
 from guard_server.adapters import AdapterManager
 from guard_server.batcher import ScreenBatcher
 from guard_server.detection import DetectionProcess, build_guard
@@ -36,7 +36,8 @@ async def build_guard_app(engine_client: EngineClient, args: argparse.Namespace)
     from vllm.entrypoints.launchers.app import build_app
 
     supported_tasks = await engine_client.get_supported_tasks()
-    app = guard_routes(build_app(args, supported_tasks, engine_client.model_config), args)
+    model_config = engine_client.model_config
+    app = guard_routes(build_app(args, supported_tasks, model_config), args, model_config)
     guard, store = build_guard_state(app, args)
     guarded = GuardedEngineClient(
         engine_client,
@@ -56,7 +57,7 @@ async def build_guard_app(engine_client: EngineClient, args: argparse.Namespace)
     return app
 
 
-def guard_routes(app: FastAPI, args: argparse.Namespace) -> FastAPI:
+def guard_routes(app: FastAPI, args: argparse.Namespace, model_config: Any = None) -> FastAPI:
     """vLLM's app with the guard's routes and middleware, and no route left unchecked."""
     app.router.routes = [
         r
@@ -71,6 +72,9 @@ def guard_routes(app: FastAPI, args: argparse.Namespace) -> FastAPI:
     # exception handlers it saw; drop it so Starlette rebuilds it with ours on first request.
     app.middleware_stack = None
     app.add_middleware(surface.GuardScopeMiddleware, admin_key=args.admin_key)
+    # Outermost: a body too large for the context is refused before a byte of it is read.
+    context = model_config.max_model_len if model_config is not None else args.max_model_len
+    app.add_middleware(limits.BodyLimit, limit=limits.max_body_bytes(context))
     return app
 
 

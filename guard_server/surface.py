@@ -55,6 +55,7 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 HEADER_ACTION = "x-guard-action"
 HEADER_TARGETS = "x-guard-targets"
 ADMIN_HEADER = "x-guard-admin-key"
+RETRY_AFTER_S = "1"
 
 
 def is_admin_path(path: str) -> bool:
@@ -155,6 +156,8 @@ class GuardScopeMiddleware:
             return request_scope.enforced is not None or bool(request_scope.screened)
 
         def with_headers(message: dict) -> dict:
+            if message.get("status") == 503:  # detection missed its deadline: retry soon
+                MutableHeaders(scope=message).setdefault("retry-after", RETRY_AFTER_S)
             if decided():
                 headers = MutableHeaders(scope=message)
                 verdict = request_scope.verdict

@@ -33,6 +33,10 @@ class EchoGuard:
     def screen_many(self, conversations):
         if ["die"] in conversations:
             os._exit(3)
+        if ["hang"] in conversations:
+            import time
+
+            time.sleep(3600)
         if ["boom"] in conversations:
             raise RuntimeError("encoder failed")
         return [
@@ -45,6 +49,20 @@ class EchoGuard:
 
 def echo_guard(tag: str) -> EchoGuard:
     return EchoGuard(tag)
+
+
+def test_a_hung_child_fails_the_call_closed_and_is_replaced():
+    detection = DetectionProcess(echo_guard, "t1", call_timeout_s=1.0)
+    try:
+        hung = detection.pid
+        with pytest.raises(DetectionError, match="did not answer") as info:
+            detection.screen_many([["hang"]])
+        assert info.value.status_code == 503
+        assert not psutil.pid_exists(hung) or psutil.Process(hung).status() == "zombie"
+        assert detection.screen_many([["forget"]])[0].flagged  # a new child answers
+        assert detection.pid != hung
+    finally:
+        detection.close()
 
 
 def broken_guard() -> EchoGuard:

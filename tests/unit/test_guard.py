@@ -86,8 +86,8 @@ AE = Flag("ae", 1, 0.8)
         (Verdict((HP,), "refuse"), Verdict(), "refuse", ["hp"]),
         # The seam screens the rewritten prompt of a partial answer: nothing left to flag.
         (Verdict((HP,), "partial", ("2+2?",)), Verdict(), "partial", ["hp"]),
-        # A route nobody sharpened: the seam's verdict, its partial made a restrict.
-        (Verdict(), Verdict((HP,), "partial", ("2+2?",)), "restrict", ["hp"]),
+        # A route nobody sharpened: the seam's verdict, its partial made a refusal.
+        (Verdict(), Verdict((HP,), "partial", ("2+2?",)), "refuse", ["hp"]),
         (Verdict(), Verdict((HP,), "refuse"), "refuse", ["hp"]),
         # The seam found more than the route: the stronger action, both targets.
         (Verdict((HP,), "partial", ("2+2?",)), Verdict((AE,), "refuse"), "refuse", ["hp", "ae"]),
@@ -141,8 +141,8 @@ def test_other_verdicts_leave_the_messages_alone(action):
     assert messages[0]["content"] == "What is 2+2, and who is Harry Potter?"
 
 
-def test_raw_prompts_get_restrict_instead_of_partial():
+def test_prompts_that_cannot_be_cut_into_turns_are_refused_not_answered_in_part():
     partial = Verdict((Flag("hp", 1, 0.9),), "partial", ("What is 2+2",))
-    assert partial.without_partial() == Verdict(partial.flags, "restrict")
+    assert partial.without_partial() == Verdict(partial.flags, "refuse")
     refuse = Verdict((Flag("hp", 1, 0.9),), "refuse")
     assert refuse.without_partial() is refuse

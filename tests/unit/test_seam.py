@@ -9,7 +9,7 @@ import pytest
 from vllm import SamplingParams
 from vllm.exceptions import VLLMValidationError
 
-from guard_server.guard import Flag, Verdict
+from guard_server.guard import Flag, NameIndex, Verdict
 from guard_server.prompts import PromptReader
 from guard_server.seam import SCOPE, GuardedEngineClient, RequestScope
 from logits_processors.params import ACTION_KEY, TARGETS_KEY, parse_guard_params
@@ -65,7 +65,7 @@ class FakeEngine:
 
     def __init__(self):
         self.calls: list[tuple] = []
-        self.model_config = "passes through"
+        self.model_config = SimpleNamespace(max_model_len=2048)
 
     async def generate(self, prompt, params, request_id, **kwargs):
         self.calls.append((prompt, params))
@@ -86,8 +86,9 @@ class FakeBatcher:
         return next((v for k, v in self.verdicts.items() if any(k in t for t in texts)), Verdict())
 
 
-def seam(reader, verdicts=None, targets=True):
-    guard = SimpleNamespace(has_targets=lambda: targets)
+def seam(reader, verdicts=None, targets=True, names=()):
+    index = NameIndex(SimpleNamespace(spec={"name": n}) for n in names)
+    guard = SimpleNamespace(has_targets=lambda: targets, begun=index.begun)
     batcher = FakeBatcher(verdicts if verdicts is not None else {"Harry Potter": REFUSE})
     return GuardedEngineClient(FakeEngine(), guard, batcher, reader)
 
@@ -110,7 +111,7 @@ def test_an_unflagged_request_reaches_the_engine_untouched(reader):
     params = SamplingParams(max_tokens=8, logprobs=3, allowed_token_ids=[1, 2])
     assert run(client, "What is the capital of France?", params) == ["output"]
     assert sent_params(client) is params
-    assert client.model_config == "passes through"
+    assert client.model_config is client._inner.model_config  # everything else passes through
 
 
 def test_client_sent_guard_keys_never_reach_the_engine(reader):
@@ -237,3 +238,34 @@ def test_a_prescreened_stream_is_screened_once_and_reported_before_it_runs(token
     assert asyncio.run(go()) == "refuse"
     assert len(client.batcher.seen) == 2  # the engine's prompt reused the prescreened verdict
     assert parse_guard_params(sent_params(client).extra_args).action == "refuse"
+
+
+def test_scoring_labels_that_write_part_of_a_name_are_refused(tokenizer, reader):
+    client = seam(reader, names=["Harry Potter", "Hogwarts"])
+    query = "The boy with the lightning scar goes to a school of magic called"
+    labels = [tokenizer.encode(w, add_special_tokens=False)[0] for w in (" Hog", " Bea", " Dur")]
+    params = SamplingParams(max_tokens=1, logprob_token_ids=labels)
+    with pytest.raises(VLLMValidationError) as info:
+        run(client, query, params)
+    assert info.value.parameter == "label_token_ids"
+    assert client._inner.calls == []
+    fair = [tokenizer.encode(w, add_special_tokens=False)[0] for w in (" Bea", " Dur", " the")]
+    assert run(client, query, SamplingParams(max_tokens=1, logprob_token_ids=fair)) == ["output"]
+
+
+@pytest.mark.parametrize(
+    ("context", "candidate", "begun"),
+    [
+        ("a school called", " Hog", True),
+        ("a school called Hog", "warts", True),
+        ("a school called H", "og", True),
+        ("a school called", " H", False),  # too little of it to say which name
+        ("a school called", " Beauxbatons", False),
+        ("the hedgehog", " warts", False),  # "hog warts" is not "Hogwarts"... as a word start
+        ("written by J. K.", " Row", True),
+        ("a school called", " Hоg", True),  # Cyrillic о
+    ],
+)
+def test_a_continuation_begins_a_name_only_when_it_writes_part_of_it(context, candidate, begun):
+    index = NameIndex(SimpleNamespace(spec={"name": n}) for n in ("Hogwarts", "J.K. Rowling"))
+    assert index.begun(context, [candidate]) == [begun]
