@@ -71,6 +71,30 @@ def test_the_client_api_still_needs_the_client_key(keyed_server):
         client.models.list()
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/invocations", {"model": MODEL, "prompt": "Hi", "max_tokens": 2}),
+        (
+            "/generative_scoring",
+            {"model": MODEL, "query": "Hi", "items": ["a"], "label_token_ids": [1]},
+        ),
+        ("/tokenize", {"model": MODEL, "prompt": "Hi"}),
+        ("/v1/completions", {"model": MODEL, "prompt": "Hi", "max_tokens": 2}),
+    ],
+)
+def test_every_route_that_generates_or_scores_needs_the_client_key(keyed_server, path, body):
+    url = f"{keyed_server.base_url}{path}"
+    refused = httpx.post(url, json=body, timeout=120)
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["error"]["type"] == "AuthenticationError"
+    allowed = httpx.post(
+        url, json=body, headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=120
+    )
+    assert allowed.status_code == 200, allowed.text
+    assert httpx.get(f"{keyed_server.base_url}/health").status_code == 200
+
+
 def test_sigterm_to_the_server_takes_the_engine_with_it(keyed_server):
     proc = psutil.Process(keyed_server.proc.pid)
     children = proc.children(recursive=True)
