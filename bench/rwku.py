@@ -281,11 +281,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results["runs"][count] = {
                 "groups": groups,
                 "goal": goal_check(groups),
-                "adversarial": summarize(
-                    [p for p in items if p.group == "forget_aa"],
-                    [w for w, p in zip(was, items, strict=True) if p.group == "forget_aa"],
-                    [a for a, p in zip(after, items, strict=True) if p.group == "forget_aa"],
-                    lambda p: p.kind,
+                "adversarial": sorted(
+                    summarize(
+                        [p for p in items if p.group == "forget_aa"],
+                        [w for w, p in zip(was, items, strict=True) if p.group == "forget_aa"],
+                        [a for a, p in zip(after, items, strict=True) if p.group == "forget_aa"],
+                        lambda p: p.kind,
+                    ),
+                    key=lambda row: row["group"] != "reverse query",  # the answer is the name
                 ),
             }
             if edited:
