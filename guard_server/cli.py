@@ -23,13 +23,18 @@ DEFAULT_SERVED_NAME = "SmolLM2-135M-Instruct"
 
 
 def engine_defaults() -> dict[str, object]:
-    """Engine options that make the default model run on a 2-core CPU machine.
+    """Engine options for a small CPU host; none on a GPU, where vLLM's own apply (CUDA
+    graphs, the model's context, its memory fraction).
 
     The CPU backend reserves `gpu_memory_utilization` of a NUMA node for the KV cache, which
     fails on small machines; a fixed 1 GiB is ample for a 135M model at 2k context. A CPU
-    with no native bfloat16 (AVX2 only) emulates it: prefill runs ~8x slower than in float32
-    (25 vs 3 ms per prompt token here), so such hosts compute in float32.
+    with no native bfloat16 (AVX2 only) emulates it: prefill runs ~8x slower than in float32,
+    so such hosts compute in float32.
     """
+    import torch
+
+    if torch.cuda.is_available():
+        return {}
     return {
         "max_model_len": 2048,
         "enforce_eager": True,
@@ -46,12 +51,17 @@ def native_bf16() -> bool:
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
+ADMIN_KEY_ENV = "GUARD_ADMIN_KEY"
+
+
 def add_guard_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the guard's own flags to a parser that already holds vLLM's serve flags."""
+    """Add the guard's own flags to a parser that already holds vLLM's serve flags. Flags
+    whose default is resolved later (`finalize_args`) are left out of the namespace until
+    then (`SUPPRESS`): vLLM's help prints every default, and one of them is a secret."""
     group = parser.add_argument_group("guard")
     group.add_argument(
         "--embedding-model",
-        default=None,
+        default=argparse.SUPPRESS,
         help="sentence-transformers model folder (default: all-MiniLM-L6-v2 shipped on PyPI)",
     )
     group.add_argument(
@@ -63,23 +73,24 @@ def add_guard_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--admin-key",
-        default=os.environ.get("GUARD_ADMIN_KEY"),
-        help="bearer key for the admin API (env GUARD_ADMIN_KEY)",
+        default=argparse.SUPPRESS,
+        help=f"bearer key for the admin API (default: ${ADMIN_KEY_ENV}; never printed)",
     )
     group.add_argument(
         "--engine-nice",
         type=int,
         choices=range(20),
         metavar="{0..19}",
-        default=None,
+        default=argparse.SUPPRESS,
         help="nice value of the engine's processes, so screening is not queued behind "
         "generation on shared cores (default: 10 on a CPU host, 0 on a GPU)",
     )
     group.add_argument(
         "--db",
-        default=None,
-        help="forget-target registry: a SQLite file (WAL mode, the default) or a "
-        "postgresql://user@host:port/dbname URL shared by several replicas",
+        default=argparse.SUPPRESS,
+        help="forget-target registry: a SQLite file in WAL mode (default: "
+        "$GUARD_CACHE_DIR/guard.db) or a postgresql://user@host:port/dbname URL shared by "
+        "several replicas",
     )
     return parser
 
@@ -107,15 +118,17 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
     """Resolve defaults that depend on other flags; always registers the forget processor."""
     if getattr(args, "model_tag", None):
         args.model = args.model_tag
+    args.embedded_model = not args.model
     if not args.model:
         args.model = str(default_model_dir())
         if args.served_model_name is None:
             args.served_model_name = [DEFAULT_SERVED_NAME]
-    if args.embedding_model is None:
+    args.admin_key = getattr(args, "admin_key", None) or os.environ.get(ADMIN_KEY_ENV)
+    if getattr(args, "embedding_model", None) is None:
         args.embedding_model = str(default_embedding_model_dir())
-    if args.db is None:
+    if getattr(args, "db", None) is None:
         args.db = str(cache_dir() / "guard.db")
-    if args.engine_nice is None:
+    if getattr(args, "engine_nice", None) is None:
         from guard_server.priority import default_engine_nice
 
         args.engine_nice = default_engine_nice()
@@ -155,9 +168,12 @@ def serve(argv: list[str]) -> None:
     from logits_processors.lifeline import SERVER_PID_ENV, server_pid_value
     from logits_processors.snapshot import SNAPSHOT_DB_ENV
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     cli_env_setup()
     args = finalize_args(make_parser().parse_args(argv))
+    if args.embedded_model:
+        # The embedded default is on disk; a model named by its hub id is fetched as
+        # `vllm serve` fetches it.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     validate_parsed_serve_args(args)
     match_model_runner(args)
     # The engine worker (a spawned process) reads compiled targets from the same registry.
