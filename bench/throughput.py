@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import sqlite3
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sweep-batch", type=int, default=8)
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=2, help="best of N per cell")
+    p.add_argument(
+        "--watch-targets",
+        default="1000,10000",
+        help="targets whose names the answer watch follows in every request, per run",
+    )
+    p.add_argument("--watch-batches", default="8,32")
     p.add_argument("--name", default="throughput")
 
 
@@ -71,6 +79,64 @@ def _measure(llm, batch: int, params_for, chats, repeats: int) -> float:
         tokens = sum(len(o.outputs[0].token_ids) for o in outs)
         best = max(best, tokens / elapsed)
     return best
+
+
+def _watch_rows(llm, db: Path, args, base, chats) -> list[dict[str, Any]]:
+    """Unflagged requests with no name watched, then with every request's answer followed
+    against N targets' names (census-named people: none of them is in these answers), on
+    the same engine, alternated per batch size."""
+    from vllm import SamplingParams
+
+    from bench.overrefusal import census_people
+    from guard_server.store import SQLiteStore, TargetRow
+
+    store = SQLiteStore(db)
+    plain = SamplingParams(**base)
+    rows = []
+    registered = 0
+    for count in map(int, args.watch_targets.split(",")):
+        for i, person in enumerate(census_people(count)[registered:], start=registered):
+            store.put_watch(TargetRow(f"w{i}", person["name"], 1, "active", {}), [person["name"]])
+        registered = count
+        for batch in map(int, args.watch_batches.split(",")):
+
+            def measure(batch: int = batch) -> float:
+                return _measure(llm, batch, lambda i: plain, chats, args.repeats)
+
+            on = measure()  # the first request after a change rebuilds the watch: warm-up
+            on = measure()
+            with _watch_aside(db):
+                off = measure()
+            rows.append(
+                {
+                    "targets": count,
+                    "batch": batch,
+                    "unwatched_tok_s": off,
+                    "watched_tok_s": on,
+                    "watched_ratio": on / off,
+                    "watch_us_per_token": 1e6 * (1 / on - 1 / off),
+                }
+            )
+    return rows
+
+
+@contextmanager
+def _watch_aside(db: Path):
+    """The bench's registry with its watched names moved aside for a while (one transaction
+    each way; the engine sees the generation move and stops, then resumes, watching)."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    bump = "UPDATE meta SET value = value + 1 WHERE key = 'generation'"
+    conn.executescript(
+        "BEGIN; CREATE TABLE IF NOT EXISTS aside AS SELECT * FROM watch WHERE 0;"
+        f" INSERT INTO aside SELECT * FROM watch; DELETE FROM watch; {bump}; COMMIT;"
+    )
+    try:
+        yield
+    finally:
+        conn.executescript(
+            f"BEGIN; INSERT INTO watch SELECT * FROM aside; DELETE FROM aside; {bump}; COMMIT;"
+        )
+        conn.close()
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -136,9 +202,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         row["bad_words_ratio"] = tps["bad_words"] / tps["unguarded"]
         row["ours_over_bad_words"] = tps["guarded_all"] / tps["bad_words"]
         rows.append(row)
+    watch_rows = _watch_rows(llm, db, args, base, chats)
     llm.llm_engine.engine_core.shutdown()
     directory = report.out_dir(args.name)
     result = {"model": model, "rows": rows, "summary": rows[: len(args.batch_sizes.split(","))]}
+    result["watch"] = watch_rows
     columns = [
         "batch",
         "phrases",
@@ -151,7 +219,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "bad_words_ratio",
         "ours_over_bad_words",
     ]
-    report.write(directory, result, {"tokens/s (same engine, one run)": (rows, columns)})
+    watch_columns = ["targets", "batch", "unwatched_tok_s", "watched_tok_s", "watched_ratio"]
+    watch_columns.append("watch_us_per_token")
+    report.write(
+        directory,
+        result,
+        {
+            "tokens/s (same engine, one run)": (rows, columns),
+            "the answer watch on every request (unflagged, same engine)": (
+                watch_rows,
+                watch_columns,
+            ),
+        },
+    )
     main = [r for r in rows if r["phrases"] == main_n]
     sweep = sorted((r for r in rows if r["batch"] == args.sweep_batch), key=lambda r: r["phrases"])
     report.line_plot(

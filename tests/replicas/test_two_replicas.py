@@ -60,7 +60,8 @@ def register(server, body) -> dict:
 
 def test_a_target_written_on_one_replica_is_enforced_by_the_other(replicas):
     a, b = replicas["a"], replicas["b"]
-    assert "Hogwarts" in ask(b, SCHOOL)
+    before = ask(b, SCHOOL)
+    assert before != REFUSAL
     target = register(a, HARRY_POTTER)
     assert ask(b, SCHOOL) == REFUSAL  # the very next request on the other replica
     url = f"/v1/forget-targets/{target['id']}"
@@ -69,7 +70,7 @@ def test_a_target_written_on_one_replica_is_enforced_by_the_other(replicas):
     assert httpx.get(f"{a.base_url}{url}", headers=ADMIN).json()["version"] == 2
     assert ask(a, SCHOOL) == REFUSAL
     assert httpx.delete(f"{a.base_url}{url}", headers=ADMIN).status_code == 200
-    assert "Hogwarts" in ask(b, SCHOOL)
+    assert ask(b, SCHOOL) == before  # one request at a time: the same answer as before
 
 
 def consistent(url: str) -> list[tuple[str, str]]:
@@ -100,7 +101,8 @@ def test_kill_9_mid_registration_leaves_the_other_replica_serving_and_is_recover
     thread.join(60)
 
     assert ask(b, RELATIVITY) == REFUSAL
-    assert "Paris" in ask(b, "What is the capital of France?")
+    everyday = ask(b, "What is the capital of France?")
+    assert everyday.strip() and everyday != REFUSAL
     rows = dict(consistent(url))
     assert rows[einstein["id"]] == "active"
 

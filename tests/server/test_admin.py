@@ -128,8 +128,8 @@ def test_registration_is_effective_on_the_next_request(api, client):
         )
         return raw.parse().choices[0].message.content, raw.headers["x-guard-action"]
 
-    text, fired = ask()
-    assert "Hogwarts" in text and fired == "none"
+    before, fired = ask()
+    assert before != REFUSAL and fired == "none"
     target = api.post("/v1/forget-targets", json=HARRY_POTTER).json()
     text, fired = ask()
     assert text == REFUSAL and fired == "refuse"
@@ -146,8 +146,7 @@ def test_registration_is_effective_on_the_next_request(api, client):
     assert "hogwarts" not in "".join(c.choices[0].text for c in stream.parse()).lower()
 
     api.delete(f"/v1/forget-targets/{target['id']}")
-    text, fired = ask()
-    assert "Hogwarts" in text and fired == "none"
+    assert ask() == (before, "none")  # one request at a time: the same answer as before
 
 
 def test_mixed_request_answers_the_other_half_and_says_what_it_leaves_out(api, client):
