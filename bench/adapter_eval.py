@@ -8,7 +8,6 @@ Answers are kept, so the before/after comparison is made per probe.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from bench.rwku_data import (
     LETTERS,
     mmlu_parts,
     probes,
+    read_json,
     rouge_l_recall,
     score,
     trivia_probes,
@@ -86,9 +86,7 @@ def mia_scores(lm: LM, folders: list[Path]) -> dict[str, float]:
     """Membership inference on the targets' `forget_mia` against their `retain_mia` texts."""
 
     def texts(file: str) -> list[str]:
-        return [
-            t["text"] for f in folders for t in json.loads((f / file).read_text())[:MIA_PER_TARGET]
-        ]
+        return [t["text"] for f in folders for t in read_json(f / file)[:MIA_PER_TARGET]]
 
     return mia(lm, texts("forget_mia.json"), texts("retain_mia.json"))
 

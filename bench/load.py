@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import re
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import httpx
 import numpy as np
 
 from bench import report
+from bench.rwku_data import DEFAULT_ROOT, read_json
 from bench.serverproc import ADMIN_KEY, ServerProcess, start_server, wait_healthy
 from bench.suite import load_suite
 
@@ -37,7 +37,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clients", type=int, default=64)
     p.add_argument("--max-tokens", type=int, default=1)
     p.add_argument("--targets", type=int, default=50, help="RWKU targets registered first")
-    p.add_argument("--rwku", default=str(REPO.parent / "shared" / "rwku"))
+    p.add_argument("--rwku", default=str(DEFAULT_ROOT))
     p.add_argument("--port", type=int, default=8130)
     p.add_argument("--name", default="load")
     p.add_argument("--rounds", type=int, default=3, help="plain/guard pairs, alternated")
@@ -50,7 +50,7 @@ def rwku_targets(root: Path, n: int) -> list[dict[str, Any]]:
     )
     out = []
     for folder in folders[:n]:
-        (intro,) = json.loads((folder / "intro.json").read_text())
+        (intro,) = read_json(folder / "intro.json")
         out.append({"name": intro["target"], "documents": [intro["intro"]]})
     return out
 

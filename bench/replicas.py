@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     root = Path(tempfile.mkdtemp(prefix="guard-replicas-"))
     rows = []
-    with postgres_server(args.port + 2) as url:
+    with postgres_server() as url:
         for already in (int(n) for n in args.already.split(",")):
             reset(url)
             preregister(url, already)

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from bench.adapter_eval import EVALUATION, evaluate
 from bench.rwku_attack import ATTACKS, ERR_ATTACK, setup, under_attack
 from bench.rwku_corpus import OTHERS_SLACK, cached
-from bench.rwku_data import DEFAULT_ROOT, registration, targets
+from bench.rwku_data import DEFAULT_ROOT, read_json, registration, targets
 from bench.rwku_frontier import attack_row, frontier_row, write
 from guard_server.adapters import CARD
 
@@ -157,7 +157,7 @@ def kept_people(folders: list[Path], retain: list[Path]) -> list[Path]:
         p["neighbor"]
         for f in folders
         for name in ("neighbor_level1.json", "neighbor_level2.json")
-        for p in json.loads((f / name).read_text())
+        for p in read_json(f / name)
     }
     return [f for f in retain if registration(f)["name"] not in subjects]
 
@@ -176,7 +176,7 @@ def corpora(folders: list[Path], setting: str, lm, retain: list[Path]) -> dict[s
     def texts(folder: Path) -> list[str]:
         if setting == "generated":
             return about(lm, registration(folder)["name"], cache)
-        return [t["text"] for t in json.loads((folder / "passage.json").read_text())]
+        return [t["text"] for t in read_json(folder / "passage.json")]
 
     others = [
         f for f in targets(Path(folders[0]).parent) if int(f.name.split("_")[0]) in NEIGHBOURS

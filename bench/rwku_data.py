@@ -1,10 +1,12 @@
 """RWKU's files, prompts and scoring, shared by the guard's and the adapters' benchmarks.
 
-`../shared/rwku/` holds targets 1-50 in RWKU's format; its README gives the protocol.
+`bench/data/rwku/` holds targets 1-50 in RWKU's format (gzipped); its README gives the
+protocol and the licence.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from dataclasses import dataclass
@@ -12,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_ROOT = REPO.parent / "shared" / "rwku"
+# RWKU's targets 1-50, carried with the project (MIT; `bench/data/rwku/README.md`).
+DEFAULT_ROOT = Path(__file__).resolve().parent / "data" / "rwku"
 FILES = {
     "forget_fb": "forget_level1.json",
     "forget_qa": "forget_level2.json",
@@ -69,13 +72,21 @@ def rouge_l_recall(reference: str, output: str) -> float:
     return row[-1] / len(ref)
 
 
+def read_json(path: Path) -> Any:
+    """An RWKU file, as RWKU ships it or gzipped beside it (`<file>.gz`, as carried here)."""
+    if path.exists():
+        return json.loads(path.read_text())
+    with gzip.open(path.with_name(path.name + ".gz"), "rt", encoding="utf-8") as f:
+        return json.load(f)
+
+
 def targets(root: Path) -> list[Path]:
     folders = [d for d in root.iterdir() if d.is_dir() and d.name.split("_")[0].isdigit()]
     return sorted(folders, key=lambda d: int(d.name.split("_")[0]))
 
 
 def registration(folder: Path) -> dict[str, Any]:
-    (intro,) = json.loads((folder / "intro.json").read_text())
+    (intro,) = read_json(folder / "intro.json")
     return {"name": intro["target"], "documents": [intro["intro"]]}
 
 
@@ -83,7 +94,7 @@ def probes(folder: Path, per_group: int = 0) -> list[Probe]:
     name = registration(folder)["name"]
     out = []
     for group, file in FILES.items():
-        items = json.loads((folder / file).read_text())
+        items = read_json(folder / file)
         items = items[:per_group] if per_group else items
         for item in items:
             kind = item.get("type", "") if group == "forget_aa" else group
@@ -112,7 +123,7 @@ def _mmlu_question(item: dict[str, Any]) -> str:
 
 def utility_items(root: Path, name: str, limit: int = 0) -> list[dict[str, Any]]:
     """The first `limit` items (0: all) of `utility/<name>.json`."""
-    items = json.loads((root / "utility" / f"{name}.json").read_text())
+    items = read_json(root / "utility" / f"{name}.json")
     return items[:limit] if limit else items
 
 

@@ -29,5 +29,5 @@ def postgres_url():
     """A real PostgreSQL server on loopback for the whole session."""
     from bench.pgserver import postgres_server
 
-    with postgres_server(free_port()) as url:
+    with postgres_server() as url:
         yield url

@@ -6,13 +6,11 @@ around them; a question that names one of them, or a rare part of the name, is c
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from bench.rwku_data import registration, targets
+from bench.rwku_data import DEFAULT_ROOT, registration, targets
 
-RWKU = Path(__file__).resolve().parents[3] / "shared" / "rwku"
+RWKU = DEFAULT_ROOT
 
 EVERYDAY = [
     "What is the currency of Japan?",
@@ -68,8 +66,6 @@ def detector():
     from classifiers.detector import Detector
     from guard_server.models import load_encoder
 
-    if not RWKU.is_dir():
-        pytest.skip(f"RWKU targets not found at {RWKU}")
     det = Detector(load_encoder())
     folders = targets(RWKU)
     assert len(folders) == 50
