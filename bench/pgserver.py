@@ -32,4 +32,4 @@ def reset(url: str) -> None:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS targets, compiled, watch, adapters, meta")
+        conn.execute("DROP TABLE IF EXISTS targets, compiled, watch, audit, adapters, meta")

@@ -17,6 +17,7 @@ class Match:
     score: float
     evidence: str
     policy: str = "refuse"
+    name: str = ""  # the target's registered name, for people reading metrics and reports
 
 
 class PromptClassifier(ABC):

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
+from dataclasses import asdict
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from guard_server import errors, metrics
 from guard_server.adapters import card
+from guard_server.auth import AdminKey
+from guard_server.guard import conversation_texts, explain
 from guard_server.protocol import (
     AdapterLoad,
+    ScreenRequest,
     TargetCreate,
     TargetDeleted,
+    TargetImport,
     TargetList,
     TargetPatch,
 )
@@ -23,21 +29,27 @@ ERR_NO_AUTH = "missing bearer token: send 'Authorization: Bearer <admin key>'"
 ERR_BAD_KEY = "the admin key is not valid"
 ERR_IF_MATCH = 'If-Match must be a target version such as "3", got {value!r}'
 ERR_DISABLED = "the admin API is disabled: start the server with --admin-key or GUARD_ADMIN_KEY"
+ERR_SCREEN_BODY = "send either messages or prompt"
+_bearer = HTTPBearer(auto_error=False, description="an admin key (--admin-key, --admin-keys-file)")
 
 
-def require_admin(request: Request) -> None:
-    """Bearer auth, constant-time: 401 without a token, 403 with a wrong one."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+def require_admin(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> AdminKey:
+    """Bearer auth, constant-time: 401 without a token, 403 with a wrong one; which admin."""
+    if credentials is None or not credentials.credentials.strip():
         raise errors.Unauthorized(ERR_NO_AUTH, "authorization")
-    key = request.app.state.guard_admin_key
-    if not key:
+    keys = request.app.state.guard_admin_keys
+    if not keys:
         raise errors.Forbidden(ERR_DISABLED, "authorization")
-    if not hmac.compare_digest(token.strip().encode(), key.encode()):
+    who = keys.match(credentials.credentials)
+    if who is None:
         raise errors.Forbidden(ERR_BAD_KEY, "authorization")
+    return who
 
 
+Admin = Annotated[AdminKey, Depends(require_admin)]
 router = APIRouter(prefix="/v1/forget-targets", dependencies=[Depends(require_admin)])
 
 
@@ -54,8 +66,8 @@ async def _write(request: Request, op: str, fn, *args):
 
 
 @router.post("", status_code=201)
-async def create_target(body: TargetCreate, request: Request):
-    row = await _write(request, "create", _registry(request).create, body)
+async def create_target(body: TargetCreate, request: Request, who: Admin):
+    row = await _write(request, "create", _registry(request).create, body, who)
     return JSONResponse(to_wire(row), status_code=201)
 
 
@@ -64,15 +76,48 @@ async def list_targets(
     request: Request,
     limit: int = Query(20, ge=1, le=100),
     after: str | None = Query(None, max_length=64),
+    name: str | None = Query(None, max_length=200, description="part of the name, any case"),
 ):
-    rows, more = _registry(request).list(limit, after)
+    """Targets in the order they were created; `after` the last id of the page before."""
+    rows, more = await asyncio.to_thread(_registry(request).list, limit, after, name)
     data = [to_wire(r) for r in rows]
     return {"data": data, "has_more": more, "last_id": data[-1]["id"] if data else None}
 
 
+@router.post("/import")
+async def import_targets(body: TargetImport, request: Request, who: Admin):
+    """Create many targets (an export's `spec`s); each result says what happened to it."""
+    results = await _write(request, "import", _registry(request).import_many, body.targets, who)
+    return {"object": "list", "data": results}
+
+
+@router.post("/screen")
+async def screen(body: ScreenRequest, request: Request):
+    """Would this be refused, and by what? The verdict, without generating anything."""
+    if (body.messages is None) == (body.prompt is None):
+        raise errors.InvalidRequest(ERR_SCREEN_BODY, "messages")
+    texts = conversation_texts(body.messages) if body.messages else [body.prompt]
+    verdict = await request.app.state.guard_batcher.screen(texts)
+    return await asyncio.to_thread(explain, verdict, _registry(request).store)
+
+
+@router.get("/audit")
+async def audit_log(
+    request: Request,
+    target_id: str | None = Query(None, max_length=64),
+    limit: int = Query(100, ge=1, le=1000),
+    before: int | None = Query(None, ge=1, description="page: the seq of the last entry seen"),
+):
+    """Every write to the registry, newest first: who (key name and fingerprint), what, when."""
+    store = _registry(request).store
+    entries = await asyncio.to_thread(store.audit_log, target_id, limit, before)
+    return {"object": "list", "data": [asdict(e) for e in entries]}
+
+
 def _tagged(row) -> JSONResponse:
-    """A target with its version as ETag: send it back as If-Match to PATCH safely."""
-    return JSONResponse(to_wire(row), headers={"etag": f'"{row.version}"'})
+    """A target, its whole spec included (an export), with its version as ETag: send it
+    back as If-Match to PATCH safely."""
+    return JSONResponse(to_wire(row, full=True), headers={"etag": f'"{row.version}"'})
 
 
 def _if_match(request: Request) -> int | None:
@@ -91,14 +136,15 @@ async def get_target(target_id: str, request: Request):
 
 
 @router.patch("/{target_id}")
-async def patch_target(target_id: str, body: TargetPatch, request: Request):
+async def patch_target(target_id: str, body: TargetPatch, request: Request, who: Admin):
     update = _registry(request).update
-    return _tagged(await _write(request, "patch", update, target_id, body, _if_match(request)))
+    row = await _write(request, "patch", update, target_id, body, _if_match(request), who)
+    return _tagged(row)
 
 
 @router.delete("/{target_id}", response_model=TargetDeleted)
-async def delete_target(target_id: str, request: Request):
-    await _write(request, "delete", _registry(request).delete, target_id)
+async def delete_target(target_id: str, request: Request, who: Admin):
+    await _write(request, "delete", _registry(request).delete, target_id, who)
     return {"id": target_id}
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from classifiers.encoder import BACKENDS as ENCODER_BACKENDS
+from guard_server.auth import ADMIN_KEY_ENV, AdminKeys
 from guard_server.models import cache_dir, default_embedding_model_dir, default_model_dir
 
 if TYPE_CHECKING:
@@ -51,9 +52,6 @@ def native_bf16() -> bool:
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
-ADMIN_KEY_ENV = "GUARD_ADMIN_KEY"
-
-
 def add_guard_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the guard's own flags to a parser that already holds vLLM's serve flags. Flags
     whose default is resolved later (`finalize_args`) are left out of the namespace until
@@ -74,7 +72,14 @@ def add_guard_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group.add_argument(
         "--admin-key",
         default=argparse.SUPPRESS,
-        help=f"bearer key for the admin API (default: ${ADMIN_KEY_ENV}; never printed)",
+        help=f"bearer key for the admin API, named 'admin' in the audit trail (default: "
+        f"${ADMIN_KEY_ENV}; never printed)",
+    )
+    group.add_argument(
+        "--admin-keys-file",
+        default=argparse.SUPPRESS,
+        help='JSON file of named admin keys, {"alice": "<key>", "ci": "<key>"}: each admin '
+        "is named in the audit trail",
     )
     group.add_argument(
         "--engine-nice",
@@ -123,7 +128,10 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
         args.model = str(default_model_dir())
         if args.served_model_name is None:
             args.served_model_name = [DEFAULT_SERVED_NAME]
-    args.admin_key = getattr(args, "admin_key", None) or os.environ.get(ADMIN_KEY_ENV)
+    args.admin_keys = AdminKeys.from_options(
+        getattr(args, "admin_key", None), getattr(args, "admin_keys_file", None)
+    )
+    args.admin_key = None  # the keys live in `admin_keys` only, which never prints them
     if getattr(args, "embedding_model", None) is None:
         args.embedding_model = str(default_embedding_model_dir())
     if getattr(args, "db", None) is None:

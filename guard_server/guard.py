@@ -25,6 +25,7 @@ class Flag:
     version: int
     score: float
     evidence: str = ""
+    name: str = ""  # the target's registered name
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class Verdict:
             report["targets"] = [
                 {
                     "id": f.target_id,
+                    "name": f.name,
                     "version": f.version,
                     "score": round(f.score, 4),
                     "evidence": f.evidence,
@@ -222,15 +224,64 @@ def _verdict(matches: list[Any], others: list[str]) -> Verdict:
     if not matches:
         return Verdict()
     action, keep = decide({m.policy for m in matches}, others)
-    flags = tuple(Flag(m.target_id, m.version, m.score, m.evidence) for m in matches)
+    flags = tuple(Flag(m.target_id, m.version, m.score, m.evidence, m.name) for m in matches)
     return Verdict(flags, action, keep)
+
+
+_WHY = {
+    "lexical": "it names {detail!r}",
+    "name": "it names {detail!r}, a part of the name that names them alone",
+    "classifier": "its classifier scored it {score} (the target's own questions score above "
+    "its threshold)",
+    "semantic": "it is close to one of the target's own questions (similarity {score})",
+    "answer": "the answer began to name it",
+}
+
+
+def _name_of(store: Any, target_id: str) -> str:
+    row = store.get(target_id) if store is not None else None
+    return row.name if row is not None else target_id
+
+
+def explain(verdict: Verdict, store: Any) -> dict[str, Any]:
+    """A verdict in words a person reads: what would happen, and why, per target."""
+    targets = []
+    for flag in verdict.flags:
+        kind, _, detail = flag.evidence.partition(":")
+        why = _WHY.get(kind, "{kind}").format(detail=detail, score=round(flag.score, 3), kind=kind)
+        name = flag.name or _name_of(store, flag.target_id)
+        targets.append(
+            {
+                "id": flag.target_id,
+                "name": name,
+                "version": flag.version,
+                "score": round(flag.score, 4),
+                "evidence": flag.evidence,
+                "why": f"{name!r}: {why}",
+            }
+        )
+    actions = {
+        "none": "answered as if nothing were registered",
+        "refuse": "refused with the honest refusal",
+        "restrict": "answered with the targets' words banned and demoted",
+        "partial": "answered in part: only the clauses that ask about nothing registered",
+    }
+    out = {
+        "flagged": verdict.flagged,
+        "action": verdict.action,
+        "outcome": actions[verdict.action],
+        "targets": targets,
+    }
+    if verdict.keep:
+        out["answered"] = list(verdict.keep)
+    return out
 
 
 def count(verdict: Verdict) -> None:
     """The verdict in the server's metrics (where it is used, not where it was detected)."""
     metrics.REQUESTS.labels(verdict.action).inc()
     for flag in verdict.flags:
-        metrics.TARGET_HITS.labels(flag.target_id).inc()
+        metrics.TARGET_HITS.labels(flag.name or flag.target_id, flag.target_id).inc()
 
 
 def decide(policies: set[str], others: list[str]) -> tuple[str, tuple[str, ...]]:

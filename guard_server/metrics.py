@@ -3,7 +3,10 @@
 from prometheus_client import Counter, Histogram
 
 REQUESTS = Counter("guard_requests_total", "Requests screened by the guard", ["action"])
-TARGET_HITS = Counter("guard_target_hits_total", "Requests flagged per forget target", ["target"])
+# Labelled by the target's name (what a person reads) and its id (what the API takes).
+TARGET_HITS = Counter(
+    "guard_target_hits_total", "Requests flagged per forget target", ["target", "target_id"]
+)
 # Per request, from entering the detection queue to its verdict being ready (queueing included).
 DETECTION_SECONDS = Histogram(
     "guard_detection_seconds",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -62,6 +62,17 @@ class Target(BaseModel):
     examples: int
     created_at: float
     updated_at: float
+
+
+class TargetImport(_Strict):
+    targets: list[TargetCreate] = Field(min_length=1, max_length=1000)
+
+
+class ScreenRequest(_Strict):
+    """What a client would send: chat messages, or a prompt."""
+
+    messages: list[dict[str, Any]] | None = Field(default=None, max_length=256)
+    prompt: Annotated[str, StringConstraints(min_length=1, max_length=200_000)] | None = None
 
 
 class TargetList(BaseModel):

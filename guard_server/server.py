@@ -71,7 +71,7 @@ def guard_routes(app: FastAPI, args: argparse.Namespace, model_config: Any = Non
     # build_app already built the middleware stack (SageMaker bootstrap), freezing the
     # exception handlers it saw; drop it so Starlette rebuilds it with ours on first request.
     app.middleware_stack = None
-    app.add_middleware(surface.GuardScopeMiddleware, admin_key=args.admin_key)
+    app.add_middleware(surface.GuardScopeMiddleware, admin_keys=args.admin_keys)
     # Outermost: a body too large for the context is refused before a byte of it is read.
     context = model_config.max_model_len if model_config is not None else args.max_model_len
     app.add_middleware(limits.BodyLimit, limit=limits.max_body_bytes(context))
@@ -95,7 +95,7 @@ def build_guard_state(
     app.state.guard = guard
     app.state.guard_batcher = ScreenBatcher(guard)
     app.state.guard_registry = registry
-    app.state.guard_admin_key = args.admin_key
+    app.state.guard_admin_keys = args.admin_keys
     return guard, store
 
 

@@ -21,6 +21,20 @@ class DuplicateKey(Exception):
 
 
 @dataclass(frozen=True)
+class AuditEntry:
+    """One write to the registry: who (an admin key's name and fingerprint), what, when."""
+
+    op: str  # "create" | "update" | "delete" | "import"
+    target_id: str
+    name: str
+    version: int | None
+    actor: str = ""
+    fingerprint: str = ""
+    at: float = 0.0
+    seq: int = 0
+
+
+@dataclass(frozen=True)
 class TargetRow:
     """One stored forget target: the operator's spec plus its lifecycle."""
 
@@ -42,13 +56,13 @@ class TargetStore(ABC):
     """
 
     @abstractmethod
-    def insert(self, row: TargetRow) -> None: ...
+    def insert(self, row: TargetRow, audit: AuditEntry | None = None) -> None: ...
 
     @abstractmethod
     def update(self, row: TargetRow) -> None: ...
 
     @abstractmethod
-    def delete(self, target_id: str) -> bool: ...
+    def delete(self, target_id: str, audit: AuditEntry | None = None) -> bool: ...
 
     @abstractmethod
     def get(self, target_id: str) -> TargetRow | None: ...
@@ -72,6 +86,7 @@ class TargetStore(ABC):
         blob: bytes | None,
         expected_version: int,
         watch: list[str] | None = None,
+        audit: AuditEntry | None = None,
     ) -> bool:
         """Make `row` (a new version, compiled as `blob`, its names `watch` for the answer
         watch) the live one in one transaction, only if the stored version is still
@@ -122,6 +137,16 @@ CREATE TABLE IF NOT EXISTS watch (
     policy TEXT NOT NULL,
     phrases TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit (
+    seq {serial},
+    at {real} NOT NULL,
+    actor TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    op TEXT NOT NULL,
+    target_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version INTEGER
+);
 CREATE TABLE IF NOT EXISTS adapters (
     name TEXT PRIMARY KEY,
     path TEXT NOT NULL,
@@ -130,6 +155,7 @@ CREATE TABLE IF NOT EXISTS adapters (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value {counter} NOT NULL);
 INSERT INTO meta (key, value) VALUES ('generation', 0) ON CONFLICT (key) DO NOTHING;
 """
+SQLITE_SERIAL = "INTEGER PRIMARY KEY AUTOINCREMENT"
 _COLUMNS = "id, name, version, status, spec, error, created_at, updated_at"
 
 
@@ -158,7 +184,43 @@ class SQLStore(TargetStore):
     def _bump(self, db: Any) -> None:
         db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
 
-    def insert(self, row: TargetRow) -> None:
+    @staticmethod
+    def _audit(db: Any, entry: AuditEntry | None) -> None:
+        if entry is None:
+            return
+        db.execute(
+            "INSERT INTO audit (at, actor, fingerprint, op, target_id, name, version)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry.at or time.time(),
+                entry.actor,
+                entry.fingerprint,
+                entry.op,
+                entry.target_id,
+                entry.name,
+                entry.version,
+            ),
+        )
+
+    def audit_log(
+        self, target_id: str | None = None, limit: int = 100, before: int | None = None
+    ) -> list[AuditEntry]:
+        """Registry writes, newest first; `before` a `seq` to page from."""
+        sql = "SELECT op, target_id, name, version, actor, fingerprint, at, seq FROM audit"
+        where, params = [], []
+        if target_id is not None:
+            where.append("target_id = ?")
+            params.append(target_id)
+        if before is not None:
+            where.append("seq < ?")
+            params.append(before)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        records = self._conn().execute(sql, (*params, limit)).fetchall()
+        return [AuditEntry(*r) for r in records]
+
+    def insert(self, row: TargetRow, audit: AuditEntry | None = None) -> None:
         with self._tx() as db:
             db.execute(
                 f"INSERT INTO targets ({_COLUMNS}, name_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -174,6 +236,7 @@ class SQLStore(TargetStore):
                     name_key(row.name),
                 ),
             )
+            self._audit(db, audit)
             self._bump(db)
 
     def update(self, row: TargetRow) -> None:
@@ -203,9 +266,11 @@ class SQLStore(TargetStore):
             values.append(expected_version)
         return db.execute(sql, values).rowcount
 
-    def delete(self, target_id: str) -> bool:
+    def delete(self, target_id: str, audit: AuditEntry | None = None) -> bool:
         with self._tx() as db:
             gone = db.execute("DELETE FROM targets WHERE id=?", (target_id,)).rowcount > 0
+            if gone:
+                self._audit(db, audit)
             db.execute("DELETE FROM compiled WHERE target_id=?", (target_id,))
             db.execute("DELETE FROM watch WHERE target_id=?", (target_id,))
             self._bump(db)
@@ -224,6 +289,28 @@ class SQLStore(TargetStore):
     def list(self, limit: int, after: str | None = None) -> list[TargetRow]:
         sql = f"SELECT {_COLUMNS} FROM targets WHERE id > ? ORDER BY id LIMIT ?"
         return [_row(r) for r in self._conn().execute(sql, (after or "", limit)).fetchall()]
+
+    def by_creation(
+        self, limit: int, after: str | None = None, name: str | None = None
+    ) -> list[TargetRow]:
+        """Targets in the order they were created, after the target `after`, whose name
+        holds `name` (any case)."""
+        sql = f"SELECT {_COLUMNS} FROM targets"
+        where, params = [], []
+        if after is not None:
+            where.append(
+                "(created_at > (SELECT created_at FROM targets WHERE id = ?) OR (created_at ="
+                " (SELECT created_at FROM targets WHERE id = ?) AND id > ?))"
+            )
+            params += [after, after, after]
+        if name:
+            where.append("name_key LIKE ? ESCAPE '!'")
+            escaped = name_key(name).replace("!", "!!").replace("%", "!%").replace("_", "!_")
+            params.append(f"%{escaped}%")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at, id LIMIT ?"
+        return [_row(r) for r in self._conn().execute(sql, (*params, limit)).fetchall()]
 
     def put_compiled(self, target_id: str, version: int, blob: bytes) -> None:
         with self._tx() as db:
@@ -247,11 +334,13 @@ class SQLStore(TargetStore):
         blob: bytes | None,
         expected_version: int,
         watch: list[str] | None = None,
+        audit: AuditEntry | None = None,
     ) -> bool:
         with self._tx() as db:
             swapped = self._write_row(db, row, expected_version)
             if not swapped:
                 return False
+            self._audit(db, audit)
             if blob is not None:
                 self._put_compiled(db, row.id, row.version, blob)
             if watch is not None and row.status == "active":
@@ -317,7 +406,9 @@ class SQLiteStore(SQLStore):
         self._local = threading.local()
         if not readonly:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            schema = SCHEMA.format(real="REAL", blob="BLOB", counter="INTEGER")
+            schema = SCHEMA.format(
+                real="REAL", blob="BLOB", counter="INTEGER", serial=SQLITE_SERIAL
+            )
             self._conn().executescript(schema)  # idempotent; executescript commits itself
 
     def _conn(self) -> sqlite3.Connection:

@@ -17,7 +17,9 @@ import psycopg
 
 from guard_server.store import SCHEMA, DuplicateKey, SQLStore
 
-_SCHEMA = SCHEMA.format(real="DOUBLE PRECISION", blob="BYTEA", counter="BIGINT")
+_SCHEMA = SCHEMA.format(
+    real="DOUBLE PRECISION", blob="BYTEA", counter="BIGINT", serial="BIGSERIAL PRIMARY KEY"
+)
 # Replicas starting together would race to create the tables: one at a time.
 _SCHEMA_LOCK = 0x6775617264
 

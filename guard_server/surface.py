@@ -8,7 +8,6 @@ checked it and written its test (`tests/server/test_every_route.py`).
 
 from __future__ import annotations
 
-import hmac
 import logging
 from typing import TYPE_CHECKING
 
@@ -18,6 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 from vllm.entrypoints.serve.middleware.authenticate import AuthenticationMiddleware
 
+from guard_server.auth import AdminKeys
 from guard_server.errors import envelope
 from guard_server.seam import SCOPE, RequestScope
 
@@ -91,15 +91,13 @@ def restrict_routes(app: FastAPI) -> list[str]:
     return dropped
 
 
-def is_admin(headers: Headers, admin_key: str | None) -> bool:
-    """An admin sends the admin key as `x-guard-admin-key` or as its bearer token."""
-    if not admin_key:
-        return False
+def is_admin(headers: Headers, admin_keys: AdminKeys) -> bool:
+    """An admin sends an admin key as `x-guard-admin-key` or as its bearer token."""
     scheme, _, bearer = headers.get("authorization", "").partition(" ")
     offered = [headers.get(ADMIN_HEADER, "")]
     if scheme.lower() == "bearer":
-        offered.append(bearer.strip())
-    return any(hmac.compare_digest(o.encode(), admin_key.encode()) for o in offered if o)
+        offered.append(bearer)
+    return any(admin_keys.match(o) is not None for o in offered)
 
 
 # What a client reaches without the client key: health checks, metrics and the API's own
@@ -140,15 +138,15 @@ class GuardScopeMiddleware:
     until the seam has a verdict or the response ends.
     """
 
-    def __init__(self, app: ASGIApp, admin_key: str | None = None):
+    def __init__(self, app: ASGIApp, admin_keys: AdminKeys | None = None):
         self.app = app
-        self.admin_key = admin_key
+        self.admin_keys = admin_keys or AdminKeys()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_scope = RequestScope(admin=is_admin(Headers(scope=scope), self.admin_key))
+        request_scope = RequestScope(admin=is_admin(Headers(scope=scope), self.admin_keys))
         token = SCOPE.set(request_scope)
         held: list[dict] = []
 

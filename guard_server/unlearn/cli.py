@@ -38,7 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", required=True, help="registry target id, or a .json spec")
     parser.add_argument("--out", required=True, help="folder for the PEFT adapter and report.json")
     parser.add_argument("--model", help="base model folder (default: the converted default model)")
-    parser.add_argument("--db", help="registry database (default: <cache dir>/guard.db)")
+    parser.add_argument(
+        "--db",
+        help="the registry: a SQLite file (default: <cache dir>/guard.db) or the "
+        "postgresql:// URL the servers share",
+    )
     parser.add_argument("--steps", type=int, help="optimizer steps (config field `steps`)")
     parser.add_argument("--lr", type=float, help="learning rate (config field `lr`)")
     parser.add_argument("--seed", type=int, help="random seed (config field `seed`)")
@@ -87,14 +91,18 @@ def load_spec(target: str, db: str | None) -> dict[str, Any]:
             raise ValueError(ERR_BAD_JSON.format(path=target, reason=type(spec).__name__))
         return spec
     from guard_server.models import cache_dir
-    from guard_server.store import SQLiteStore
+    from guard_server.store import SQLiteStore, open_store
 
-    path = Path(db) if db else cache_dir() / "guard.db"
-    if not path.is_file():
-        raise ValueError(ERR_NO_DB.format(path=str(path)))
-    row = SQLiteStore(path, readonly=True).get(target)
+    location = db or str(cache_dir() / "guard.db")
+    if location.startswith(("postgresql://", "postgres://")):
+        store = open_store(location)  # a team's shared registry
+    elif Path(location).is_file():
+        store = SQLiteStore(location, readonly=True)
+    else:
+        raise ValueError(ERR_NO_DB.format(path=location))
+    row = store.get(target)
     if row is None:
-        raise ValueError(ERR_NO_TARGET.format(target=target, path=str(path)))
+        raise ValueError(ERR_NO_TARGET.format(target=target, path=location))
     return row.spec
 
 

@@ -3,6 +3,7 @@ to the server process alone (as `kill -TERM <pid>` does) takes the engine with i
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -26,11 +27,21 @@ def gone_within(processes: list[psutil.Process], seconds: float) -> list[psutil.
     return alive
 
 
+NAMED = {"alice": "alice-secret-key", "ci": "ci-secret-key"}
+
+
 @pytest.fixture(scope="module")
 def keyed_server(tmp_path_factory, model_dir):
     root = tmp_path_factory.mktemp("keyed")
+    (root / "keys.json").write_text(json.dumps(NAMED))
     server = start_server(
-        free_port(), root / "guard.db", root / "server.log", "--api-key", CLIENT_KEY
+        free_port(),
+        root / "guard.db",
+        root / "server.log",
+        "--api-key",
+        CLIENT_KEY,
+        "--admin-keys-file",
+        str(root / "keys.json"),
     )
     yield server
     server.stop()
@@ -63,6 +74,24 @@ def test_an_admin_needs_only_the_admin_key(keyed_server):
     assert out.model_extra["guard"]["action"] == "refuse"
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     assert httpx.delete(f"{keyed_server.base_url}/v1/forget-targets/{target}", headers=headers)
+
+
+def test_each_named_admin_is_told_apart_in_the_audit_and_no_key_is_logged(keyed_server):
+    made = admin_post(keyed_server, NAMED["alice"])
+    assert made.status_code == 201, made.text
+    url = f"{keyed_server.base_url}/v1/forget-targets"
+    gone = httpx.delete(
+        f"{url}/{made.json()['id']}", headers={"Authorization": f"Bearer {NAMED['ci']}"}
+    )
+    assert gone.status_code == 200
+    log = httpx.get(
+        f"{url}/audit",
+        params={"target_id": made.json()["id"]},
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    ).json()["data"]
+    assert [(e["op"], e["actor"]) for e in log] == [("delete", "ci"), ("create", "alice")]
+    logged = keyed_server.log.read_text(errors="replace")
+    assert not any(key in logged for key in (*NAMED.values(), ADMIN_KEY, CLIENT_KEY))
 
 
 def test_the_client_api_still_needs_the_client_key(keyed_server):

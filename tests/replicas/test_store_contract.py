@@ -80,3 +80,35 @@ def test_two_writers_on_one_registry_lose_no_update(location):
     final = second.get(target.id)
     assert final.version == 3
     assert final.spec["aliases"] == ["Hogwarts"] and final.spec["keywords"] == ["Quidditch"]
+
+
+def test_every_write_is_audited_with_who_made_it_in_the_same_store(location):
+    from guard_server.auth import AdminKey
+
+    registry = Registry(open_store(location), StubCompiler())
+    alice, ci = AdminKey("alice", "a1b2c3d4e5f6"), AdminKey("ci", "0f0f0f0f0f0f")
+    made = registry.create(TargetCreate(name="Harry Potter"), alice)
+    registry.update(made.id, TargetPatch(aliases=["Hogwarts"]), actor=ci)
+    registry.delete(made.id, ci)
+    log = registry.store.audit_log()
+    assert [(e.op, e.actor, e.fingerprint, e.version) for e in log] == [
+        ("delete", "ci", "0f0f0f0f0f0f", 2),
+        ("update", "ci", "0f0f0f0f0f0f", 2),
+        ("create", "alice", "a1b2c3d4e5f6", 1),
+    ]
+    assert all(e.target_id == made.id and e.name == "Harry Potter" and e.at > 0 for e in log)
+    assert registry.store.audit_log(limit=1, before=log[0].seq) == log[1:2]
+    assert registry.store.audit_log(target_id="tgt_other") == []
+
+
+def test_targets_list_in_creation_order_filtered_by_name(location):
+    registry = Registry(open_store(location), StubCompiler())
+    names = ["Zed Alpha", "Amy Brown", "Bob Brown", "Carl Green", "100%_sure"]
+    made = [registry.create(TargetCreate(name=n)).id for n in names]
+    page, more = registry.list(2, None)
+    assert [r.id for r in page] == made[:2] and more
+    page, more = registry.list(10, made[1])
+    assert [r.id for r in page] == made[2:] and not more
+    assert [r.name for r in registry.list(10, None, "BROWN")[0]] == ["Amy Brown", "Bob Brown"]
+    assert [r.name for r in registry.list(10, None, "0%_")[0]] == ["100%_sure"]  # literal
+    assert registry.list(10, None, "%")[0][0].name == "100%_sure"
