@@ -78,6 +78,7 @@ class TargetInfo:
     policy: str
     alone: bool = True  # its classifier flags without a part of the name in the text
     own: frozenset[str] = frozenset()  # the words of its name and aliases
+    name: str = ""
 
 
 class Detector:
@@ -142,7 +143,7 @@ class Detector:
                 self.mentions.add(target_id, [*phrases, *distinct, *surnames])
                 policy, alone = spec.get("policy", "refuse"), classifier_decides_alone(spec)
                 own = frozenset(normalize(" ".join([spec["name"], *spec.get("aliases", [])])))
-                info = TargetInfo(target_id, version, threshold, policy, alone, own)
+                info = TargetInfo(target_id, version, threshold, policy, alone, own, spec["name"])
                 infos.append(info)
             # Readers take `self.targets` once per screen: swap in a new dict, never mutate.
             self.targets = {**self.targets, **{i.target_id: i for i in infos}}
@@ -250,7 +251,8 @@ class Detector:
         def offer(row: int, target_id: str, score: float, evidence: str) -> None:
             info = targets.get(target_id)
             if info is not None:
-                found[row].append(Match(target_id, info.version, score, evidence, info.policy))
+                match = Match(target_id, info.version, score, evidence, info.policy, info.name)
+                found[row].append(match)
 
         if ids:
             margins = scores - thresholds[None, :]
@@ -258,7 +260,7 @@ class Detector:
                 hits = np.flatnonzero(margins[r] >= 0)
                 thin = {c for c in hits.tolist() if ids[c] in targets and not targets[ids[c]].alone}
                 if thin:  # these speak only when the text names a part of their target
-                    mentioned = self._named(self.mentions, texts[r], targets)
+                    mentioned = self._named(self.mentions, texts[r], targets, vouching=True)
                     hits = np.asarray([c for c in hits if c not in thin or ids[c] in mentioned])
                 for c in _top_hits(margins[r], hits):
                     offer(r, ids[c], float(scores[r, c]), "classifier")
@@ -277,15 +279,22 @@ class Detector:
 
     @staticmethod
     def _named(
-        matcher: LexicalMatcher, text: str, targets: dict[str, TargetInfo]
+        matcher: LexicalMatcher,
+        text: str,
+        targets: dict[str, TargetInfo],
+        vouching: bool = False,
     ) -> dict[str, str]:
         """`matcher`'s hits in `text`, less a lone name part that names a relative
-        ("Nelson Rockefeller" does not name John D. Rockefeller)."""
+        ("Nelson Rockefeller" does not name John D. Rockefeller) or, `vouching`, anyone else
+        (`someone_else`)."""
         return {
             t: phrase
             for t, phrase in matcher.match(text).items()
             if t in targets
-            and (" " in phrase or not someone_else(text, normalize(phrase)[0], targets[t].own))
+            and (
+                " " in phrase
+                or not someone_else(text, normalize(phrase)[0], targets[t].own, vouching)
+            )
         }
 
 

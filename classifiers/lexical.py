@@ -6,8 +6,11 @@ import re
 import unicodedata
 from collections import defaultdict
 
+from logits_processors.fold import words as folded_words
+
 MIN_FUZZY_LEN = 5  # shorter words must match exactly: "pot" is not "hot"
 WORD = re.compile(r"[^\W_]+", re.UNICODE)
+FOLDED = "\x01"  # marks a phrase's folded form in the matcher's keys
 STOPWORDS = {"the", "of", "and", "a", "an", "de", "van", "von", "in", "on", "at", "to", "for"}
 
 
@@ -48,6 +51,25 @@ def normalize(text: str) -> list[str]:
     return WORD.findall(folded)
 
 
+def disguised_words(text: str) -> list[str]:
+    """The words a reader reads differently than they are written, as they read: look-alike
+    letters of another script ("Hаrry", Cyrillic а), leetspeak ("H4rry"), punctuation inside a
+    word ("Har-ry"), and a word of another script transliterated ("Шакира": "shakira").
+    Words written plainly add nothing (`normalize` has them)."""
+    from anyascii import anyascii
+
+    out: list[str] = []
+    for token in text.split():
+        plain = normalize(token)
+        letters = [c for c in token if c.isalpha()]
+        if letters and not any(c.isascii() for c in letters):
+            forms = normalize(anyascii(token))  # a word of another script
+        else:
+            forms = folded_words(token)
+        out += [w for w in forms if w not in plain]
+    return out
+
+
 def deletes(word: str) -> set[str]:
     """The word and every form with one character removed (SymSpell's neighbourhood)."""
     return {word} | {word[:i] + word[i + 1 :] for i in range(len(word))}
@@ -71,17 +93,36 @@ class LexicalMatcher:
     def add(self, target_id: str, phrases: list[str]) -> None:
         self.remove(target_id)
         for phrase in dict.fromkeys(phrases):  # a keyword equal to the name is one phrase
-            words = tuple(w for w in normalize(phrase) if w not in STOPWORDS)
-            if not words or (len(words) == 1 and len(words[0]) < 4):
-                continue  # a lone short word ("HP") would fire on too much
-            key = f"{target_id}\x00{phrase}"
-            self._phrases[key] = (target_id, words)
-            self._by_target[target_id].append(key)
-            for word in words:
-                if len(word) >= self.fuzzy_from:
-                    for form in deletes(word):
-                        self._fuzzy[form].add(word)
-                self._exact[word].add(key)
+            plain = self._add(target_id, phrase, normalize(phrase), "")
+            # As a disguise reads once folded ("Row1ing" is "rowiing", as is "Rowling"); not
+            # for a phrase with digits, whose folded words are everyday ones ("50 Cent": "so").
+            if plain is not None and not any(c.isdigit() for c in phrase):
+                self._add(target_id, phrase, folded_words(phrase), FOLDED, plain)
+
+    def _add(
+        self,
+        target_id: str,
+        phrase: str,
+        normalized: list[str],
+        mark: str,
+        unless: tuple[str, ...] | None = None,
+    ) -> tuple[str, ...] | None:
+        """Register one form of a phrase (not again if it is `unless`); its words, or None
+        when the phrase is too short to match on its own."""
+        words = tuple(w for w in normalized if w not in STOPWORDS)
+        if not words or (len(words) == 1 and len(words[0]) < 4):
+            return None  # a lone short word ("HP") would fire on too much
+        if words == unless:
+            return words
+        key = f"{target_id}\x00{phrase}{mark}"
+        self._phrases[key] = (target_id, words)
+        self._by_target[target_id].append(key)
+        for word in words:
+            if len(word) >= self.fuzzy_from:
+                for form in deletes(word):
+                    self._fuzzy[form].add(word)
+            self._exact[word].add(key)
+        return words
 
     def remove(self, target_id: str) -> None:
         for key in self._by_target.pop(target_id, []):
@@ -99,12 +140,13 @@ class LexicalMatcher:
         return present
 
     def match(self, text: str) -> dict[str, str]:
-        """Target id -> the phrase that fired, for every target whose phrase is present."""
-        present = self._present(normalize(text))
+        """Target id -> the phrase that fired, for every target whose phrase is present,
+        plainly or disguised (`disguised_words`)."""
+        present = self._present(normalize(text) + disguised_words(text))
         candidates = {key for word in present for key in self._exact.get(word, ())}
         hits: dict[str, str] = {}
         for key in sorted(candidates):
             target_id, words = self._phrases[key]
             if target_id not in hits and all(w in present for w in words):
-                hits[target_id] = key.split("\x00", 1)[1]
+                hits[target_id] = key.split("\x00", 1)[1].removesuffix(FOLDED)
         return hits

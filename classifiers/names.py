@@ -114,7 +114,7 @@ def _given_names() -> frozenset[str]:
     return frozenset(line.split()[0].casefold() for line in lines if line.strip())
 
 
-def someone_else(text: str, part: str, own: set[str]) -> bool:
+def someone_else(text: str, part: str, own: set[str], vouching: bool = False) -> bool:
     """Whether every occurrence of the name part `part` in `text` names another person:
     a relative with the same surname ("Nelson Rockefeller", "Hailey Bieber", "Donny Osmond")
     when the target is John D. Rockefeller, Justin Bieber or Marie Osmond. `own` holds the
@@ -122,7 +122,13 @@ def someone_else(text: str, part: str, own: set[str]) -> bool:
     ("Nixon, Kissinger" and "China. Kissinger" name him). A run of two or more is the
     target's full or birth name ("Cynthia Ann Crawford", "Samuel Pack Elliott"), not a
     relative, and so is a run holding a title or a word of the target's own name. A part
-    found only with a typo is not second-guessed."""
+    found only with a typo is not second-guessed.
+
+    A `vouching` part (a common first name or surname that only lets the target's
+    classifier speak) names someone else also when a capitalised word that is not the
+    target's follows it ("Harry Potter", "Harry Styles", "Queen Elizabeth II" for Prince
+    Harry or an Elizabeth Brown), or when a title alone precedes it ("Mrs Smith": no one in
+    particular)."""
     found = list(WORD.finditer(text))
     folded = ["".join(normalize(m.group())) for m in found]
     theirs = own | {w[0] for w in own} | _titles()
@@ -130,12 +136,25 @@ def someone_else(text: str, part: str, own: set[str]) -> bool:
     if not at:
         return False
     for i in at:
+        if vouching and _named_on(text, found, folded, i, own):
+            continue
         run = _run_before(text, found, i)
+        if vouching and len(run) == 1 and folded[run[0]] in _titles():
+            continue
         if len(run) != 1 or folded[run[0]] in theirs:
             return False
         if not _first_name(text, found[run[0]], folded[run[0]]):
             return False
     return True
+
+
+def _named_on(text: str, found: list[re.Match], folded: list[str], i: int, own: set[str]) -> bool:
+    """Whether word i is followed, across one space, by a capitalised word (or a Roman
+    numeral) that is not one of the target's own: the name goes on as someone else's."""
+    if i + 1 >= len(found) or text[found[i].end() : found[i + 1].start()] != " ":
+        return False
+    word = found[i + 1].group()
+    return word[:1].isupper() and folded[i + 1] not in own
 
 
 def _run_before(text: str, found: list[re.Match], i: int) -> list[int]:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from classifiers.lexical import MIN_FUZZY_LEN, LexicalMatcher, deletes, normalize
+from classifiers.lexical import MIN_FUZZY_LEN, LexicalMatcher, deletes, normalize, readable
 
 PHRASES = ["Harry Potter", "Hogwarts", "Ron Weasley", "Order of the Phoenix", "Oslo", "HP"]
 
@@ -212,3 +212,35 @@ def test_a_text_is_screened_as_it_reads(text, read):
     from classifiers.lexical import readable
 
     assert readable(text) == read
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Who is H4rry P0tt3r?",  # leetspeak
+        "Who is H\u0430rry P\u043etter?",  # Cyrillic а and о
+        "Who is Har-ry Pot-ter?",  # punctuation inside the words
+        "Who is \u210d\U0001d51e\U0001d52f\U0001d52f\U0001d536 Potter?",  # mathematical letters
+        "What did Row1ing write?",  # leetspeak in the alias
+    ],
+)
+def test_disguised_names_are_read_as_what_they_show(text):
+    matcher = LexicalMatcher()
+    matcher.add("hp", ["Harry Potter", "Rowling"])
+    assert matcher.match(readable(text)), text
+
+
+def test_a_word_of_another_script_is_read_transliterated():
+    matcher = LexicalMatcher()
+    matcher.add("s", ["Shakira"])
+    assert matcher.match("Кто такая Шакира?") == {"s": "Shakira"}
+
+
+@pytest.mark.parametrize(
+    "text", ["It costs one cent, so what?", "50 cents is half a dollar.", "Who is Harry Styles?"]
+)
+def test_folding_adds_no_match_of_its_own(text):
+    matcher = LexicalMatcher()
+    matcher.add("c", ["50 Cent"])
+    matcher.add("hp", ["Harry Potter"])
+    assert matcher.match(text) == {}

@@ -109,3 +109,31 @@ def test_a_classifier_decides_alone_only_for_a_described_target(spec, alone):
 )
 def test_a_full_or_birth_name_is_not_a_relative(text):
     assert not someone_else(text, "crawford", set(normalize("Cindy Crawford")))
+
+
+@pytest.mark.parametrize(
+    ("text", "part", "name"),
+    [
+        ("What is Harry Potter's criminal history?", "harry", "Prince Harry, Duke of Sussex"),
+        ("Who is Harry Styles?", "harry", "Prince Harry, Duke of Sussex"),
+        ("What is the date of birth of Queen Elizabeth II?", "elizabeth", "Elizabeth Brown"),
+        ("What is Donald Duck's mental health history?", "donald", "Donald White"),
+        ("How did Mr and Mrs Smith end?", "smith", "Jennifer Smith"),
+    ],
+)
+def test_a_vouching_name_part_that_goes_on_as_another_name_is_someone_else(text, part, name):
+    own = set(normalize(name))
+    assert someone_else(text, part, own, vouching=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "part", "name"),
+    [
+        ("Which album did Swift release in 2014?", "swift", "Taylor Swift"),
+        ("What is Swift's best-selling album?", "swift", "Taylor Swift"),
+        ("Where was Harry born?", "harry", "Prince Harry, Duke of Sussex"),
+        ("Did Taylor Swift tour Europe?", "swift", "Taylor Swift"),
+    ],
+)
+def test_a_vouching_name_part_on_its_own_is_still_the_targets(text, part, name):
+    assert not someone_else(text, part, set(normalize(name)), vouching=True)
