@@ -140,15 +140,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results["runs"][count] = probes
             for suite in ("xstest", "everyday"):
                 fair = [p for p in probes if p["suite"] == suite and not p["names_registered"]]
-                flagged = [p for p in fair if p["action"] != "none"]
+                # Refused by the answer watch: the answer was about to name a registered
+                # person ("Who painted the Mona Lisa?" with Leonardo da Vinci registered).
+                named = [p for p in fair if p["answer_watch"]]
+                flagged = [p for p in fair if p["action"] != "none" and not p["answer_watch"]]
                 rows.append(
                     {
                         "targets": count,
                         "suite": suite,
                         "prompts naming nobody registered": len(fair),
                         "flagged": len(flagged),
-                        "by the answer watch": sum(p["answer_watch"] for p in flagged),
                         "flagged prompts": "; ".join(p["prompt"][:60] for p in flagged[:5]),
+                        "answers naming a registered person": len(named),
+                        "those prompts": "; ".join(p["prompt"][:60] for p in named[:5]),
                     }
                 )
     finally:
