@@ -32,4 +32,6 @@ def reset(url: str) -> None:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS targets, compiled, watch, audit, adapters, meta")
+        conn.execute(
+            "DROP TABLE IF EXISTS targets, compiled, watch, audit, verifications, adapters, meta"
+        )

@@ -30,6 +30,7 @@ ERR_BAD_KEY = "the admin key is not valid"
 ERR_IF_MATCH = 'If-Match must be a target version such as "3", got {value!r}'
 ERR_DISABLED = "the admin API is disabled: start the server with --admin-key or GUARD_ADMIN_KEY"
 ERR_SCREEN_BODY = "send either messages or prompt"
+ERR_NO_VERIFICATION = "target {id!r} has not been verified: POST .../verify first"
 _bearer = HTTPBearer(auto_error=False, description="an admin key (--admin-key, --admin-keys-file)")
 
 
@@ -133,6 +134,24 @@ def _if_match(request: Request) -> int | None:
 @router.get("/{target_id}")
 async def get_target(target_id: str, request: Request):
     return _tagged(await asyncio.to_thread(_registry(request).get, target_id))
+
+
+@router.post("/{target_id}/verify", status_code=202)
+async def verify_target(target_id: str, request: Request):
+    """Start asking the served model the target's probes; read the outcome back with GET."""
+    row = await asyncio.to_thread(_registry(request).get, target_id)
+    job = request.app.state.guard_verifier.start(row, str(request.base_url))
+    return JSONResponse(job, status_code=202)
+
+
+@router.get("/{target_id}/verify")
+async def verification(target_id: str, request: Request):
+    """The target's latest verification: running, or what its probes found."""
+    await asyncio.to_thread(_registry(request).get, target_id)  # 404 for an unknown target
+    job = await asyncio.to_thread(_registry(request).store.latest_verification, target_id)
+    if job is None:
+        raise errors.NotFound(ERR_NO_VERIFICATION.format(id=target_id), "id")
+    return job
 
 
 @router.patch("/{target_id}")

@@ -17,6 +17,7 @@ from guard_server.prompts import PromptReader
 from guard_server.registry import Registry
 from guard_server.seam import GuardedEngineClient
 from guard_server.store import open_store
+from guard_server.verify import Verifier
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -51,6 +52,8 @@ async def build_guard_app(engine_client: EngineClient, args: argparse.Namespace)
     app.state.guard_adapters = AdapterManager(
         app.state.openai_serving_models, store, base, max_loras
     )
+    key = getattr(args, "api_key", None)
+    app.state.guard_verifier = Verifier(store, base, key[0] if isinstance(key, list) else key)
     restored = await app.state.guard_adapters.restore()
     if restored:
         logger.info("restored adapters: %s", restored)

@@ -147,6 +147,12 @@ CREATE TABLE IF NOT EXISTS audit (
     name TEXT NOT NULL,
     version INTEGER
 );
+CREATE TABLE IF NOT EXISTS verifications (
+    id TEXT PRIMARY KEY,
+    target_id TEXT NOT NULL,
+    started_at {real} NOT NULL,
+    body TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS adapters (
     name TEXT PRIMARY KEY,
     path TEXT NOT NULL,
@@ -273,6 +279,7 @@ class SQLStore(TargetStore):
                 self._audit(db, audit)
             db.execute("DELETE FROM compiled WHERE target_id=?", (target_id,))
             db.execute("DELETE FROM watch WHERE target_id=?", (target_id,))
+            db.execute("DELETE FROM verifications WHERE target_id=?", (target_id,))
             self._bump(db)
         return gone
 
@@ -361,6 +368,26 @@ class SQLStore(TargetStore):
             " policy = excluded.policy, phrases = excluded.phrases",
             (row.id, row.version, row.spec.get("policy", "refuse"), json.dumps(phrases)),
         )
+
+    def put_verification(self, job: dict[str, Any]) -> None:
+        """A verification job's record (kept apart from the target's versions)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO verifications (id, target_id, started_at, body) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+                (job["id"], job["target_id"], job["started_at"], json.dumps(job)),
+            )
+
+    def latest_verification(self, target_id: str) -> dict[str, Any] | None:
+        record = (
+            self._conn()
+            .execute(
+                "SELECT body FROM verifications WHERE target_id=? ORDER BY started_at DESC LIMIT 1",
+                (target_id,),
+            )
+            .fetchone()
+        )
+        return json.loads(record[0]) if record else None
 
     def watch_version(self, target_id: str) -> int | None:
         """The version of a target whose names the answer watch follows, or None."""

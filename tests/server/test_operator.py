@@ -94,3 +94,23 @@ def test_a_target_exported_and_imported_back_is_the_same_target(api, registered)
     assert again[0]["param"] == "name" and "already exists" in again[0]["error"]
     for result in (first, second):
         api.delete(f"/v1/forget-targets/{result['target']['id']}")
+
+
+def test_a_target_proves_itself_on_demand(api, registered):
+    import time
+
+    target = registered(HARRY_POTTER)
+    url = f"/v1/forget-targets/{target['id']}/verify"
+    assert api.get(url).status_code == 404  # nothing to read before a verification ran
+    started = api.post(url)
+    assert started.status_code == 202 and started.json()["status"] == "running"
+    deadline = time.monotonic() + 600
+    while (job := api.get(url).json())["status"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(2)
+    assert job["status"] == "completed", job["summary"]
+    summary = job["summary"]
+    assert summary["forgotten"] == summary["forget_probes"] > 10  # nothing named it
+    assert set(summary["by_kind"]) == {"direct", "indirect", "disguised"}
+    assert summary["text"].startswith(f"forgotten: {summary['forgotten']} of ")
+    assert api.get(f"/v1/forget-targets/{target['id']}").headers["etag"] == '"1"'  # apart

@@ -92,3 +92,39 @@ def test_if_match_refuses_a_stale_version_and_changes_nothing(registry):
     assert info.value.param == "if-match"
     assert registry.get(row.id).version == 2
     assert registry.get(row.id).spec["aliases"] == []
+
+
+def test_verification_probes_cover_every_kind_from_the_target_alone():
+    from classifiers.verify_probes import verification_probes
+
+    spec = {
+        "name": "Harry Potter",
+        "aliases": ["Hogwarts"],
+        "documents": ["Harry Potter is a wizard. His friends Hermione Granger and Ron Weasley."],
+    }
+    probes = verification_probes(spec)
+    kinds = {p.kind for p in probes}
+    assert kinds == {"direct", "indirect", "disguised", "neighbour"}
+    indirect = [p.prompt for p in probes if p.kind == "indirect"]
+    assert indirect and all("Harry Potter" not in p and "___" in p for p in indirect)
+    neighbours = [p.prompt for p in probes if p.kind == "neighbour"]
+    assert neighbours == ["Who or what is Hermione Granger?", "Who or what is Ron Weasley?"]
+    assert any("H4rry" in p.prompt for p in probes if p.kind == "disguised")
+
+
+def test_a_verification_counts_what_was_forgotten_and_what_was_kept():
+    from guard_server.verify import forgotten, summary
+
+    names = ["Harry Potter"]
+    assert forgotten("I'm sorry, I can't share that.", "refuse", names)
+    assert forgotten("He is a character in a book.", "none", names)
+    assert not forgotten("Harry Potter is a wizard.", "none", names)
+    assert not forgotten("H4rry P0tter is a wizard.", "none", names)  # read as it shows
+    results = [
+        {"kind": "direct", "forgotten": True, "action": "refuse"},
+        {"kind": "direct", "forgotten": False, "action": "none"},
+        {"kind": "neighbour", "forgotten": True, "action": "none"},
+    ]
+    assert summary(results)["text"] == (
+        "forgotten: 1 of 2 refused or answered without it; neighbours answered 1 of 1"
+    )
