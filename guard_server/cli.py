@@ -175,6 +175,7 @@ def serve(argv: list[str]) -> None:
     from guard_server.store import open_store
     from logits_processors.lifeline import SERVER_PID_ENV, server_pid_value
     from logits_processors.snapshot import SNAPSHOT_DB_ENV
+    from logits_processors.watcher import WATCH_VOCAB_ENV, prepare_vocabulary
 
     cli_env_setup()
     args = finalize_args(make_parser().parse_args(argv))
@@ -187,6 +188,10 @@ def serve(argv: list[str]) -> None:
     # The engine worker (a spawned process) reads compiled targets from the same registry.
     open_store(args.db)  # creates the schema, and fails here, clearly, if it cannot
     os.environ[SNAPSHOT_DB_ENV] = registry_location(args.db)
+    # The answer watch's vocabulary, prepared here: the engine's forked workers load it.
+    os.environ[WATCH_VOCAB_ENV] = str(
+        prepare_vocabulary(args.tokenizer or args.model, cache_dir(), args.trust_remote_code)
+    )
     # The engine's worker ends the engine when this process is gone, even by `kill -9`.
     os.environ[SERVER_PID_ENV] = server_pid_value()
     # Until uvicorn installs its own handlers (and after it restores the defaults), a SIGTERM

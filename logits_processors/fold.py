@@ -22,6 +22,20 @@ LEET_SIGNS = {"@": "a", "$": "s"}
 # "l" and "i" (and "1", "I", "|") read alike in many fonts: one letter for all of them.
 SAME = str.maketrans({"l": "i"})
 LETTER, JOIN, SPACE, NOTHING = 0, 1, 2, 3
+# Folds computed beforehand for the characters of a vocabulary (`load_table`): an engine
+# worker reads them instead of calling ICU, which it should not load after vLLM forked it.
+_TABLE: dict[str, tuple[int, str]] = {}
+_ICU = True
+
+
+def load_table(table: dict[str, tuple[int, str]], icu: bool = False) -> None:
+    """Use precomputed folds; without `icu`, other characters fold without ICU (their
+    compatibility and accent-free forms, then transliteration), which covers all but
+    look-alike letters outside the table."""
+    global _ICU
+    _TABLE.update(table)
+    _ICU = icu
+    fold_char.cache_clear()
 
 
 @lru_cache(maxsize=1)
@@ -55,10 +69,12 @@ def fold_char(char: str) -> tuple[int, str]:
         return NOTHING, ""
     if category[0] not in "LN":
         return SPACE, ""
+    if char in _TABLE:
+        return _TABLE[char]
     compat = unicodedata.normalize("NFKC", char)
     if compat != char:
         return _fold_text(compat)
-    skeleton = unicodedata.normalize("NFKD", _skeleton(char))
+    skeleton = unicodedata.normalize("NFKD", _skeleton(char) if _ICU else char)
     letters = "".join(c for c in skeleton if not unicodedata.combining(c))
     if not (letters.isascii() and letters.isalnum()):
         from anyascii import anyascii

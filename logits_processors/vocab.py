@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import pickle
 from bisect import bisect_left
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from logits_processors.fold import Folder
+from logits_processors.fold import Folder, fold_char, load_table
+
+FORMAT = 1  # of the saved index: bump when folding or the index changes
 
 _SENTINEL = "\x7f"  # sorts after every folded symbol
 
@@ -78,3 +84,29 @@ class VocabIndex:
         lo = bisect_left(keys, prefix)
         hi = bisect_left(keys, prefix + _SENTINEL, lo)
         return self.ids[gap][lo:hi]
+
+    def save(self, path: Path, note: tuple[int, ...]) -> None:
+        """The index, the trip note's tokens and the folds of every character of the
+        vocabulary, for a worker that loads them (`load`) instead of building them."""
+        chars = {c for p in self.pieces for c in p.decode("utf-8", errors="ignore")}
+        table = {c: fold_char(c) for c in chars if not c.isascii()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(pickle.dumps((FORMAT, self, note, table)))
+        tmp.replace(path)
+
+    @staticmethod
+    def load(path: Path) -> tuple[VocabIndex, tuple[int, ...]]:
+        """A saved index and note; its character folds replace ICU in this process."""
+        version, index, note, table = pickle.loads(Path(path).read_bytes())
+        if version != FORMAT:
+            raise ValueError(f"{path}: a vocabulary index of another format; rebuild it")
+        load_table(table)
+        return index, note
+
+
+def index_path(cache: Path, tokenizer: Any) -> Path:
+    """Where a tokenizer's index is cached: named by its vocabulary and the index format."""
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    digest = hashlib.sha256("\x00".join(map(str, pieces)).encode()).hexdigest()[:16]
+    return cache / f"watch-vocab-{FORMAT}-{digest}.pickle"

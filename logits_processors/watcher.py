@@ -8,11 +8,14 @@ their first step, so a target registered before a request arrived is watched in 
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from logits_processors.reader import CompiledReader, open_reader
-from logits_processors.vocab import VocabIndex, token_bytes
+from logits_processors.vocab import VocabIndex, index_path, token_bytes
 from logits_processors.watch import TRIP_NOTE, Watch, WatchRow, watch_patterns
 from logits_processors.watch_automaton import FoldedAutomaton
 
@@ -20,6 +23,8 @@ if TYPE_CHECKING:
     from vllm.config import VllmConfig
 
 logger = logging.getLogger(__name__)
+# The vocabulary file `guard-server serve` prepares for the engine's workers.
+WATCH_VOCAB_ENV = "GUARD_WATCH_VOCAB"
 
 
 class Watcher:
@@ -67,18 +72,49 @@ class Watcher:
         if self._vocab is None:
             self._vocab = self._vocabulary()
         vocab, note = self._vocab
+        started = time.perf_counter()
         self.watch = Watch(FoldedAutomaton(patterns), vocab, note, generation)
+        logger.info(
+            "answer watch: %d names of %d targets, built in %.2f s",
+            len(patterns),
+            len(watched),
+            time.perf_counter() - started,
+        )
         for row in rows.values():
             self.watch.reread(row)
 
 
 def vocabulary_of(vllm_config: VllmConfig | None) -> tuple[VocabIndex, tuple[int, ...]]:
-    """The served model's vocabulary as the watch reads it, and the trip note's tokens."""
+    """The served model's vocabulary as the watch reads it, and the trip note's tokens: as
+    the server prepared them before starting the engine (`WATCH_VOCAB_ENV`), else built
+    here from the tokenizer (an engine inside the caller's process)."""
+    prepared = os.environ.get(WATCH_VOCAB_ENV)
+    if prepared:
+        return VocabIndex.load(Path(prepared))
+    model = vllm_config.model_config
+    return build_vocabulary(model.tokenizer, model.trust_remote_code)
+
+
+def build_vocabulary(tokenizer_dir: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    model = vllm_config.model_config
     tokenizer: Any = AutoTokenizer.from_pretrained(
-        model.tokenizer, trust_remote_code=model.trust_remote_code
+        tokenizer_dir, trust_remote_code=trust_remote_code
     )
     note = tuple(tokenizer.encode(TRIP_NOTE, add_special_tokens=False))
     return VocabIndex(token_bytes(tokenizer)), (*note, tokenizer.eos_token_id)
+
+
+def prepare_vocabulary(tokenizer_dir: str, cache: Path, trust_remote_code: bool = False) -> Path:
+    """Build (once per vocabulary) the file the engine's workers load the watch's
+    vocabulary from: a worker that vLLM forked should not load a tokenizer or ICU."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=trust_remote_code)
+    path = index_path(cache, tokenizer)
+    if not path.exists():
+        started = time.perf_counter()
+        index, note = build_vocabulary(tokenizer_dir, trust_remote_code)
+        index.save(path, note)
+        logger.info("answer watch vocabulary built in %.1f s", time.perf_counter() - started)
+    return path

@@ -195,3 +195,24 @@ def test_every_token_has_bytes_that_decode_as_the_tokenizer_does(tokenizer):
         text = tokenizer.decode([token])
         if "\ufffd" not in text:
             assert pieces[token].decode() == text, token
+
+
+def test_a_saved_vocabulary_loads_as_it_was_built_and_folds_without_icu(
+    tokenizer, watch, tmp_path, monkeypatch
+):
+    from logits_processors import fold as folding
+
+    path = tmp_path / "vocab.pickle"
+    watch.vocab.save(path, watch.note)
+    # Loading switches this process's folding to the saved table (as in an engine worker);
+    # the test puts it back afterwards.
+    monkeypatch.setattr(folding, "_TABLE", {})
+    monkeypatch.setattr(folding, "_ICU", True)
+    try:
+        loaded, note = VocabIndex.load(path)
+        assert note == watch.note and loaded.pieces == watch.vocab.pieces
+        assert loaded.emit == watch.vocab.emit and loaded.keys == watch.vocab.keys
+        assert not folding._ICU and folding._TABLE  # look-alikes come from the table
+        assert fold("Hоgwarts") == fold("Hogwarts")  # Cyrillic о, a vocabulary character
+    finally:
+        folding.fold_char.cache_clear()
