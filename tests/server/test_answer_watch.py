@@ -29,27 +29,22 @@ def bias_for(server, word: str) -> dict[str, int]:
     return {str(token): 100}
 
 
-def chat(client, question: str, **extra) -> str:
+def chat(client, question: str, stream: bool = False, **extra) -> str:
     out = client.chat.completions.create(
         model=MODEL,
         messages=[{"role": "user", "content": question}],
         temperature=0,
         max_tokens=24,
+        stream=stream,
         **extra,
     )
-    return out.choices[0].message.content
+    if not stream:
+        return out.choices[0].message.content
+    return "".join(c.choices[0].delta.content or "" for c in out if c.choices)
 
 
 def chat_stream(client, question: str, **extra) -> str:
-    chunks = client.chat.completions.create(
-        model=MODEL,
-        messages=[{"role": "user", "content": question}],
-        temperature=0,
-        max_tokens=24,
-        stream=True,
-        **extra,
-    )
-    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    return chat(client, question, stream=True, **extra)
 
 
 def complete(client, prompt: str, **extra) -> str:
