@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import re
 import subprocess
 import sys
@@ -198,7 +199,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row[f"{part}_cpu_ms"] = 1000 * (after[part] - before[part]) / args.requests
         return {"round": round_, "server": name, **row}, [start, wave, end]
 
-    rows, rounds = [], []
+    rows, rounds, oversized = [], [], []
     # Plain and guarded runs alternate, each on a fresh server, so that a slow spell of the
     # machine lands on both sides; the summary is the median over rounds.
     for round_ in range(1, args.rounds + 1):
@@ -216,6 +217,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 r.raise_for_status()
             guarded, scrapes = measure(server, f"guard, {args.targets} targets", round_)
+            oversized += [r | {"round": round_} for r in _oversized(server.base_url)]
         finally:
             server.stop()
         rows += [plain, guarded]
@@ -226,9 +228,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     report.write(
         report.out_dir(args.name),
-        {"rows": rows, "rounds": rounds, "summary": summary},
+        {"rows": rows, "rounds": rounds, "summary": summary, "oversized": oversized},
         {
             "Unflagged chats under load": (rows, ["round", "server", *ROW_COLUMNS]),
+            "An oversized request, and a small one sent beside it": (
+                oversized,
+                [
+                    "round",
+                    "body_bytes",
+                    "status",
+                    "refused_ms",
+                    "small_alone_ms",
+                    "small_beside_ms",
+                ],
+            ),
             "Guard vs plain vLLM, per round": (rounds, list(rounds[0])),
             "Guard vs plain vLLM, median over rounds": ([summary], list(summary)),
         },
@@ -236,6 +249,43 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"summary": summary}
 
 
+def _oversized(base: str) -> list[dict[str, Any]]:
+    """How fast a 256 KB and a 10 MB chat are refused, and whether a small chat sent at the
+    same moment waits for them (its latency beside one, against alone; best of 3 each)."""
+
+    def chat(content: str) -> dict[str, Any]:
+        return {"model": MODEL, "messages": [{"role": "user", "content": content}], "max_tokens": 1}
+
+    async def timed(http: httpx.AsyncClient, body: dict[str, Any]) -> tuple[int, float]:
+        start = time.perf_counter()
+        r = await http.post("/v1/chat/completions", json=body)
+        return r.status_code, 1000 * (time.perf_counter() - start)
+
+    async def main() -> list[dict[str, Any]]:
+        out = []
+        async with httpx.AsyncClient(base_url=base, timeout=120) as http:
+            small = chat("Hi")
+            alone = min([(await timed(http, small))[1] for _ in range(3)])
+            for size in (256 * 1024, 10 * 1024 * 1024):
+                big = chat(" ".join(f"Sentence {i} says little." for i in range(size // 24)))
+                runs = [
+                    await asyncio.gather(timed(http, big), timed(http, small)) for _ in range(3)
+                ]
+                out.append(
+                    {
+                        "body_bytes": len(json.dumps(big)),
+                        "status": runs[0][0][0],
+                        "refused_ms": min(r[0][1] for r in runs),
+                        "small_alone_ms": alone,
+                        "small_beside_ms": min(r[1][1] for r in runs),
+                    }
+                )
+        return out
+
+    return asyncio.run(main())
+
+
+SMALL_COLUMNS = ["small_alone_ms", "small_beside_ms"]
 ROW_COLUMNS = [
     "requests",
     "clients",
