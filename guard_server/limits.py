@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 # ("\ud83d\ude00"), and a token holds a few characters; a body past this cannot fit.
 BODY_BYTES_PER_TOKEN = 64
 MIN_BODY_BYTES = 64 * 1024
+# The admin API (authenticated; its models bound every field) takes registrations and bulk
+# imports with documents: far more than a prompt, never run by the engine.
+ADMIN_BODY_BYTES = 64 * 1024 * 1024
 # Characters per token beyond which a text certainly exceeds the context: no tokenizer
 # needed to refuse it.
 CHARS_PER_TOKEN = 32
@@ -39,21 +42,26 @@ def max_body_bytes(max_model_len: int) -> int:
 
 
 class BodyLimit:
-    """Refuses a request whose body is larger than `limit` bytes: by its Content-Length
-    before reading a byte, or, sent in chunks, as soon as the chunks pass the limit."""
+    """Refuses a request whose body is larger than `limit` bytes (`admin_limit` on the admin
+    API): by its Content-Length before reading a byte, or, sent in chunks, as soon as the
+    chunks pass the limit."""
 
-    def __init__(self, app: ASGIApp, limit: int):
+    def __init__(self, app: ASGIApp, limit: int, admin_limit: int = ADMIN_BODY_BYTES):
         self.app = app
         self.limit = limit
+        self.admin_limit = admin_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        from guard_server.surface import is_admin_path
+
+        limit = self.admin_limit if is_admin_path(scope["path"]) else self.limit
         length = dict(scope.get("headers", ())).get(b"content-length", b"0")
         size = int(length) if length.isdigit() else 0
-        if size > self.limit:
-            await _refuse(send, size, self.limit)
+        if size > limit:
+            await _refuse(send, size, limit)
             return
         seen = 0
         refused = False
@@ -62,7 +70,7 @@ class BodyLimit:
             nonlocal seen, refused
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit and not refused:
+            if seen > limit and not refused:
                 refused = True
                 raise _TooLarge(seen)
             return message
@@ -70,7 +78,7 @@ class BodyLimit:
         try:
             await self.app(scope, counted, send)
         except _TooLarge as exc:
-            await _refuse(send, exc.size, self.limit)
+            await _refuse(send, exc.size, limit)
 
 
 class _TooLarge(Exception):

@@ -36,6 +36,14 @@ def test_a_body_over_the_limit_is_refused_by_its_length_before_it_is_read(app):
     assert http.post("/echo", content=b"x" * 1000).json() == {"bytes": 1000}
 
 
+def test_the_admin_api_takes_bodies_as_large_as_registrations_need(app):
+    @app.post("/v1/forget-targets")
+    async def register(request: Request):
+        return {"bytes": len(await request.body())}
+
+    assert TestClient(app).post("/v1/forget-targets", content=b"x" * 5000).status_code == 200
+
+
 def test_a_chunked_body_is_refused_once_its_chunks_pass_the_limit(app):
     def chunks():
         for _ in range(20):
