@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -98,7 +99,9 @@ class ScreenBatcher:
                 # Screening time: queued behind other batches, then detected (the event loop
                 # picking the verdict up is the server's own latency, measured end to end).
                 metrics.DETECTION_SECONDS.observe(done - queued)
-                loop.call_soon_threadsafe(_settle, future, verdict, error)
+                # A caller may have given up (deadline) and its loop closed since.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_settle, future, verdict, error)
 
 
 def _settle(future: asyncio.Future, verdict: Verdict | None, error: Exception | None) -> None:
