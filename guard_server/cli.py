@@ -7,7 +7,6 @@ import contextlib
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from classifiers.encoder import BACKENDS as ENCODER_BACKENDS
@@ -174,6 +173,7 @@ def serve(argv: list[str]) -> None:
     from guard_server.server import run_server
     from guard_server.store import open_store
     from logits_processors.lifeline import SERVER_PID_ENV, server_pid_value
+    from logits_processors.location import absolute
     from logits_processors.snapshot import SNAPSHOT_DB_ENV
     from logits_processors.watcher import WATCH_VOCAB_ENV, prepare_vocabulary
 
@@ -187,7 +187,7 @@ def serve(argv: list[str]) -> None:
     match_model_runner(args)
     # The engine worker (a spawned process) reads compiled targets from the same registry.
     open_store(args.db)  # creates the schema, and fails here, clearly, if it cannot
-    os.environ[SNAPSHOT_DB_ENV] = registry_location(args.db)
+    os.environ[SNAPSHOT_DB_ENV] = absolute(args.db)
     # The answer watch's vocabulary, prepared here: the engine's forked workers load it.
     os.environ[WATCH_VOCAB_ENV] = str(
         prepare_vocabulary(args.tokenizer or args.model, cache_dir(), args.trust_remote_code)
@@ -201,12 +201,6 @@ def serve(argv: list[str]) -> None:
         uvloop.run(run_server(args))
     finally:
         reap_children()
-
-
-def registry_location(db: str) -> str:
-    """What the engine worker opens: the URL of a PostgreSQL registry, or the SQLite file's
-    absolute path (the worker may run in another directory)."""
-    return db if "://" in db else str(Path(db).resolve())
 
 
 def _unwind(signum: int, _frame: object) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from logits_processors.location import is_postgres, sqlite_path
 from logits_processors.reader import connect_readonly
 
 
@@ -467,8 +468,8 @@ class SQLiteStore(SQLStore):
 
 def open_store(location: str) -> TargetStore:
     """The registry at `location`: a PostgreSQL URL, else a SQLite file path."""
-    if location.startswith(("postgresql://", "postgres://")):
+    if is_postgres(location):
         from guard_server.store_pg import PostgresStore
 
         return PostgresStore(location)
-    return SQLiteStore(location)
+    return SQLiteStore(sqlite_path(location))

@@ -13,9 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-ERR_SCHEME = (
-    "unsupported registry location {location!r}: expected a SQLite file path or a postgresql:// URL"
-)
+from logits_processors.location import is_postgres, sqlite_path
 
 
 def connect_readonly(path: str | Path) -> sqlite3.Connection:
@@ -93,8 +91,6 @@ class PostgresReader(CompiledReader):
 
 
 def open_reader(location: str) -> CompiledReader:
-    if location.startswith(("postgresql://", "postgres://")):
+    if is_postgres(location):
         return PostgresReader(location)
-    if "://" in location and not location.startswith("file:"):
-        raise ValueError(ERR_SCHEME.format(location=location))
-    return SQLiteReader(location.removeprefix("file:"))
+    return SQLiteReader(sqlite_path(location))

@@ -92,12 +92,13 @@ def load_spec(target: str, db: str | None) -> dict[str, Any]:
         return spec
     from guard_server.models import cache_dir
     from guard_server.store import SQLiteStore, open_store
+    from logits_processors.location import is_postgres, sqlite_path
 
     location = db or str(cache_dir() / "guard.db")
-    if location.startswith(("postgresql://", "postgres://")):
+    if is_postgres(location):
         store = open_store(location)  # a team's shared registry
-    elif Path(location).is_file():
-        store = SQLiteStore(location, readonly=True)
+    elif sqlite_path(location).is_file():
+        store = SQLiteStore(sqlite_path(location), readonly=True)
     else:
         raise ValueError(ERR_NO_DB.format(path=location))
     row = store.get(target)
