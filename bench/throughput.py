@@ -125,7 +125,7 @@ def _watch_rows(llm, db: Path, args, base, chats) -> list[dict[str, Any]]:
                     "watched_tok_s": max(on),
                     "watched_ratio": max(on) / max(off),
                     "watch_us_per_step": step_us,
-                    "watch_share_of_step": step_us * 1e-6 / (batch / max(off)),
+                    "watch_percent_of_step": 100 * step_us * 1e-6 / (batch / max(off)),
                 }
             )
     return rows
@@ -262,7 +262,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ours_over_bad_words",
     ]
     watch_columns = ["targets", "batch", "unwatched_tok_s", "watched_tok_s", "watched_ratio"]
-    watch_columns += ["watch_us_per_step", "watch_share_of_step"]
+    watch_columns += ["watch_us_per_step", "watch_percent_of_step"]
     report.write(
         directory,
         result,
