@@ -112,3 +112,13 @@ def test_targets_list_in_creation_order_filtered_by_name(location):
     assert [r.name for r in registry.list(10, None, "BROWN")[0]] == ["Amy Brown", "Bob Brown"]
     assert [r.name for r in registry.list(10, None, "0%_")[0]] == ["100%_sure"]  # literal
     assert registry.list(10, None, "%")[0][0].name == "100%_sure"
+
+
+def test_guard_unlearn_reads_a_target_from_either_registry(location):
+    from guard_server.unlearn.cli import load_spec
+
+    registry = Registry(open_store(location), StubCompiler())
+    made = registry.create(TargetCreate(name="Harry Potter", aliases=["Hogwarts"]))
+    assert load_spec(made.id, location)["aliases"] == ["Hogwarts"]
+    with pytest.raises(ValueError, match="tgt_nobody"):
+        load_spec("tgt_nobody", location)

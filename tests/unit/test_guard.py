@@ -146,3 +146,13 @@ def test_prompts_that_cannot_be_cut_into_turns_are_refused_not_answered_in_part(
     assert partial.without_partial() == Verdict(partial.flags, "refuse")
     refuse = Verdict((Flag("hp", 1, 0.9),), "refuse")
     assert refuse.without_partial() is refuse
+
+
+def test_refusals_are_counted_by_the_name_a_person_reads():
+    from guard_server import metrics
+    from guard_server.guard import count
+
+    flag = Flag("tgt_abc123", 1, 0.9, "lexical:Harry Potter", "Harry Potter")
+    before = metrics.TARGET_HITS.labels("Harry Potter", "tgt_abc123")._value.get()
+    count(Verdict((flag,), "refuse"))
+    assert metrics.TARGET_HITS.labels("Harry Potter", "tgt_abc123")._value.get() == before + 1
