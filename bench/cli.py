@@ -16,6 +16,7 @@ from bench import (
     overrefusal,
     registration,
     replicas,
+    replot,
     rwku,
     rwku_adapters,
     throughput,
@@ -34,6 +35,7 @@ COMMANDS = {
     "rwku-adapters": (rwku_adapters, "unlearning adapters on RWKU: sweep, frontier rows, plot"),
     "adapters": (adapters, "each unlearning method's adapter served beside the guard"),
     "attack": (attack, "relearning and quantization attacks on adapters and the guard"),
+    "replot": (replot, "redraw plots from committed results (throughput, rwku, adapters)"),
 }
 
 

@@ -321,6 +321,11 @@ def _write(args: argparse.Namespace, results: dict[str, Any]) -> None:
     ]
     tables["RWKU published (LLaMA3-8B-Instruct)"] = (published, ["method", *FILES])
     report.write(out, results, tables)
+    plots(out, results)
+
+
+def plots(out: Path, results: dict[str, Any]) -> None:
+    """Recall before and after per RWKU group, n probes under each (`guard-bench replot`)."""
     for count, run in results["runs"].items():
         rows = [r for r in run["groups"] if r["group"] in FILES]
         report.bar_plot(
@@ -329,6 +334,7 @@ def _write(args: argparse.Namespace, results: dict[str, Any]) -> None:
             {"before": [r["before"] for r in rows], "after": [r["after"] for r in rows]},
             f"RWKU, {count} targets registered (ROUGE-L recall %)",
             "ROUGE-L recall %",
+            n=[r["probes"] for r in rows],
         )
 
 

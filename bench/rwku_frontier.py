@@ -139,18 +139,22 @@ def frontier_plot(path: Path, rows: list[dict[str, Any]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, ax = plt.subplots(figsize=(10, 5))
     ax.fill_between(
         [1 - GOAL["forget"], 1.0], GOAL["neighbor"], 1.1, color="green", alpha=0.12, label="goal"
     )
-    for row in rows:
+    # Numbered points, named in a key beside the axes: names written at the points overlap.
+    key = []
+    for i, row in enumerate(rows, start=1):
         forget = [row[f"forget_{g}_ratio"] for g in ("fb", "qa", "aa")]
         keep = [row[f"neighbor_{g}_ratio"] for g in ("fb", "qa")]
         x = 1 - float(np.mean([r for r in forget if r is not None] or [1.0]))
         y = float(np.mean([r for r in keep if r is not None] or [0.0]))
         marker = "o" if row["setting"].startswith("generated") else "s"
-        ax.scatter(x, y, marker=marker)
-        ax.annotate(f"{row['method']} ({row['setting'].split(',')[0]})", (x, y), fontsize=7)
+        ax.scatter(x, y, marker=marker, color="C0" if marker == "o" else "C1")
+        ax.annotate(str(i), (x, y), xytext=(3, 3), textcoords="offset points", fontsize=8)
+        key.append(f"{i}  {row['method']} ({row['setting'].split(',')[0]})")
+    ax.text(1.02, 1.0, "\n".join(key), transform=ax.transAxes, va="top", fontsize=7)
     ax.set_xlabel("forget removed (1 - mean after/before, RWKU levels 1-3)")
     ax.set_ylabel("neighbour kept (mean after/before, levels 1-2)")
     ax.set_title(f"Unlearning adapters on RWKU ({DEFAULT_MODEL_NAME})")

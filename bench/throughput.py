@@ -28,6 +28,9 @@ PROMPTS = [
     "How do rivers form?",
 ]
 
+# Guarded over unguarded tokens/s the guard must keep (the project's throughput goal).
+GOAL_RATIO = 0.97
+
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="HF model folder (default: the converted default)")
@@ -69,7 +72,12 @@ def _register(store, compiler, target_id: str, phrases: list[str]) -> None:
 
 def _measure(llm, batch: int, params_for, chats, repeats: int) -> float:
     """Best tokens/s over `repeats` runs of one batch of `batch` requests."""
-    best = 0.0
+    return max(_samples(llm, batch, params_for, chats, repeats))
+
+
+def _samples(llm, batch: int, params_for, chats, repeats: int) -> list[float]:
+    """Tokens/s of each of `repeats` runs of one batch of `batch` requests."""
+    out = []
     for _ in range(repeats):
         convs = [chats[i % len(chats)] for i in range(batch)]
         params = [params_for(i) for i in range(batch)]
@@ -77,8 +85,13 @@ def _measure(llm, batch: int, params_for, chats, repeats: int) -> float:
         outs = llm.chat(convs, params, use_tqdm=False)
         elapsed = time.perf_counter() - start
         tokens = sum(len(o.outputs[0].token_ids) for o in outs)
-        best = max(best, tokens / elapsed)
-    return best
+        out.append(tokens / elapsed)
+    return out
+
+
+def _ratio(top: list[float], bottom: list[float]) -> tuple[float, float, float]:
+    """best/best, and the lowest and highest ratio any two runs give: the noise band."""
+    return max(top) / max(bottom), min(top) / max(bottom), max(top) / min(bottom)
 
 
 def _watch_rows(llm, db: Path, args, base, chats) -> list[dict[str, Any]]:
@@ -238,10 +251,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 k: v for k, v in modes(n).items() if k in ("unguarded", "guarded_all", "bad_words")
             }
         )
-        tps = {m: _measure(llm, batch, pf, c, args.repeats) for m, (pf, c) in wanted.items()}
+        runs = {m: _samples(llm, batch, pf, c, args.repeats) for m, (pf, c) in wanted.items()}
+        tps = {m: max(v) for m, v in runs.items()}
         row = {"batch": batch, "phrases": n, **{f"{m}_tok_s": v for m, v in tps.items()}}
-        row["guarded_ratio"] = tps["guarded_all"] / tps["unguarded"]
-        row["bad_words_ratio"] = tps["bad_words"] / tps["unguarded"]
+        for name, mode in (("guarded", "guarded_all"), ("bad_words", "bad_words")):
+            best, low, high = _ratio(runs[mode], runs["unguarded"])
+            row |= {f"{name}_ratio": best, f"{name}_ratio_low": low, f"{name}_ratio_high": high}
         row["ours_over_bad_words"] = tps["guarded_all"] / tps["bad_words"]
         rows.append(row)
     watch_rows = _watch_rows(llm, db, args, base, chats)
@@ -274,31 +289,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ),
         },
     )
-    main = [r for r in rows if r["phrases"] == main_n]
-    sweep = sorted((r for r in rows if r["batch"] == args.sweep_batch), key=lambda r: r["phrases"])
-    report.line_plot(
-        directory / "ratio_vs_batch.png",
-        {
-            "guarded / unguarded": ([r["batch"] for r in main], [r["guarded_ratio"] for r in main]),
-            "bad_words / unguarded": (
-                [r["batch"] for r in main],
-                [r["bad_words_ratio"] for r in main],
-            ),
-        },
-        f"throughput ratio, {main_n} phrases",
-        "batch size",
-        "ratio to unguarded",
-    )
-    if len(sweep) > 1:
-        report.line_plot(
-            directory / "ratio_vs_phrases.png",
-            {
-                "guarded": ([r["phrases"] for r in sweep], [r["guarded_ratio"] for r in sweep]),
-                "bad_words": ([r["phrases"] for r in sweep], [r["bad_words_ratio"] for r in sweep]),
-            },
-            f"throughput ratio at batch {args.sweep_batch}",
-            "forbidden phrases",
-            "ratio to unguarded",
-            logx=True,
-        )
+    plots(directory, result)
     return result
+
+
+def plots(directory: Path, result: dict[str, Any]) -> None:
+    """The ratio plots of a result (also redrawn from a results.json by `guard-bench replot`):
+    1.0 = no cost, the goal line, and the band between the lowest and highest ratio of runs."""
+    rows = result["rows"]
+    main_n = result["summary"][0]["phrases"]
+    sweep_batch = next((r["batch"] for r in rows if r["phrases"] != main_n), None)
+    refs = {"1.0 (no cost)": 1.0, f"goal {GOAL_RATIO}": GOAL_RATIO}
+
+    def draw(name, selected, x, title, xlabel, logx=False):
+        series, spread = {}, {}
+        for key, shown in (("guarded", "guarded / unguarded"), ("bad_words", "bad_words")):
+            xs = [r[x] for r in selected]
+            series[shown] = (xs, [r[f"{key}_ratio"] for r in selected])
+            if all(f"{key}_ratio_low" in r for r in selected):
+                low = [r[f"{key}_ratio_low"] for r in selected]
+                spread[shown] = (low, [r[f"{key}_ratio_high"] for r in selected])
+        report.line_plot(
+            directory / name,
+            series,
+            title,
+            xlabel,
+            "tokens/s over unguarded",
+            logx=logx,
+            spread=spread,
+            references=refs,
+        )
+
+    main = sorted((r for r in rows if r["phrases"] == main_n), key=lambda r: r["batch"])
+    draw("ratio_vs_batch.png", main, "batch", f"throughput ratio, {main_n} phrases", "batch size")
+    sweep = sorted((r for r in rows if r["batch"] == sweep_batch), key=lambda r: r["phrases"])
+    if len(sweep) > 1:
+        title = f"throughput ratio at batch {sweep_batch}"
+        draw("ratio_vs_phrases.png", sweep, "phrases", title, "forbidden phrases", logx=True)

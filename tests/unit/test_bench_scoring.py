@@ -268,3 +268,46 @@ def test_results_record_a_command_line_that_runs_again_as_it_ran(tmp_path, monke
     recorded = json.loads((tmp_path / "results.json").read_text())["command"]
     assert shlex.split(recorded) == argv  # the empty --single and the spaced name survive
     assert recorded in (tmp_path / "results.md").read_text()
+
+
+def test_results_say_what_they_were_measured_with(tmp_path, monkeypatch):
+    """A figure can be set beside another only when both say the commit, the packages, the
+    machine, the device and the dtype they were measured with."""
+    import json
+    import subprocess
+
+    from bench import report
+
+    monkeypatch.setattr("sys.argv", ["guard-bench", "load", "--dtype", "bfloat16"])
+    report.write(tmp_path, {"rows": []}, {})
+    env = json.loads((tmp_path / "results.json").read_text())["environment"]
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=report.RESULTS.parent, capture_output=True, text=True
+    ).stdout.strip()
+    assert env["commit"] == head
+    assert {"torch", "transformers"} <= set(env["packages"])
+    assert env["machine"]["cores"] >= 1 and env["machine"]["cpu"]
+    assert env["device"] and env["dtype"] == "bfloat16"  # the command's choice wins
+    assert env["commit"][:10] in (tmp_path / "results.md").read_text()
+
+
+def test_replot_redraws_plots_from_committed_results_without_a_rerun(tmp_path, monkeypatch):
+    import argparse
+    import json
+
+    from bench import replot, report
+
+    folder = tmp_path / "throughput"
+    folder.mkdir()
+    rows = [
+        {"batch": b, "phrases": 500, "guarded_ratio": 0.96, "bad_words_ratio": 0.9}
+        | {"guarded_ratio_low": 0.9, "guarded_ratio_high": 1.02}
+        for b in (8, 32)
+    ]
+    (folder / "results.json").write_text(json.dumps({"rows": rows, "summary": rows}))
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    out = replot.run(argparse.Namespace(names=["throughput"]))
+    assert out["summary"]["throughput"] == ["ratio_vs_batch.png"]
+    assert (folder / "ratio_vs_batch.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="no plots known"):
+        replot.run(argparse.Namespace(names=["nonsense"]))
