@@ -30,7 +30,7 @@ from bench.rwku_attack import ATTACKS, ERR_ATTACK, setup, under_attack
 from bench.rwku_corpus import OTHERS_SLACK, cached
 from bench.rwku_data import DEFAULT_ROOT, read_json, registration, targets
 from bench.rwku_frontier import attack_row, frontier_row, write
-from guard_server.adapters import CARD
+from guard_server.models import ADAPTER_CARD as CARD
 
 if TYPE_CHECKING:
     from bench.lm_eval import LM

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from guard_server import errors
+from guard_server.models import ADAPTER_CARD as CARD
 
 if TYPE_CHECKING:
     from vllm.entrypoints.openai.models.serving import OpenAIServingModels
@@ -34,7 +35,6 @@ ERR_UNKNOWN = "no adapter named {name!r} is loaded"
 ERR_DUPLICATE = "an adapter named {name!r} is already loaded"
 
 
-CARD = "report.json"  # written by guard-unlearn; guard-bench adapters adds its scores
 _CARD_OMITS = ("logs", "losses")  # per-step training logs: in the file, not the listing
 
 

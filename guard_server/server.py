@@ -77,7 +77,9 @@ def guard_routes(app: FastAPI, args: argparse.Namespace, model_config: Any = Non
     app.add_middleware(surface.GuardScopeMiddleware, admin_keys=args.admin_keys)
     # Outermost: a body too large for the context is refused before a byte of it is read.
     context = model_config.max_model_len if model_config is not None else args.max_model_len
-    app.add_middleware(limits.BodyLimit, limit=limits.max_body_bytes(context))
+    app.add_middleware(
+        limits.BodyLimit, limit=limits.max_body_bytes(context), is_admin=surface.is_admin_path
+    )
     return app
 
 

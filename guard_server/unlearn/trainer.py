@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from guard_server.unlearn.base import UnlearnConfig
 
-from guard_server.adapters import CARD
+from guard_server.models import ADAPTER_CARD as CARD
 
 CHECKPOINT = "checkpoint"  # a folder inside the output folder while training runs
 ERR_OTHER_RUN = (

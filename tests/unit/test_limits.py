@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 from vllm.exceptions import VLLMValidationError
 
-from guard_server import limits
+from guard_server import limits, surface
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def app():
         seen.append(len(body))
         return {"bytes": len(body)}
 
-    app.add_middleware(limits.BodyLimit, limit=1000)
+    app.add_middleware(limits.BodyLimit, limit=1000, is_admin=surface.is_admin_path)
     app.state.seen = seen
     return app
 
@@ -41,7 +41,9 @@ def test_the_admin_api_takes_bodies_as_large_as_registrations_need(app):
     async def register(request: Request):
         return {"bytes": len(await request.body())}
 
-    assert TestClient(app).post("/v1/forget-targets", content=b"x" * 5000).status_code == 200
+    http = TestClient(app)
+    assert http.post("/v1/forget-targets", content=b"x" * 5000).status_code == 200
+    assert http.post("/echo", content=b"x" * 5000).status_code == 413  # only the admin API
 
 
 def test_a_chunked_body_is_refused_once_its_chunks_pass_the_limit(app):

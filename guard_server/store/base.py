@@ -1,20 +1,13 @@
-"""Durable storage of forget targets: a small interface, its SQL, and the SQLite (WAL) backend."""
+"""The registry's storage interface and its SQL, written once for every backend."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-from logits_processors.location import is_postgres, sqlite_path
-from logits_processors.reader import connect_readonly
 
 
 class DuplicateKey(Exception):
@@ -55,6 +48,10 @@ class TargetStore(ABC):
     Every write is committed before it returns; `generation` grows with every write so a
     reader (another replica, the engine worker) can tell cheaply that something changed.
     """
+
+    def close(self) -> None:
+        """Release what the store holds open (a pool's connections); a no-op by default."""
+        return None
 
     @abstractmethod
     def insert(self, row: TargetRow, audit: AuditEntry | None = None) -> None: ...
@@ -162,7 +159,6 @@ CREATE TABLE IF NOT EXISTS adapters (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value {counter} NOT NULL);
 INSERT INTO meta (key, value) VALUES ('generation', 0) ON CONFLICT (key) DO NOTHING;
 """
-SQLITE_SERIAL = "INTEGER PRIMARY KEY AUTOINCREMENT"
 _COLUMNS = "id, name, version, status, spec, error, created_at, updated_at"
 
 
@@ -178,15 +174,24 @@ def _row(record: tuple) -> TargetRow:
 
 class SQLStore(TargetStore):
     """The registry in SQL, written once for every backend: statements use `?` placeholders
-    and standard upserts; a backend supplies `_conn()` (a connection for this thread) and
+    and standard upserts; a backend supplies `_read()` (a connection for one read) and
     `_tx()` (a transaction that commits on exit, rolls back on error and raises
-    `DuplicateKey` for a unique-constraint violation)."""
+    `DuplicateKey` for a unique-constraint violation), each yielding an object whose
+    `execute(sql, params)` returns a DB-API cursor."""
 
-    def _conn(self) -> Any:
+    def _read(self) -> AbstractContextManager[Any]:
         raise NotImplementedError
 
     def _tx(self) -> AbstractContextManager[Any]:
         raise NotImplementedError
+
+    def _all(self, sql: str, params: tuple | list = ()) -> list[tuple]:
+        with self._read() as db:
+            return db.execute(sql, params).fetchall()
+
+    def _one(self, sql: str, params: tuple | list = ()) -> tuple | None:
+        with self._read() as db:
+            return db.execute(sql, params).fetchone()
 
     def _bump(self, db: Any) -> None:
         db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
@@ -224,7 +229,7 @@ class SQLStore(TargetStore):
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq DESC LIMIT ?"
-        records = self._conn().execute(sql, (*params, limit)).fetchall()
+        records = self._all(sql, (*params, limit))
         return [AuditEntry(*r) for r in records]
 
     def insert(self, row: TargetRow, audit: AuditEntry | None = None) -> None:
@@ -286,17 +291,17 @@ class SQLStore(TargetStore):
 
     def get(self, target_id: str) -> TargetRow | None:
         sql = f"SELECT {_COLUMNS} FROM targets WHERE id=?"
-        record = self._conn().execute(sql, (target_id,)).fetchone()
+        record = self._one(sql, (target_id,))
         return _row(record) if record else None
 
     def find_by_name(self, name: str) -> TargetRow | None:
         sql = f"SELECT {_COLUMNS} FROM targets WHERE name_key=?"
-        record = self._conn().execute(sql, (name_key(name),)).fetchone()
+        record = self._one(sql, (name_key(name),))
         return _row(record) if record else None
 
     def list(self, limit: int, after: str | None = None) -> list[TargetRow]:
         sql = f"SELECT {_COLUMNS} FROM targets WHERE id > ? ORDER BY id LIMIT ?"
-        return [_row(r) for r in self._conn().execute(sql, (after or "", limit)).fetchall()]
+        return [_row(r) for r in self._all(sql, (after or "", limit))]
 
     def by_creation(
         self, limit: int, after: str | None = None, name: str | None = None
@@ -318,7 +323,7 @@ class SQLStore(TargetStore):
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at, id LIMIT ?"
-        return [_row(r) for r in self._conn().execute(sql, (*params, limit)).fetchall()]
+        return [_row(r) for r in self._all(sql, (*params, limit))]
 
     def put_compiled(self, target_id: str, version: int, blob: bytes) -> None:
         with self._tx() as db:
@@ -380,33 +385,23 @@ class SQLStore(TargetStore):
             )
 
     def latest_verification(self, target_id: str) -> dict[str, Any] | None:
-        record = (
-            self._conn()
-            .execute(
-                "SELECT body FROM verifications WHERE target_id=? ORDER BY started_at DESC LIMIT 1",
-                (target_id,),
-            )
-            .fetchone()
-        )
+        sql = "SELECT body FROM verifications WHERE target_id=? ORDER BY started_at DESC LIMIT 1"
+        record = self._one(sql, (target_id,))
         return json.loads(record[0]) if record else None
 
     def watch_version(self, target_id: str) -> int | None:
         """The version of a target whose names the answer watch follows, or None."""
-        record = (
-            self._conn()
-            .execute("SELECT version FROM watch WHERE target_id=?", (target_id,))
-            .fetchone()
-        )
+        record = self._one("SELECT version FROM watch WHERE target_id=?", (target_id,))
         return record[0] if record else None
 
     def get_compiled(self, target_id: str, version: int) -> bytes | None:
         sql = "SELECT blob FROM compiled WHERE target_id=? AND version=?"
-        record = self._conn().execute(sql, (target_id, version)).fetchone()
+        record = self._one(sql, (target_id, version))
         return bytes(record[0]) if record else None
 
     def generation(self) -> int:
         sql = "SELECT value FROM meta WHERE key='generation'"
-        return int(self._conn().execute(sql).fetchone()[0])
+        return int(self._one(sql)[0])
 
     def put_adapter(self, name: str, path: str) -> None:
         with self._tx() as db:
@@ -421,55 +416,4 @@ class SQLStore(TargetStore):
             return db.execute("DELETE FROM adapters WHERE name=?", (name,)).rowcount > 0
 
     def adapters(self) -> dict[str, str]:
-        rows = self._conn().execute("SELECT name, path FROM adapters ORDER BY created_at")
-        return dict(rows.fetchall())
-
-
-class SQLiteStore(SQLStore):
-    """SQLite in WAL mode with `synchronous=FULL`: a returned write survives a crash."""
-
-    def __init__(self, path: str | Path, readonly: bool = False):
-        self.path = Path(path)
-        self.readonly = readonly
-        self._local = threading.local()
-        if not readonly:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            schema = SCHEMA.format(
-                real="REAL", blob="BLOB", counter="INTEGER", serial=SQLITE_SERIAL
-            )
-            self._conn().executescript(schema)  # idempotent; executescript commits itself
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            if self.readonly:
-                conn = connect_readonly(self.path)
-            else:
-                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
-            self._local.conn = conn
-        return conn
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except sqlite3.IntegrityError as exc:
-            db.execute("ROLLBACK")
-            raise DuplicateKey(str(exc)) from exc
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-
-
-def open_store(location: str) -> TargetStore:
-    """The registry at `location`: a PostgreSQL URL, else a SQLite file path."""
-    if is_postgres(location):
-        from guard_server.store_pg import PostgresStore
-
-        return PostgresStore(location)
-    return SQLiteStore(sqlite_path(location))
+        return dict(self._all("SELECT name, path FROM adapters ORDER BY created_at"))
