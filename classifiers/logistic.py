@@ -23,19 +23,15 @@ def calibrate(negative_scores: np.ndarray, fpr: float) -> float:
     return float(np.nextafter(ordered[allowed], np.inf)) if allowed < ordered.size else 0.0
 
 
-def _train(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 300) -> np.ndarray:
-    """Weighted logistic regression by gradient descent (balanced classes); returns [w, b]."""
-    xb = np.hstack([x, np.ones((x.shape[0], 1), dtype=x.dtype)])
-    pos = max(float(y.sum()), 1.0)
-    neg = max(float((1 - y).sum()), 1.0)
-    weight = np.where(y > 0, 0.5 / pos, 0.5 / neg)
-    w = np.zeros(xb.shape[1], dtype=np.float64)
-    lr = 4.0
-    for _ in range(steps):
-        p = 1.0 / (1.0 + np.exp(-(xb @ w)))
-        grad = xb.T @ ((p - y) * weight) + l2 * np.r_[w[:-1], 0.0]
-        w -= lr * grad
-    return w.astype(np.float32)
+def _train(x: np.ndarray, y: np.ndarray, l2: float = 1e-2) -> np.ndarray:
+    """L2-regularised logistic regression with balanced classes (scikit-learn, L-BFGS);
+    returns [w, b]. `l2` weighs the penalty against the mean loss of each class, so it means
+    the same whatever the number of examples."""
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=1.0 / (l2 * len(y)), class_weight="balanced", max_iter=1000)
+    model.fit(x.astype(np.float64), y)
+    return np.r_[model.coef_[0], model.intercept_].astype(np.float32)
 
 
 @register_classifier("logistic")
