@@ -11,6 +11,7 @@ from bench import (
     attack,
     detect,
     forget,
+    fuzz,
     kernel,
     load,
     overrefusal,
@@ -35,6 +36,7 @@ COMMANDS = {
     "rwku-adapters": (rwku_adapters, "unlearning adapters on RWKU: sweep, frontier rows, plot"),
     "adapters": (adapters, "each unlearning method's adapter served beside the guard"),
     "attack": (attack, "relearning and quantization attacks on adapters and the guard"),
+    "fuzz": (fuzz, "schemathesis over every route: no server error (5xx)"),
     "replot": (replot, "redraw plots from committed results (throughput, rwku, adapters)"),
 }
 
