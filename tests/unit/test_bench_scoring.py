@@ -311,3 +311,23 @@ def test_replot_redraws_plots_from_committed_results_without_a_rerun(tmp_path, m
     assert (folder / "ratio_vs_batch.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="no plots known"):
         replot.run(argparse.Namespace(names=["nonsense"]))
+
+
+def test_fuzz_reads_every_failure_and_error_from_the_junit_report(tmp_path):
+    from bench.fuzz import failures
+
+    junit = tmp_path / "junit.xml"
+    junit.write_text(
+        "<testsuites><testsuite>"
+        '<testcase name="GET /health"/>'
+        '<testcase name="POST /v1/chat/completions"><failure message="Server error 500"/>'
+        "</testcase>"
+        '<testcase name="POST /v1/responses"><error>Read timed out</error></testcase>'
+        "</testsuite></testsuites>"
+    )
+    operations, found = failures(junit)
+    assert operations == 3
+    assert found == [
+        {"operation": "POST /v1/chat/completions", "failure": "Server error 500"},
+        {"operation": "POST /v1/responses", "failure": "Read timed out"},
+    ]
