@@ -55,7 +55,7 @@ def environment() -> dict[str, Any]:
     return {
         "commit": _git("rev-parse", "HEAD"),
         "tree_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
-        "packages": {name: _version(name) for name in PACKAGES if _version(name)},
+        "packages": {name: v for name in PACKAGES if (v := _version(name))},
         "python": platform.python_version(),
         "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "arch": platform.machine()},
         "device": _device(),

@@ -97,8 +97,8 @@ def load_spec(target: str, db: str | None) -> dict[str, Any]:
     location = db or str(cache_dir() / "guard.db")
     if is_postgres(location):
         store = open_store(location)  # a team's shared registry
-    elif sqlite_path(location).is_file():
-        store = SQLiteStore(sqlite_path(location), readonly=True)
+    elif (path := sqlite_path(location)).is_file():
+        store = SQLiteStore(path, readonly=True)
     else:
         raise ValueError(ERR_NO_DB.format(path=location))
     row = store.get(target)
