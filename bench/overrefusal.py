@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from bench import report
 from bench.rwku_data import DEFAULT_ROOT, registration, targets
-from bench.serverproc import ADMIN_KEY, start_server
+from bench.serverproc import ADMIN_KEY, start_server, wait_learned
 from logits_processors.fold import fold
 
 MODEL = "SmolLM2-135M-Instruct"
@@ -38,6 +38,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--port", type=int, default=8150)
     p.add_argument("--name", default="overrefusal")
+    p.add_argument(
+        "--learn",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ask once the server has learned what the model associates with every target",
+    )
 
 
 def xstest() -> list[dict[str, str]]:
@@ -114,7 +120,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     counts = sorted(int(c) for c in args.counts.split(","))
     specs = registrations(Path(args.rwku), counts[-1])
     tmp = Path(tempfile.mkdtemp(prefix="guard-overrefusal-"))
-    server = start_server(args.port, tmp / "guard.db", tmp / "server.log")
+    learn = "--learn-associations" if args.learn else "--no-learn-associations"
+    server = start_server(args.port, tmp / "guard.db", tmp / "server.log", learn)
     results: dict[str, Any] = {"runs": {}}
     rows = []
     try:
@@ -129,6 +136,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 r.raise_for_status()
             registered = count
+            if args.learn:
+                results.setdefault("learning", {})[count] = wait_learned(server.base_url)
             names = [s["name"] for s in specs[:count]]
             with ThreadPoolExecutor(args.concurrency) as pool:
                 jobs = pool.map(lambda it: ask(http, it["prompt"], args.max_tokens), items)

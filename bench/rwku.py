@@ -37,7 +37,7 @@ from bench.rwku_data import (
     targets,
     utility,
 )
-from bench.serverproc import ADMIN_KEY, load_adapter, start_server
+from bench.serverproc import ADMIN_KEY, load_adapter, start_server, wait_learned
 from classifiers.names import name_forms
 
 MODEL = "SmolLM2-135M-Instruct"
@@ -59,6 +59,13 @@ def add_args(p: argparse.ArgumentParser) -> None:
         "--adapter",
         help="a PEFT unlearning adapter (guard-unlearn, guard-bench rwku-adapters): also score "
         "it alone and together with the guard on the same probes (combined mode)",
+    )
+    p.add_argument(
+        "--learn",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure each count after the server has learned what the model associates "
+        "with each target (a server started with --learn-associations on the same registry)",
     )
     p.add_argument(
         "--before",
@@ -237,72 +244,97 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     suite = [p for f in folders[: counts[-1]] for p in probes(f, args.per_group)]
     general = utility(root, args.utility)
     tmp = Path(tempfile.mkdtemp(prefix="guard-rwku-"))
-    # No prefix caching: "changed" then compares like with like (see README, bit-identical).
-    lora = ["--enable-lora", "--max-lora-rank", "16"] if args.adapter else []
-    server = start_server(
-        args.port, tmp / "guard.db", tmp / "server.log", "--no-enable-prefix-caching", *lora
-    )
     results: dict[str, Any] = {"published": PUBLISHED, "runs": {}, "probes": {}}
     results["before_from"] = args.before
-    try:
-        base = server.base_url
-        before = answer_before(base, suite + general, args)
-        edited = alone = None
-        if args.adapter:
-            edited = load_adapter(base, "unlearn", args.adapter)
-            alone = answer_all(
-                base, suite + general, args.max_tokens, args.concurrency, "adapter", edited
-            )
-        registered = 0
-        for count in counts:
-            for folder in folders[registered:count]:
-                r = httpx.post(
-                    f"{base}/v1/forget-targets",
-                    json=registration(folder),
-                    headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-                    timeout=600,
-                )
-                r.raise_for_status()
-            registered = count
-            names = {registration(f)["name"] for f in folders[:count]}
-            idx = [i for i, p in enumerate(suite) if p.target in names]
-            idx += range(len(suite), len(suite) + len(general))
-            items = [(suite + general)[i] for i in idx]
-            after = answer_all(base, items, args.max_tokens, args.concurrency, f"after {count}")
-            was = [before[i] for i in idx]
-            results["probes"][count] = [
-                {"group": p.group, "kind": p.kind, "target": p.target, "query": p.query}
-                | {"answer": p.answer, "before": b and b[0], "after": a and a[0]}
-                | {"action": a and a[1]}
-                for p, b, a in zip(items, was, after, strict=True)
-            ]
-            groups = summarize(items, was, after, lambda p: p.group)
-            groups += unrelated_neighbours(items, was, after, name_forms(sorted(names)))
-            results["runs"][count] = {
-                "groups": groups,
-                "goal": goal_check(groups),
-                "adversarial": sorted(
-                    summarize(
-                        [p for p in items if p.group == "forget_aa"],
-                        [w for w, p in zip(was, items, strict=True) if p.group == "forget_aa"],
-                        [a for a, p in zip(after, items, strict=True) if p.group == "forget_aa"],
-                        lambda p: p.kind,
-                    ),
-                    key=lambda row: row["group"] != "reverse query",  # the answer is the name
-                ),
-            }
-            if edited:
-                both = answer_all(base, items, args.max_tokens, args.concurrency, "both", edited)
-                results["runs"][count]["adapter"] = summarize(
-                    items, was, [alone[i] for i in idx], lambda p: p.group
-                )
-                results["runs"][count]["adapter + guard"] = summarize(
-                    items, was, both, lambda p: p.group
-                )
-    finally:
-        server.stop()
+    before = alone = None
+    # Each count on a registry of its own: right after registration (nothing learned), then,
+    # where asked, on a server that learns what the model associates with each target.
+    phases = [("", False), (" learned", True)] if args.learn else [("", False)]
+    for count in counts:
+        for label, learn in phases:
+            server = _server(args, tmp / f"guard-{count}.db", tmp / "server.log", learn)
+            try:
+                base = server.base_url
+                if before is None:
+                    before = answer_before(base, suite + general, args)
+                edited = load_adapter(base, "unlearn", args.adapter) if args.adapter else None
+                if edited and alone is None:
+                    alone = answer_all(
+                        base, suite + general, args.max_tokens, args.concurrency, "adapter", edited
+                    )
+                key = f"{count}{label}"
+                if learn:
+                    results.setdefault("learning", {})[key] = wait_learned(base)
+                else:
+                    register(base, folders[:count])
+                names = {registration(f)["name"] for f in folders[:count]}
+                idx = [i for i, p in enumerate(suite) if p.target in names]
+                idx += range(len(suite), len(suite) + len(general))
+                items = [(suite + general)[i] for i in idx]
+                after = answer_all(base, items, args.max_tokens, args.concurrency, f"after {key}")
+                was = [before[i] for i in idx]
+                results["probes"][key] = [
+                    {"group": p.group, "kind": p.kind, "target": p.target, "query": p.query}
+                    | {"answer": p.answer, "before": b and b[0], "after": a and a[0]}
+                    | {"action": a and a[1]}
+                    for p, b, a in zip(items, was, after, strict=True)
+                ]
+                results["runs"][key] = measured(items, was, after, names)
+                if edited and alone is not None:
+                    both = answer_all(
+                        base, items, args.max_tokens, args.concurrency, "both", edited
+                    )
+                    results["runs"][key]["adapter"] = summarize(
+                        items, was, [alone[i] for i in idx], lambda p: p.group
+                    )
+                    results["runs"][key]["adapter + guard"] = summarize(
+                        items, was, both, lambda p: p.group
+                    )
+            finally:
+                server.stop()
     _write(args, results)
     return {"summary": {n: r["groups"] for n, r in results["runs"].items()}}
+
+
+def _server(args: argparse.Namespace, db: Path, log: Path, learn: bool):
+    # No prefix caching: "changed" then compares like with like (see README, bit-identical).
+    flags = ["--no-enable-prefix-caching"]
+    flags += ["--enable-lora", "--max-lora-rank", "16"] if args.adapter else []
+    flags.append("--learn-associations" if learn else "--no-learn-associations")
+    return start_server(args.port, db, log, *flags)
+
+
+def register(base: str, folders: list[Path]) -> None:
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as http:
+        for folder in folders:
+            http.post(
+                "/v1/forget-targets", json=registration(folder), timeout=600
+            ).raise_for_status()
+
+
+def measured(items, was, after, names: set[str]) -> dict[str, Any]:
+    """A run's groups, goal verdict and adversarial kinds (reverse queries first)."""
+    groups = summarize(items, was, after, lambda p: p.group)
+    groups += unrelated_neighbours(items, was, after, name_forms(sorted(names)))
+    adversarial = [i for i, p in enumerate(items) if p.group == "forget_aa"]
+    kinds = summarize(
+        [items[i] for i in adversarial],
+        [was[i] for i in adversarial],
+        [after[i] for i in adversarial],
+        lambda p: p.kind,
+    )
+    return {
+        "groups": groups,
+        "goal": goal_check(groups),
+        # The answer to a reverse query is the name.
+        "adversarial": sorted(kinds, key=lambda row: row["group"] != "reverse query"),
+    }
+
+
+def title(key: str) -> str:
+    """A run's key ("50", "50 learned") in words."""
+    count, _, learned = str(key).partition(" ")
+    return f"{count} targets registered" + (", associations learned" if learned else "")
 
 
 def _write(args: argparse.Namespace, results: dict[str, Any]) -> None:
@@ -310,12 +342,18 @@ def _write(args: argparse.Namespace, results: dict[str, Any]) -> None:
     columns = ["group", "probes", "before", "after", "after_over_before", "flagged", "refused"]
     columns.append("changed")
     tables = {}
-    for count, run in results["runs"].items():
-        tables[f"{count} targets registered: groups"] = (run["groups"], columns)
-        tables[f"{count} targets registered: adversarial kinds"] = (run["adversarial"], columns)
+    for key, run in results["runs"].items():
+        tables[f"{title(key)}: groups"] = (run["groups"], columns)
+        tables[f"{title(key)}: adversarial kinds"] = (run["adversarial"], columns)
         for mode in ("adapter", "adapter + guard"):
             if mode in run:
-                tables[f"{count} targets registered: {mode}"] = (run[mode], columns)
+                tables[f"{title(key)}: {mode}"] = (run[mode], columns)
+    learning = [{"run": title(k), **v} for k, v in results.get("learning", {}).items()]
+    if learning:
+        tables["learning what the model associates with each target"] = (
+            learning,
+            list(learning[0]),
+        )
     published = [
         dict(zip(["method", *FILES], [m, *v], strict=True)) for m, v in results["published"].items()
     ]
@@ -326,13 +364,13 @@ def _write(args: argparse.Namespace, results: dict[str, Any]) -> None:
 
 def plots(out: Path, results: dict[str, Any]) -> None:
     """Recall before and after per RWKU group, n probes under each (`guard-bench replot`)."""
-    for count, run in results["runs"].items():
+    for key, run in results["runs"].items():
         rows = [r for r in run["groups"] if r["group"] in FILES]
         report.bar_plot(
-            out / f"groups_{count}.png",
+            out / f"groups_{key.replace(' ', '_')}.png",
             [r["group"] for r in rows],
             {"before": [r["before"] for r in rows], "after": [r["after"] for r in rows]},
-            f"RWKU, {count} targets registered (ROUGE-L recall %)",
+            f"RWKU, {title(key)} (ROUGE-L recall %)",
             "ROUGE-L recall %",
             n=[r["probes"] for r in rows],
         )

@@ -9,6 +9,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -26,6 +27,42 @@ def load_adapter(base_url: str, name: str, path: str | Path) -> str:
     )
     r.raise_for_status()
     return r.json()["model"]
+
+
+def wait_learned(base_url: str, timeout: float = 7200.0) -> dict[str, Any]:
+    """Wait until the server has learned every registered target's associations (each
+    target's `learning` in the admin API); what that took."""
+    started = time.monotonic()
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as http:
+        ids, after = [], None
+        while True:
+            query = {"limit": 100} | ({"after": after} if after else {})
+            page = http.get("/v1/forget-targets", params=query).raise_for_status().json()
+            ids += [t["id"] for t in page["data"]]
+            if not page["has_more"]:
+                break
+            after = page["last_id"]
+        pending = list(ids)
+        states: dict[str, dict[str, Any]] = {}
+        while pending:
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(f"learning did not finish in {timeout:.0f} s")
+            for target_id in pending:
+                got = http.get(f"/v1/forget-targets/{target_id}").raise_for_status()
+                states[target_id] = got.json()["learning"]
+            pending = [i for i in pending if states[i]["status"] not in ("done", "failed")]
+            if pending:
+                time.sleep(2)
+    done = [s for s in states.values() if s["status"] == "done"]
+    return {
+        "targets": len(states),
+        "failed": len(states) - len(done),
+        "wall_seconds": round(time.monotonic() - started, 1),
+        "tokens_per_target": max((s["tokens"] for s in done), default=0),
+        "associations_per_target": round(
+            sum(len(s["associations"]) for s in done) / max(len(done), 1), 2
+        ),
+    }
 
 
 @dataclass

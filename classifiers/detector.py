@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from classifiers.associations import AssociationIndex
 from classifiers.base import Match, PromptClassifier, get_classifier
 from classifiers.encoder import Encoder, Span
 from classifiers.lexical import STOPWORDS, LexicalMatcher, normalize, readable
@@ -96,6 +97,8 @@ class Detector:
         self.name_words = LexicalMatcher(FUZZY_PART_CHARS)
         self.mentions = LexicalMatcher(FUZZY_PART_CHARS)
         self.targets: dict[str, TargetInfo] = {}
+        # What points at a target without naming it (set whole by the guard's sync).
+        self.associations = AssociationIndex({})
         self._negatives = encoder.encode(list(shipped_negatives()))
         contrast = contrast_probes()
         self._contrast = encoder.encode([text for _, text in contrast])
@@ -275,6 +278,8 @@ class Detector:
                     offer(row, target_id, 1.0, f"lexical:{phrase}")
                 for target_id, word in self._named(self.name_words, text, targets).items():
                     offer(row, target_id, 1.0, f"name:{word}")
+                for target_id, phrases in self.associations.match(text).items():
+                    offer(row, target_id, 1.0, "associations:" + "; ".join(phrases))
         return found
 
     @staticmethod

@@ -14,6 +14,7 @@ from guard_server import errors, metrics
 from guard_server.adapters import card
 from guard_server.auth import AdminKey
 from guard_server.guard import conversation_texts, explain
+from guard_server.learner import learning_status
 from guard_server.protocol import (
     AdapterLoad,
     ScreenRequest,
@@ -115,10 +116,13 @@ async def audit_log(
     return {"object": "list", "data": [asdict(e) for e in entries]}
 
 
-def _tagged(row) -> JSONResponse:
+def _tagged(row, learning: dict | None = None) -> JSONResponse:
     """A target, its whole spec included (an export), with its version as ETag: send it
     back as If-Match to PATCH safely."""
-    return JSONResponse(to_wire(row, full=True), headers={"etag": f'"{row.version}"'})
+    body = to_wire(row, full=True)
+    if learning is not None:
+        body["learning"] = learning
+    return JSONResponse(body, headers={"etag": f'"{row.version}"'})
 
 
 def _if_match(request: Request) -> int | None:
@@ -133,7 +137,15 @@ def _if_match(request: Request) -> int | None:
 
 @router.get("/{target_id}")
 async def get_target(target_id: str, request: Request):
-    return _tagged(await asyncio.to_thread(_registry(request).get, target_id))
+    """A target, and what the server has learned about it (`learning`: pending, learning,
+    done with its associations and cost, failed; off where no replica learns)."""
+    registry = _registry(request)
+    row = await asyncio.to_thread(registry.get, target_id)
+    learned = (await asyncio.to_thread(registry.store.learned)).get(row.id)
+    learning = learning_status(row, learned)
+    if learning["status"] == "pending" and request.app.state.guard_learner is None:
+        learning = {"status": "off"}
+    return _tagged(row, learning)
 
 
 @router.post("/{target_id}/verify", status_code=202)

@@ -90,6 +90,14 @@ def add_guard_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "generation on shared cores (default: 10 on a CPU host, 0 on a GPU)",
     )
     group.add_argument(
+        "--learn-associations",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ask the served model, in the background, what it associates with each target "
+        "(works, roles, places, other names), so a question that points at a target through "
+        "them is screened too (a few short answers per target)",
+    )
+    group.add_argument(
         "--db",
         default=argparse.SUPPRESS,
         help="forget-target registry: a SQLite file in WAL mode (default: "

@@ -11,6 +11,7 @@ from guard_server import metrics
 from logits_processors.params import ACTION_KEY, GUARD_KEYS, TARGETS_KEY
 
 if TYPE_CHECKING:
+    from classifiers.associations import AssociationIndex
     from classifiers.detector import Detector
     from guard_server.store import TargetStore
 
@@ -167,35 +168,62 @@ class Guard:
         self.store = store
         self.detector = detector
         self.names = NameIndex()
-        self._generation = -1
+        self._live: dict[str, Any] = {}
+        self._documented: dict[tuple[str, int], list[str]] = {}
+        self._generations = (-1, -1)
         self._sync_lock = threading.Lock()
 
     def sync(self) -> None:
         if self.store is None or self.detector is None:
             return
-        generation = self.store.generation()
-        if generation == self._generation:
+        generations = self.store.generations()
+        if generations == self._generations:
             return
         with self._sync_lock:
-            if generation == self._generation:
+            if generations == self._generations:
                 return
-            live: dict[str, Any] = {}
-            after = None
-            while batch := self.store.list(1000, after):
-                live.update({r.id: r for r in batch if _guarded(r)})
-                after = batch[-1].id
-            for target_id in set(self.detector.targets) - set(live):
-                self.detector.remove_target(target_id)
-            changed = [
-                (row.id, row.version, row.spec)
-                for row in live.values()
-                if (known := self.detector.targets.get(row.id)) is None
-                or known.version != row.version
-            ]
-            for start in range(0, len(changed), 256):
-                self.detector.add_targets(changed[start : start + 256])
-            self.names = NameIndex(live.values())
-            self._generation = generation
+            if generations[0] != self._generations[0]:
+                self._sync_targets()
+            self.detector.associations = self._associations(self._live)
+            self._generations = generations
+
+    def _sync_targets(self) -> None:
+        assert self.store is not None and self.detector is not None
+        live: dict[str, Any] = {}
+        after = None
+        while batch := self.store.list(1000, after):
+            live.update({r.id: r for r in batch if _guarded(r)})
+            after = batch[-1].id
+        for target_id in set(self.detector.targets) - set(live):
+            self.detector.remove_target(target_id)
+        changed = [
+            (row.id, row.version, row.spec)
+            for row in live.values()
+            if (known := self.detector.targets.get(row.id)) is None or known.version != row.version
+        ]
+        for start in range(0, len(changed), 256):
+            self.detector.add_targets(changed[start : start + 256])
+        self.names = NameIndex(live.values())
+        self._live = live
+
+    def _associations(self, live: dict[str, Any]) -> AssociationIndex:
+        """Each live target's associations: from its documents, and what the served model
+        said about its version (`guard_server.learner`)."""
+        from classifiers.associations import AssociationIndex
+
+        assert self.store is not None
+        learned = self.store.learned()
+        known, self._documented = self._documented, {}
+        found = {}
+        for row in live.values():
+            key = (row.id, row.version)
+            phrases = known[key] if key in known else documented(row.spec)
+            self._documented[key] = phrases
+            got = learned.get(row.id)
+            if got is not None and got.version == row.version:
+                phrases = [*phrases, *got.phrases]
+            found[row.id] = phrases
+        return AssociationIndex(found)
 
     def screen(self, texts: list[str]) -> Verdict:
         return self.screen_many([texts])[0]
@@ -220,6 +248,15 @@ class Guard:
         return [_verdict(m, o) for m, o in self.detector.screen_many(conversations)]
 
 
+def documented(spec: dict[str, Any]) -> list[str]:
+    """The associations the operator's documents state ("Luke Skywalker", "Star Wars")."""
+    from classifiers.associations import extract
+
+    names = [spec["name"], *spec.get("aliases", [])]
+    phrases = [p for document in spec.get("documents", []) for p in extract(document, names)]
+    return list(dict.fromkeys(phrases))
+
+
 def _verdict(matches: list[Any], others: list[str]) -> Verdict:
     if not matches:
         return Verdict()
@@ -235,6 +272,7 @@ _WHY = {
     "its threshold)",
     "semantic": "it is close to one of the target's own questions (similarity {score})",
     "answer": "the answer began to name it",
+    "associations": "it asks about a person through things they are known for ({detail})",
 }
 
 

@@ -12,6 +12,7 @@ from guard_server import admin, limits, routes, surface
 from guard_server.adapters import AdapterManager
 from guard_server.batcher import ScreenBatcher
 from guard_server.detection import DetectionProcess, build_guard
+from guard_server.learner import Learner
 from guard_server.priority import lower_engine_priority
 from guard_server.prompts import PromptReader
 from guard_server.registry import Registry
@@ -54,6 +55,10 @@ async def build_guard_app(engine_client: EngineClient, args: argparse.Namespace)
     )
     key = getattr(args, "api_key", None)
     app.state.guard_verifier = Verifier(store, base, key[0] if isinstance(key, list) else key)
+    app.state.guard_learner = None
+    if args.learn_associations:
+        app.state.guard_learner = Learner(store, engine_client, guarded.reader.tokenizer)
+        app.state.guard_learner.start()
     restored = await app.state.guard_adapters.restore()
     if restored:
         logger.info("restored adapters: %s", restored)
@@ -125,6 +130,8 @@ async def run_server(args: argparse.Namespace) -> None:
             access_log=not args.disable_uvicorn_access_log,
             timeout_keep_alive=envs.VLLM_HTTP_TIMEOUT_KEEP_ALIVE,
         )
+        if app.state.guard_learner is not None:  # before the engine it asks goes
+            await app.state.guard_learner.stop()
     try:
         await shutdown_task
     finally:

@@ -9,7 +9,7 @@ from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 from vllm.v1.sample.logits_processor.builtin import process_dict_updates
 
 from logits_processors.lifeline import watch_server
-from logits_processors.params import parse_guard_params
+from logits_processors.params import parse_guard_params, unwatched
 from logits_processors.rows import (
     RowState,
     eos_token_id_of,
@@ -57,7 +57,9 @@ class ForgetLogitsProcessor(LogitsProcessor):
     ) -> RowState | None:
         return new_row_state(self.snapshot, self.eos_token_id, params, prompt, output)
 
-    def _new_row(self, _params: SamplingParams, prompt: list[int] | None, output: list[int]):
+    def _new_row(self, params: SamplingParams, prompt: list[int] | None, output: list[int]):
+        if unwatched(params.extra_args):
+            return None
         row = WatchRow(output, prompt)
         if self.watcher.watch is not None:
             self.watcher.watch.reread(row)

@@ -15,7 +15,7 @@ import torch
 from vllm.v1.worker.gpu.sample.logits_processor import LogitsProcessor
 
 from logits_processors.lifeline import watch_server
-from logits_processors.params import parse_guard_params
+from logits_processors.params import parse_guard_params, unwatched
 from logits_processors.rows import (
     RowState,
     eos_token_id_of,
@@ -62,7 +62,7 @@ class ForgetLogitsProcessorV2(LogitsProcessor):
         self.states.pop(req_idx, None)
         self.rows.pop(req_idx, None)
         self._unread.discard(req_idx)
-        if state is None and self.watcher.watch is None:
+        if state is None and (self.watcher.watch is None or unwatched(sampling_params.extra_args)):
             return False
         if state is not None:
             self.states[req_idx] = state

@@ -8,7 +8,10 @@ from typing import Any
 
 TARGETS_KEY = "forget_targets"
 ACTION_KEY = "forget_action"
-GUARD_KEYS = frozenset({TARGETS_KEY, ACTION_KEY})
+# The server's own questions about a target (`guard_server.learner`) are answered with its
+# name: the answer watch leaves them alone. A client's key is dropped with the others.
+UNWATCHED_KEY = "forget_unwatched"
+GUARD_KEYS = frozenset({TARGETS_KEY, ACTION_KEY, UNWATCHED_KEY})
 # refuse: the refusal, then end. restrict: bans and penalties. partial: restrict, and end with
 # the target's note instead of ending silently (a mixed request whose target clauses the server
 # removed: the answer says what it leaves out).
@@ -36,6 +39,11 @@ class GuardParams:
 
     targets: tuple[TargetRef, ...]
     action: str
+
+
+def unwatched(extra_args: dict[str, Any] | None) -> bool:
+    """Whether a request is the server's own, which the answer watch does not follow."""
+    return bool(extra_args and extra_args.get(UNWATCHED_KEY) is True)
 
 
 def parse_guard_params(extra_args: dict[str, Any] | None) -> GuardParams | None:

@@ -42,6 +42,18 @@ class TargetRow:
     updated_at: float = 0.0
 
 
+@dataclass(frozen=True)
+class Learned:
+    """What the served model was found to associate with one version of a target."""
+
+    target_id: str
+    version: int
+    status: str  # "learning" | "done" | "failed"
+    phrases: list[str] = field(default_factory=list)
+    detail: dict[str, Any] = field(default_factory=dict)  # its cost, or why it failed
+    updated_at: float = 0.0
+
+
 class TargetStore(ABC):
     """What the registry needs from storage; SQLite here, PostgreSQL for several replicas.
 
@@ -101,6 +113,21 @@ class TargetStore(ABC):
     def generation(self) -> int: ...
 
     @abstractmethod
+    def claim_learning(self, target_id: str, version: int, stale_after: float) -> bool:
+        """Take the learning of a target's version, unless it is learned, or being learned
+        by a replica heard from in the last `stale_after` seconds. Whether it was taken."""
+
+    @abstractmethod
+    def put_learned(self, learned: Learned) -> bool:
+        """Record what was learned for a claimed version (False: the target moved on)."""
+
+    @abstractmethod
+    def learned(self) -> dict[str, Learned]: ...
+
+    @abstractmethod
+    def generations(self) -> tuple[int, int]: ...
+
+    @abstractmethod
     def put_adapter(self, name: str, path: str) -> None: ...
 
     @abstractmethod
@@ -135,6 +162,14 @@ CREATE TABLE IF NOT EXISTS watch (
     policy TEXT NOT NULL,
     phrases TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS learned (
+    target_id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    phrases TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    updated_at {real} NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit (
     seq {serial},
     at {real} NOT NULL,
@@ -158,6 +193,7 @@ CREATE TABLE IF NOT EXISTS adapters (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value {counter} NOT NULL);
 INSERT INTO meta (key, value) VALUES ('generation', 0) ON CONFLICT (key) DO NOTHING;
+INSERT INTO meta (key, value) VALUES ('learned', 0) ON CONFLICT (key) DO NOTHING;
 """
 _COLUMNS = "id, name, version, status, spec, error, created_at, updated_at"
 
@@ -285,6 +321,7 @@ class SQLStore(TargetStore):
                 self._audit(db, audit)
             db.execute("DELETE FROM compiled WHERE target_id=?", (target_id,))
             db.execute("DELETE FROM watch WHERE target_id=?", (target_id,))
+            db.execute("DELETE FROM learned WHERE target_id=?", (target_id,))
             db.execute("DELETE FROM verifications WHERE target_id=?", (target_id,))
             self._bump(db)
         return gone
@@ -402,6 +439,54 @@ class SQLStore(TargetStore):
     def generation(self) -> int:
         sql = "SELECT value FROM meta WHERE key='generation'"
         return int(self._one(sql)[0])
+
+    def generations(self) -> tuple[int, int]:
+        """(`generation`, how many times something was learned), in one read."""
+        rows = dict(self._all("SELECT key, value FROM meta WHERE key IN ('generation', 'learned')"))
+        return int(rows["generation"]), int(rows.get("learned", 0))
+
+    def claim_learning(self, target_id: str, version: int, stale_after: float) -> bool:
+        now = time.time()
+        with self._tx() as db:
+            return (
+                db.execute(
+                    "INSERT INTO learned (target_id, version, status, phrases, detail, updated_at)"
+                    " VALUES (?, ?, 'learning', '[]', '{}', ?) ON CONFLICT (target_id) DO UPDATE"
+                    " SET version = excluded.version, status = 'learning', phrases = '[]',"
+                    " detail = '{}', updated_at = excluded.updated_at"
+                    " WHERE learned.version < excluded.version"
+                    " OR (learned.status = 'learning' AND learned.updated_at < ?)",
+                    (target_id, version, now, now - stale_after),
+                ).rowcount
+                > 0
+            )
+
+    def put_learned(self, learned: Learned) -> bool:
+        with self._tx() as db:
+            written = db.execute(
+                "UPDATE learned SET status=?, phrases=?, detail=?, updated_at=?"
+                " WHERE target_id=? AND version=?",
+                (
+                    learned.status,
+                    json.dumps(learned.phrases),
+                    json.dumps(learned.detail),
+                    time.time(),
+                    learned.target_id,
+                    learned.version,
+                ),
+            ).rowcount
+            if written:
+                # Its own counter: the engine's answer watch, which follows `generation`,
+                # is not rebuilt for what only screening reads.
+                db.execute("UPDATE meta SET value = value + 1 WHERE key = 'learned'")
+        return written > 0
+
+    def learned(self) -> dict[str, Learned]:
+        sql = "SELECT target_id, version, status, phrases, detail, updated_at FROM learned"
+        return {
+            r[0]: Learned(r[0], r[1], r[2], json.loads(r[3]), json.loads(r[4]), r[5])
+            for r in self._all(sql)
+        }
 
     def put_adapter(self, name: str, path: str) -> None:
         with self._tx() as db:

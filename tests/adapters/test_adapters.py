@@ -56,6 +56,7 @@ def server(tmp_path_factory, adapter_dir):
         "--enable-lora",
         "--max-lora-rank",
         "16",
+        "--no-learn-associations",  # no background requests in the batches compared here
     )
     yield proc
     proc.stop()

@@ -10,7 +10,7 @@ import pytest
 from bench.pgserver import reset
 from guard_server.protocol import TargetCreate, TargetPatch
 from guard_server.registry import Registry
-from guard_server.store import DuplicateKey, TargetRow, open_store
+from guard_server.store import DuplicateKey, Learned, TargetRow, open_store
 from logits_processors.reader import open_reader
 from tests.unit.test_registry import StubCompiler
 
@@ -53,6 +53,27 @@ def test_publish_is_a_compare_and_swap(location):
     assert store.publish(replace(row("t1"), version=2), b"v2", expected_version=1)
     assert not store.publish(replace(row("t1"), version=2), b"stale", expected_version=1)
     assert store.get("t1").version == 2 and store.get_compiled("t1", 2) == b"v2"
+
+
+def test_learning_is_claimed_once_per_version_and_kept_until_the_target_goes(location):
+    store, other = open_store(location), open_store(location)  # two replicas
+    store.insert(row("t1"))
+    assert store.claim_learning("t1", 1, stale_after=600)
+    assert not other.claim_learning("t1", 1, stale_after=600)  # being learned elsewhere
+    assert other.claim_learning("t1", 1, stale_after=-1)  # ... by a replica gone silent
+    generation, learned = store.generations()
+    assert store.put_learned(Learned("t1", 1, "done", ["Star Wars"], {"seconds": 1.5}))
+    # Screening sees it on its next request; the engine's answer watch is not rebuilt.
+    assert store.generations() == (generation, learned + 1)
+    assert not store.put_learned(Learned("t1", 7, "done", ["stale"]))  # never claimed
+    learned = other.learned()["t1"]
+    assert (learned.version, learned.status, learned.phrases) == (1, "done", ["Star Wars"])
+    assert learned.detail == {"seconds": 1.5}
+    assert not other.claim_learning("t1", 1, stale_after=-1)  # done is done
+    assert other.claim_learning("t1", 2, stale_after=600)  # a new version is learned again
+    assert store.learned()["t1"].phrases == []
+    store.delete("t1")
+    assert store.learned() == {}
 
 
 def test_adapters_are_upserted(location):

@@ -15,9 +15,15 @@ MODEL = "SmolLM2-135M-Instruct"
 def server(tmp_path_factory, model_dir):
     root = tmp_path_factory.mktemp("server")
     # No prefix caching: a cache hit computes only the suffix, in another shape, and bf16
-    # greedy output then depends on which requests came before (vLLM's, guard or not).
+    # greedy output then depends on which requests came before (vLLM's, guard or not). No
+    # background learning either: its requests would join the batches tests compare
+    # (tests/learning has a server that learns).
     proc = start_server(
-        free_port(), root / "guard.db", root / "server.log", "--no-enable-prefix-caching"
+        free_port(),
+        root / "guard.db",
+        root / "server.log",
+        "--no-enable-prefix-caching",
+        "--no-learn-associations",
     )
     yield proc
     proc.stop()

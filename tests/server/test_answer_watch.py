@@ -10,6 +10,7 @@ import pytest
 
 from bench.serverproc import ADMIN_KEY
 from logits_processors.fold import fold
+from logits_processors.params import UNWATCHED_KEY
 from logits_processors.watch import REFUSAL, TRIP_NOTE
 from tests.server.conftest import MODEL
 
@@ -170,3 +171,16 @@ def test_an_admin_sees_that_the_answer_watch_refused(server, targets):
 
 def test_everyday_answers_are_unchanged_by_the_watch(client, everyday_before, targets):
     assert [chat(client, q) for q in EVERYDAY] == everyday_before
+
+
+def test_a_client_cannot_turn_the_answer_watch_off(client, server, targets):
+    """The server's own questions about a target are not watched (`guard_server.learner`);
+    the key that says so is the server's, and a client that sends it is watched all the same."""
+    for value in (True, 1, "true"):
+        answer = chat(
+            client,
+            PHYSICIST,
+            logit_bias=bias_for(server, " Einstein"),
+            extra_body={"vllm_xargs": {UNWATCHED_KEY: value}},
+        )
+        assert not named(answer, "Einstein"), (value, answer)
