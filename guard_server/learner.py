@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_TOKENS = 64  # per question: a bound on what one target costs the engine
-STALE_AFTER = 600.0
+STALE_AFTER = 120.0
 POLL_SECONDS = 1.0
 TARGETS_AT_ONCE = 8
 
@@ -74,17 +74,26 @@ class Learner:
             return 0
         rows, learned = await asyncio.to_thread(self._listing)
         todo = [r for r in rows if _unlearned(r, learned.get(r.id))]
-        claimed = [
-            row
-            for row in todo
-            if await asyncio.to_thread(self.store.claim_learning, row.id, row.version, STALE_AFTER)
-        ]
-        for start in range(0, len(claimed), TARGETS_AT_ONCE):
-            batch = claimed[start : start + TARGETS_AT_ONCE]
+        mine = {r.id for r in todo}
+        elsewhere = any(
+            learned[r.id].status == "learning" for r in rows if r.id in learned and r.id not in mine
+        )
+        taken = 0
+        # Claimed a few at a time, just before they are learned: a claim older than
+        # STALE_AFTER is a replica that died, never one that is still working through a list.
+        for start in range(0, len(todo), TARGETS_AT_ONCE):
+            batch = [
+                row
+                for row in todo[start : start + TARGETS_AT_ONCE]
+                if await asyncio.to_thread(
+                    self.store.claim_learning, row.id, row.version, STALE_AFTER
+                )
+            ]
             await asyncio.gather(*(self.learn(row) for row in batch))
-        if len(claimed) == len(todo):  # else another replica is at it: look again
+            taken += len(batch)
+        if taken == len(todo) and not elsewhere:  # else another replica is at it: look again
             self._seen = generation
-        return len(claimed)
+        return taken
 
     def _listing(self) -> tuple[list[TargetRow], dict[str, Learned]]:
         rows, after = [], None
