@@ -377,11 +377,13 @@ def plots(out: Path, results: dict[str, Any]) -> None:
 
 
 def detection_rates(root: Path, count: int, per_group: int = 0) -> list[dict[str, Any]]:
-    """Flag rates of the detector alone (no engine): RWKU's groups, utility and plain questions
-    with `count` targets registered as the server registers them (RWKU's first, then made-up
-    people of the same shape)."""
+    """Flag rates of the detector alone (no engine, nothing learned): RWKU's groups, utility
+    and plain questions with `count` targets registered as the server registers them (RWKU's
+    first, then made-up people of the same shape)."""
     from bench.suite import load_suite
+    from classifiers.associations import AssociationIndex
     from classifiers.detector import Detector
+    from guard_server.guard import documented
     from guard_server.models import load_encoder
 
     detector = Detector(load_encoder(None, "auto"))
@@ -390,6 +392,10 @@ def detection_rates(root: Path, count: int, per_group: int = 0) -> list[dict[str
         detector.add_targets(
             [(f"t{start + i}", 1, spec) for i, spec in enumerate(specs[start : start + 256])]
         )
+    # What the documents associate, as a server screens right after registration.
+    detector.associations = AssociationIndex(
+        {f"t{i}": documented(spec) for i, spec in enumerate(specs)}
+    )
     plain = [p["prompt"] for p in load_suite("default")["retain"] if p["kind"] == "general"]
     items = [p for f in targets(root)[:count] for p in probes(f, per_group)]
     items += utility(root, 0)
