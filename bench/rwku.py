@@ -348,7 +348,10 @@ def _write(args: argparse.Namespace, results: dict[str, Any]) -> None:
         for mode in ("adapter", "adapter + guard"):
             if mode in run:
                 tables[f"{title(key)}: {mode}"] = (run[mode], columns)
-    learning = [{"run": title(k), **v} for k, v in results.get("learning", {}).items()]
+    learning = [
+        {"run": title(k)} | {f: v for f, v in cost.items() if f != "associations"}
+        for k, cost in results.get("learning", {}).items()
+    ]
     if learning:
         tables["learning what the model associates with each target"] = (
             learning,

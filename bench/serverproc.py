@@ -48,8 +48,8 @@ def wait_learned(base_url: str, timeout: float = 7200.0) -> dict[str, Any]:
             if time.monotonic() - started > timeout:
                 raise RuntimeError(f"learning did not finish in {timeout:.0f} s")
             for target_id in pending:
-                got = http.get(f"/v1/forget-targets/{target_id}").raise_for_status()
-                states[target_id] = got.json()["learning"]
+                got = http.get(f"/v1/forget-targets/{target_id}").raise_for_status().json()
+                states[target_id] = got["learning"] | {"name": got["name"]}
             pending = [i for i in pending if states[i]["status"] not in ("done", "failed")]
             if pending:
                 time.sleep(2)
@@ -62,6 +62,7 @@ def wait_learned(base_url: str, timeout: float = 7200.0) -> dict[str, Any]:
         "associations_per_target": round(
             sum(len(s["associations"]) for s in done) / max(len(done), 1), 2
         ),
+        "associations": {s["name"]: s.get("associations", []) for s in states.values()},
     }
 
 
