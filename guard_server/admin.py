@@ -141,7 +141,7 @@ async def get_target(target_id: str, request: Request):
     done with its associations and cost, failed; off where no replica learns)."""
     registry = _registry(request)
     row = await asyncio.to_thread(registry.get, target_id)
-    learned = (await asyncio.to_thread(registry.store.learned)).get(row.id)
+    learned = (await asyncio.to_thread(registry.store.learned, row.id)).get(row.id)
     learning = learning_status(row, learned)
     if learning["status"] == "pending" and request.app.state.guard_learner is None:
         learning = {"status": "off"}

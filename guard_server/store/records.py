@@ -95,11 +95,15 @@ class SQLRecords:
                 db.execute("UPDATE meta SET value = value + 1 WHERE key = 'learned'")
         return written > 0
 
-    def learned(self) -> dict[str, Learned]:
+    def learned(self, target_id: str | None = None) -> dict[str, Learned]:
+        """What was learned, by target id (of one target, when given)."""
         sql = "SELECT target_id, version, status, phrases, detail, updated_at FROM learned"
+        params: tuple = ()
+        if target_id is not None:
+            sql, params = sql + " WHERE target_id=?", (target_id,)
         return {
             r[0]: Learned(r[0], r[1], r[2], json.loads(r[3]), json.loads(r[4]), r[5])
-            for r in self._all(sql)
+            for r in self._all(sql, params)
         }
 
     def put_adapter(self, name: str, path: str) -> None:

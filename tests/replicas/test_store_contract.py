@@ -66,7 +66,8 @@ def test_learning_is_claimed_once_per_version_and_kept_until_the_target_goes(loc
     # Screening sees it on its next request; the engine's answer watch is not rebuilt.
     assert store.generations() == (generation, learned + 1)
     assert not store.put_learned(Learned("t1", 7, "done", ["stale"]))  # never claimed
-    learned = other.learned()["t1"]
+    assert other.learned("t2") == {}
+    learned = other.learned("t1")["t1"]
     assert (learned.version, learned.status, learned.phrases) == (1, "done", ["Star Wars"])
     assert learned.detail == {"seconds": 1.5}
     assert not other.claim_learning("t1", 1, stale_after=-1)  # done is done
