@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from classifiers.associations import MAX_PER_TARGET, QUESTIONS, extract
+from guard_server import metrics
 from guard_server.store import Learned
 from logits_processors.params import UNWATCHED_KEY
 
@@ -122,6 +123,8 @@ class Learner:
             logger.exception("learning %s@%d failed", row.id, row.version)
             learned = Learned(row.id, row.version, "failed", [], {"error": type(exc).__name__})
         await asyncio.to_thread(self.store.put_learned, learned)
+        metrics.TARGETS_LEARNED.labels(learned.status).inc()
+        metrics.LEARNING_SECONDS.observe(time.perf_counter() - started)
         return learned
 
     async def _ask(self, question: str) -> tuple[str, int]:

@@ -44,3 +44,12 @@ SCREEN_BATCH_SECONDS = Histogram(
     buckets=(0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28),
 )
 REGISTRY_WRITES = Counter("guard_registry_writes_total", "Forget-target writes", ["op"])
+# What this replica learned about targets (guard_server.learner): how many, how long each took.
+TARGETS_LEARNED = Counter(
+    "guard_targets_learned_total", "Target versions whose associations were learned", ["status"]
+)
+LEARNING_SECONDS = Histogram(
+    "guard_learning_seconds",
+    "Time to learn one target version's associations (the engine's queue included)",
+    buckets=(0.5, 1, 2, 4, 8, 16, 32, 64, 128),
+)

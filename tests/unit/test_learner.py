@@ -45,8 +45,15 @@ def store_with(tmp_path, *names: str) -> SQLiteStore:
 
 
 def test_each_target_is_asked_the_questions_unwatched_and_its_phrases_kept(tmp_path):
+    from prometheus_client import REGISTRY
+
+    def learned() -> float:
+        return REGISTRY.get_sample_value("guard_targets_learned_total", {"status": "done"}) or 0
+
+    done = learned()
     store, engine = store_with(tmp_path, "Bruce Lee"), Engine()
     assert asyncio.run(Learner(store, engine, Tokenizer()).learn_pending()) == 1
+    assert learned() == done + 1  # on /metrics
     assert len(engine.asked) == len(QUESTIONS)
     for _, params in engine.asked:
         assert unwatched(params.extra_args) and params.max_tokens == MAX_TOKENS
