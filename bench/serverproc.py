@@ -42,17 +42,19 @@ def wait_learned(base_url: str, timeout: float = 7200.0) -> dict[str, Any]:
             if not page["has_more"]:
                 break
             after = page["last_id"]
+        # One target asked about at a time (the learner goes through them in order): polling
+        # them all would take the cores the learning needs.
         pending = list(ids)
         states: dict[str, dict[str, Any]] = {}
         while pending:
             if time.monotonic() - started > timeout:
                 raise RuntimeError(f"learning did not finish in {timeout:.0f} s")
-            for target_id in pending:
-                got = http.get(f"/v1/forget-targets/{target_id}").raise_for_status().json()
-                states[target_id] = got["learning"] | {"name": got["name"]}
-            pending = [i for i in pending if states[i]["status"] not in ("done", "failed")]
-            if pending:
-                time.sleep(2)
+            got = http.get(f"/v1/forget-targets/{pending[0]}").raise_for_status().json()
+            states[pending[0]] = got["learning"] | {"name": got["name"]}
+            if states[pending[0]]["status"] in ("done", "failed"):
+                pending.pop(0)
+            else:
+                time.sleep(1)
     done = [s for s in states.values() if s["status"] == "done"]
     return {
         "targets": len(states),
