@@ -120,6 +120,10 @@ class Learner:
                 row.id, row.version, "done", list(dict.fromkeys(phrases))[:MAX_PER_TARGET], detail
             )
         except Exception as exc:
+            if getattr(self.engine, "errored", False):
+                # The engine stopped (a shutdown) or died: the target is not at fault. Its
+                # claim goes stale and the next server to run learns it.
+                raise
             logger.exception("learning %s@%d failed", row.id, row.version)
             learned = Learned(row.id, row.version, "failed", [], {"error": type(exc).__name__})
         await asyncio.to_thread(self.store.put_learned, learned)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
+import pytest
+
 from classifiers.associations import QUESTIONS
 from guard_server import learner
 from guard_server.learner import MAX_TOKENS, Learner, learning_status
@@ -16,11 +18,12 @@ ANSWER = 'Bruce Lee founded Jeet Kune Do and starred in "Enter the Dragon" in Ho
 
 
 class Engine:
-    """Answers every question with ANSWER, or fails."""
+    """Answers every question with ANSWER, or fails (`errored`: because it has stopped)."""
 
-    def __init__(self, fail: bool = False):
+    def __init__(self, fail: bool = False, errored: bool = False):
         self.asked: list = []
         self.fail = fail
+        self.errored = errored
 
     async def generate(self, prompt, params, request_id):
         self.asked.append((prompt, params))
@@ -74,6 +77,13 @@ def test_a_failed_engine_is_recorded_and_the_target_stays_enforced_on_what_is_kn
         "associations": [],
         "error": "RuntimeError",
     }
+
+
+def test_a_stopped_engine_leaves_the_claim_to_go_stale_not_a_failure(tmp_path):
+    store = store_with(tmp_path, "Bruce Lee")
+    with pytest.raises(RuntimeError):
+        asyncio.run(Learner(store, Engine(fail=True, errored=True), Tokenizer()).learn_pending())
+    assert store.learned()["t0"].status == "learning"  # retaken once stale
 
 
 def test_a_version_another_replica_is_learning_is_left_to_it_until_that_replica_goes_quiet(
