@@ -189,11 +189,7 @@ class Guard:
 
     def _sync_targets(self) -> None:
         assert self.store is not None and self.detector is not None
-        live: dict[str, Any] = {}
-        after = None
-        while batch := self.store.list(1000, after):
-            live.update({r.id: r for r in batch if _guarded(r)})
-            after = batch[-1].id
+        live = {row.id: row for row in self.store.every() if _guarded(row)}
         for target_id in set(self.detector.targets) - set(live):
             self.detector.remove_target(target_id)
         changed = [

@@ -97,11 +97,7 @@ class Learner:
         return taken
 
     def _listing(self) -> tuple[list[TargetRow], dict[str, Learned]]:
-        rows, after = [], None
-        while batch := self.store.list(1000, after):
-            rows += [r for r in batch if r.status == "active"]
-            after = batch[-1].id
-        return rows, self.store.learned()
+        return [r for r in self.store.every() if r.status == "active"], self.store.learned()
 
     async def learn(self, row: TargetRow) -> Learned:
         """Ask the questions about one claimed target version and record the answer."""

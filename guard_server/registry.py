@@ -131,16 +131,14 @@ class Registry:
     def recover(self) -> int:
         """Compile rows a crash left half-done (status compiling, or active without a blob),
         and give the answer watch the names of active targets registered before it existed."""
-        fixed, after = 0, None
-        while batch := self.store.list(500, after):
-            for row in batch:
-                blob = self.store.get_compiled(row.id, row.version)
-                if row.status == "compiling" or (row.status == "active" and blob is None):
-                    self._compile(row)
-                    fixed += 1
-                elif row.status == "active" and self.store.watch_version(row.id) != row.version:
-                    self.store.put_watch(row, watch_phrases(row.spec))
-            after = batch[-1].id
+        fixed = 0
+        for row in self.store.every(500):
+            blob = self.store.get_compiled(row.id, row.version)
+            if row.status == "compiling" or (row.status == "active" and blob is None):
+                self._compile(row)
+                fixed += 1
+            elif row.status == "active" and self.store.watch_version(row.id) != row.version:
+                self.store.put_watch(row, watch_phrases(row.spec))
         return fixed
 
     def _blob(self, row: TargetRow) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +72,13 @@ class TargetStore(ABC):
 
     @abstractmethod
     def list(self, limit: int, after: str | None = None) -> list[TargetRow]: ...
+
+    def every(self, page: int = 1000) -> Iterator[TargetRow]:
+        """Every target, by id, read `page` rows at a time."""
+        after = None
+        while batch := self.list(page, after):
+            yield from batch
+            after = batch[-1].id
 
     @abstractmethod
     def put_compiled(self, target_id: str, version: int, blob: bytes) -> None: ...
