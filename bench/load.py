@@ -1,11 +1,13 @@
 """`guard-bench load`: unflagged chats under concurrent load, plain vLLM vs the guard server.
 
 Both servers run the same engine flags, one after the other, in alternating rounds. The guard
-server has N targets registered first (RWKU people: name and intro only). Reported: requests/s
-and latency percentiles of each, their ratios, CPU time per request of each process, and the
-guard's screening time per request under the same load (its Prometheus histogram: from
-entering the detection queue to holding a verdict), over the whole run and after its first
-wave (all clients start at once; what follows is the steady state).
+server has N targets registered first (RWKU people: name and intro only). Each server takes two
+phases of distinct prompts: a burst (every client starts at once and sends its next chat when
+its last is answered) and Poisson arrivals at a share of plain vLLM's burst rate, at most one
+chat per client in flight. Reported per phase: requests/s and latency percentiles of each
+server, their ratios, CPU time per request of each process, and the guard's screening time
+per request under the same load (its Prometheus histogram: from entering the detection queue
+to holding a verdict); for the burst also after its first wave.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import httpx
 import numpy as np
 
 from bench import report
+from bench.overrefusal import everyday, xstest
 from bench.rwku_data import DEFAULT_ROOT, read_json
 from bench.serverproc import ADMIN_KEY, ServerProcess, start_server, wait_healthy
 from bench.suite import load_suite
@@ -42,6 +45,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8130)
     p.add_argument("--name", default="load")
     p.add_argument("--rounds", type=int, default=3, help="plain/guard pairs, alternated")
+    p.add_argument(
+        "--load",
+        type=float,
+        default=0.8,
+        help="the Poisson phase's arrival rate, as a share of plain vLLM's burst rate that round",
+    )
 
 
 def rwku_targets(root: Path, n: int) -> list[dict[str, Any]]:
@@ -56,47 +65,82 @@ def rwku_targets(root: Path, n: int) -> list[dict[str, Any]]:
     return out
 
 
+# Each measured request sends a prompt no other request of the run sends (the guard keeps the
+# vectors of texts it has screened: repeats would measure that cache, not screening). The
+# pool's prompts, then again behind each of these openings in turn.
+OPENINGS = ("", "Quick question: ", "Please answer briefly. ", "I was wondering: ")
+
+
+def distinct_prompts(start: int, n: int) -> list[str]:
+    """Prompts `start` .. `start + n` of the run: XSTest's and the everyday sets', each
+    opening in turn; none repeats while `start + n` is at most 4 pools (~2,200)."""
+    pool = list(dict.fromkeys(item["prompt"] for item in xstest() + everyday()))
+    return [
+        OPENINGS[(k // len(pool)) % len(OPENINGS)] + pool[k % len(pool)]
+        for k in range(start, start + n)
+    ]
+
+
 async def _load(
-    base: str, prompts: list[str], n: int, clients: int, max_tokens: int, scrape: bool = False
+    base: str,
+    prompts: list[str],
+    clients: int,
+    max_tokens: int,
+    rate: float | None = None,
+    scrape: bool = False,
 ):
-    """`n` chats from `clients` clients that all start at once. With `scrape`, the server's
-    /metrics text is read when the first wave (as many requests as clients) has been
-    answered: what follows it is the steady state."""
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    for i in range(n):
-        queue.put_nowait(prompts[i % len(prompts)])
+    """One chat per prompt, from at most `clients` clients at once. Without `rate`, a burst:
+    every client starts at once and sends its next chat when its last is answered. With a
+    `rate` (requests/s), chats arrive as a Poisson process (vLLM's `benchmark_serving`
+    arrivals) and wait for a free client. Latency runs from a chat's send to its answer.
+    With `scrape`, the server's /metrics text is read when the first wave (as many requests
+    as clients) has been answered: what follows it is the steady state."""
     latencies: list[float] = []
     flagged = 0
     wave: list[str] = []
+    slots = asyncio.Semaphore(clients)
 
-    async def worker(http: httpx.AsyncClient) -> None:
+    async def ask(http: httpx.AsyncClient, prompt: str) -> None:
         nonlocal flagged
-        while not queue.empty():
-            prompt = queue.get_nowait()
-            body = {
-                "model": MODEL,
-                "messages": [{"role": "user", "content": prompt}],
-                "max_tokens": max_tokens,
-                "temperature": 0,
-            }
+        body = {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens,
+            "temperature": 0,
+        }
+        async with slots:
             start = time.perf_counter()
             r = await http.post("/v1/chat/completions", json=body)
             latencies.append(time.perf_counter() - start)
-            if scrape and len(latencies) == clients:
-                wave.append((await http.get("/metrics")).text)
-            r.raise_for_status()
-            flagged += r.headers.get("x-guard-action", "none") != "none"
+        if scrape and len(latencies) == clients:
+            wave.append((await http.get("/metrics")).text)
+        r.raise_for_status()
+        flagged += r.headers.get("x-guard-action", "none") != "none"
 
-    limits = httpx.Limits(max_connections=clients)
+    limits = httpx.Limits(max_connections=clients + 1)
     async with httpx.AsyncClient(base_url=base, timeout=300, limits=limits) as http:
         start = time.perf_counter()
-        await asyncio.gather(*(worker(http) for _ in range(clients)))
+        if rate is None:
+            queue = list(reversed(prompts))
+
+            async def client() -> None:
+                while queue:
+                    await ask(http, queue.pop())
+
+            await asyncio.gather(*(client() for _ in range(clients)))
+        else:
+            gaps = np.random.default_rng(0).exponential(1 / rate, len(prompts))
+            tasks = []
+            for prompt, gap in zip(prompts, gaps, strict=True):
+                await asyncio.sleep(gap)
+                tasks.append(asyncio.create_task(ask(http, prompt)))
+            await asyncio.gather(*tasks)
         wall = time.perf_counter() - start
     ms = np.asarray(latencies) * 1000
     return {
-        "requests": n,
+        "requests": len(prompts),
         "clients": clients,
-        "req_per_s": n / wall,
+        "req_per_s": len(prompts) / wall,
         "latency_p50_ms": float(np.percentile(ms, 50)),
         "latency_p99_ms": float(np.percentile(ms, 99)),
         "flagged": flagged,
@@ -181,23 +225,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from guard_server.models import convert_default_model
 
     model_dir = str(convert_default_model())
-    prompts = [p["prompt"] for p in load_suite("default")["retain"] if p["kind"] == "general"]
+    warm_up = [p["prompt"] for p in load_suite("default")["retain"] if p["kind"] == "general"]
+    n = args.requests
+    phases = {"burst": distinct_prompts(0, n), "poisson": distinct_prompts(n, n)}
     root = Path(tempfile.mkdtemp(prefix="guard-load-"))
 
-    def measure(server: ServerProcess, name: str, round_: int) -> tuple[dict[str, Any], list]:
-        """One measured run after a warm-up: its row, and the server's /metrics text at its
-        start, after its first wave and at its end."""
-        asyncio.run(_load(server.base_url, prompts, 64, 16, 1))  # warm-up
-        start = httpx.get(f"{server.base_url}/metrics").text
-        before = cpu_seconds(server.proc.pid)
-        row, wave = asyncio.run(
-            _load(server.base_url, prompts, args.requests, args.clients, args.max_tokens, True)
-        )
-        after = cpu_seconds(server.proc.pid)
-        end = httpx.get(f"{server.base_url}/metrics").text
-        for part in after:  # where the cores went: CPU ms per request, per process
-            row[f"{part}_cpu_ms"] = 1000 * (after[part] - before[part]) / args.requests
-        return {"round": round_, "server": name, **row}, [start, wave, end]
+    def measure(server: ServerProcess, name: str, round_: int, rate: float | None) -> list:
+        """Each phase after a warm-up: its row, and the server's /metrics text at its start,
+        after its first wave and at its end. `rate` None: the burst's rate sets the Poisson
+        phase's (plain vLLM's run, which comes first in a round)."""
+        asyncio.run(_load(server.base_url, warm_up, 16, 1))
+        out = []
+        for phase, prompts in phases.items():
+            start = httpx.get(f"{server.base_url}/metrics").text
+            before = cpu_seconds(server.proc.pid)
+            poisson = rate if phase == "poisson" else None
+            row, wave = asyncio.run(
+                _load(server.base_url, prompts, args.clients, args.max_tokens, poisson, True)
+            )
+            rate = rate or args.load * row["req_per_s"]
+            after = cpu_seconds(server.proc.pid)
+            end = httpx.get(f"{server.base_url}/metrics").text
+            for part in after:  # where the cores went: CPU ms per request, per process
+                row[f"{part}_cpu_ms"] = 1000 * (after[part] - before[part]) / len(prompts)
+            row = {"round": round_, "phase": phase, "server": name, "rate": poisson, **row}
+            out.append((row, [start, wave if phase == "burst" else None, end]))
+        return out
 
     rows, rounds, oversized = [], [], []
     # Plain and guarded runs alternate, each on a fresh server, so that a slow spell of the
@@ -205,9 +258,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for round_ in range(1, args.rounds + 1):
         server = _plain_vllm(model_dir, args.port, root / "vllm.log")
         try:
-            plain, _ = measure(server, "vllm", round_)
+            plain = measure(server, "vllm", round_, None)
         finally:
             server.stop()
+        rate = plain[-1][0]["rate"]
         server = start_server(args.port, root / f"guard{round_}.db", root / "guard.log")
         try:
             headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -216,21 +270,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     f"{server.base_url}/v1/forget-targets", json=spec, headers=headers, timeout=300
                 )
                 r.raise_for_status()
-            guarded, scrapes = measure(server, f"guard, {args.targets} targets", round_)
+            guarded = measure(server, f"guard, {args.targets} targets", round_, rate)
             oversized += [r | {"round": round_} for r in _oversized(server.base_url)]
         finally:
             server.stop()
-        rows += [plain, guarded]
-        rounds.append(compare(plain, guarded, *scrapes))
-    summary = {key: float(np.median([r[key] for r in rounds])) for key in rounds[0]} | {
-        "rounds": len(rounds),
-        "unflagged_flagged": sum(r["flagged"] for r in rows if r["server"] != "vllm"),
-    }
+        for (p_row, _), (g_row, scrapes) in zip(plain, guarded, strict=True):
+            rows += [p_row, g_row]
+            ratios = compare(p_row, g_row, *scrapes)
+            rounds.append({"round": round_, "phase": g_row["phase"]} | ratios)
+    summary = [
+        {"phase": phase}
+        | {
+            key: float(np.median([r[key] for r in rounds if r["phase"] == phase]))
+            for key in rounds[0]
+            if key not in ("round", "phase")
+        }
+        | {"rounds": args.rounds}
+        for phase in phases
+    ]
+    unflagged_flagged = sum(r["flagged"] for r in rows if r["server"] != "vllm")
     report.write(
         report.out_dir(args.name),
-        {"rows": rows, "rounds": rounds, "summary": summary, "oversized": oversized},
         {
-            "Unflagged chats under load": (rows, ["round", "server", *ROW_COLUMNS]),
+            "rows": rows,
+            "rounds": rounds,
+            "summary": summary,
+            "unflagged_flagged": unflagged_flagged,
+            "oversized": oversized,
+        },
+        {
+            "Unflagged chats under load": (rows, ["round", "phase", "server", *ROW_COLUMNS]),
             "An oversized request, and a small one sent beside it": (
                 oversized,
                 [
@@ -243,10 +312,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 ],
             ),
             "Guard vs plain vLLM, per round": (rounds, list(rounds[0])),
-            "Guard vs plain vLLM, median over rounds": ([summary], list(summary)),
+            "Guard vs plain vLLM, median over rounds": (summary, list(summary[0])),
         },
     )
-    return {"summary": summary}
+    return {"summary": summary, "unflagged_flagged": unflagged_flagged}
 
 
 def _oversized(base: str) -> list[dict[str, Any]]:
@@ -287,6 +356,7 @@ def _oversized(base: str) -> list[dict[str, Any]]:
 
 SMALL_COLUMNS = ["small_alone_ms", "small_beside_ms"]
 ROW_COLUMNS = [
+    "rate",
     "requests",
     "clients",
     "req_per_s",

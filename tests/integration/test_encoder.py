@@ -61,7 +61,7 @@ def test_auto_falls_back_to_torch_when_the_export_fails(monkeypatch, caplog):
     def broken(*_):
         raise RuntimeError("exporter exploded")
 
-    monkeypatch.setattr(encoder_module, "_onnx_session", broken)
+    monkeypatch.setattr(encoder_module, "_onnx_sessions", broken)
     with caplog.at_level(logging.WARNING):
         enc = Encoder(MODEL, backend="auto")
     assert enc.backend == "torch"
@@ -143,3 +143,55 @@ def test_no_texts_give_empty_arrays(onnx_encoder):
     vecs, pooled = onnx_encoder.encode_spans([], [])
     assert vecs.shape == (0, onnx_encoder.dim) and pooled == []
     assert onnx_encoder.encode([]).shape == (0, onnx_encoder.dim)
+
+
+def _counting_passes(monkeypatch, enc: Encoder) -> list[int]:
+    """Rows of every forward pass `enc` runs from now on."""
+    passes: list[int] = []
+    forward = enc._forward
+
+    def counted(rows):
+        passes.append(len(rows))
+        return forward(rows)
+
+    monkeypatch.setattr(enc, "_forward", counted)
+    return passes
+
+
+def test_a_text_screened_again_costs_no_encoder_pass(onnx_encoder, monkeypatch):
+    text, spans = SPAN_CASES[1]
+    first = onnx_encoder.encode_spans([text, "What is the capital of Japan?"], [spans, []])
+    passes = _counting_passes(monkeypatch, onnx_encoder)
+    again = onnx_encoder.encode_spans(["What is the capital of Japan?", text], [[], spans])
+    assert passes == []
+    np.testing.assert_array_equal(again[0], first[0][::-1])
+    np.testing.assert_array_equal(again[1][1], first[1][0])
+    # Other spans of the same text are other vectors: encoded, not taken from the cache.
+    onnx_encoder.encode_spans([text], [spans[:1]])
+    assert passes == [1]
+
+
+def test_a_text_repeated_in_one_call_is_encoded_once(onnx_encoder, monkeypatch):
+    passes = _counting_passes(monkeypatch, onnx_encoder)
+    texts = ["Who painted the ceiling of a chapel in Rome? 7"] * 5 + ["Hi there 7"]
+    vecs, _ = onnx_encoder.encode_spans(texts, [[]] * len(texts))
+    assert sum(passes) == 2
+    assert np.abs(vecs - onnx_encoder.encode_torch(texts)).max() <= TOLERANCE
+
+
+def test_kept_vectors_cannot_be_changed_by_a_caller(onnx_encoder):
+    vecs, pooled = onnx_encoder.encode_spans(["Who wrote it?"], [[(0, 3)]])
+    vecs[0] = 0.0  # the caller's own copy
+    with pytest.raises(ValueError):
+        pooled[0][0] = 0.0
+    again, _ = onnx_encoder.encode_spans(["Who wrote it?"], [[(0, 3)]])
+    np.testing.assert_allclose(np.linalg.norm(again[0]), 1.0, atol=1e-5)
+
+
+def test_the_kept_texts_are_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(encoder_module, "CACHE_TEXTS", 3)
+    enc = Encoder(MODEL, backend="onnx", cache=tmp_path)
+    enc.encode_spans([f"text number {i}" for i in range(10)], [[]] * 10)
+    passes = _counting_passes(monkeypatch, enc)
+    enc.encode_spans(["text number 9", "text number 0"], [[], []])
+    assert sum(passes) == 1  # the newest kept, the oldest gone

@@ -331,3 +331,13 @@ def test_fuzz_reads_every_failure_and_error_from_the_junit_report(tmp_path):
         {"operation": "POST /v1/chat/completions", "failure": "Server error 500"},
         {"operation": "POST /v1/responses", "failure": "Read timed out"},
     ]
+
+
+def test_load_phases_never_send_a_prompt_twice():
+    """The guard keeps the vectors of texts it has screened: a repeated prompt would measure
+    that cache, not screening."""
+    from bench.load import distinct_prompts
+
+    burst, poisson = distinct_prompts(0, 512), distinct_prompts(512, 512)
+    assert len(set(burst + poisson)) == 1024
+    assert all(p.strip() for p in burst + poisson)
