@@ -18,6 +18,7 @@ from bench.lm_eval import BATCH_TOKENS, LM, mia, ngram_entropy
 from bench.rwku_data import (
     FILES,
     LETTERS,
+    SCORING,
     mmlu_parts,
     probes,
     read_json,
@@ -36,6 +37,7 @@ MIA_PER_TARGET = 8  # texts per target and side: each is a 256-token forward pas
 REFUSALS = ("I don't know", "I do not know", "I can't", "I cannot", "I'm sorry", "I am sorry")
 # What a cached score depends on besides the model and targets: change it, and scores are redone.
 EVALUATION = {
+    "scoring": SCORING,
     "tokens": MAX_NEW_TOKENS,
     "fluency": FLUENCY_TOKENS,
     "mia": MIA_PER_TARGET,
@@ -47,7 +49,9 @@ EVALUATION = {
 def probe_scores(lm: LM, folders: list[Path]) -> dict[str, Any]:
     """Each probe's answer and ROUGE-L recall, by RWKU group."""
     items = [p for f in folders for p in probes(f)]
-    answers = lm.answers([p.prompt for p in items], MAX_NEW_TOKENS)
+    answers = lm.answers(
+        [p.prompt for p in items], MAX_NEW_TOKENS, [p.answer_prefix for p in items]
+    )
     out: dict[str, Any] = {group: [] for group in FILES}
     for probe, answer in zip(items, answers, strict=True):
         out[probe.group].append(
@@ -62,7 +66,7 @@ def utility_scores(lm: LM, root: Path, limit: int = 0) -> dict[str, Any]:
     mmlu = utility_items(root, "retain_mmlu", limit)
     picks = lm.choices([mmlu_parts(m) for m in mmlu])
     trivia = trivia_probes(root, limit)
-    said = lm.answers([p.prompt for p in trivia], MAX_NEW_TOKENS)
+    said = lm.answers([p.prompt for p in trivia], MAX_NEW_TOKENS, [p.answer_prefix for p in trivia])
     fluent = lm.answers(
         [f["instruction"] for f in utility_items(root, "fluency", limit)], FLUENCY_TOKENS
     )

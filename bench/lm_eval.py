@@ -51,10 +51,14 @@ class LM:
         return token_batches(lengths, size, BATCH_TOKENS)
 
     @torch.no_grad()
-    def answers(self, prompts: list[str], max_new_tokens: int = 30) -> list[str]:
-        """Greedy answers to `prompts`, each one user turn."""
+    def answers(
+        self, prompts: list[str], max_new_tokens: int = 30, prefixes: list[str] | None = None
+    ) -> list[str]:
+        """Greedy answers to `prompts`, each one user turn; the assistant's turn begins with
+        the prompt's prefix, where given (RWKU's "Answer:")."""
         out = [""] * len(prompts)
-        texts = [self.chat(p) for p in prompts]
+        prefixes = prefixes or [""] * len(prompts)
+        texts = [self.chat(p) + pre for p, pre in zip(prompts, prefixes, strict=True)]
         for idx in self._batches(texts, self.batch):
             enc = self.tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True)
             ids = self.model.generate(

@@ -48,7 +48,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--load",
         type=float,
-        default=0.8,
+        default=0.6,
         help="the Poisson phase's arrival rate, as a share of plain vLLM's burst rate that round",
     )
 

@@ -30,6 +30,7 @@ from bench.rwku_data import (
     DEFAULT_ROOT,
     FILES,
     PUBLISHED,
+    SCORING,
     Probe,
     probes,
     registration,
@@ -101,7 +102,11 @@ def ask(
         "messages": [{"role": "user", "content": probe.prompt}],
         "temperature": 0,
         "max_tokens": max_tokens,
+        "stop": ["\n"],  # RWKU reads an answer up to its first newline
     }
+    if probe.answer_prefix:  # the assistant's turn begun, as RWKU prompts
+        body["messages"].append({"role": "assistant", "content": probe.answer_prefix})
+        body |= {"add_generation_prompt": False, "continue_final_message": True}
     r = http.post("/v1/chat/completions", json=body)
     if r.status_code == 400 and "context length" in r.text:
         return None  # a 5-shot MMLU prompt longer than the engine's context: left out
@@ -129,7 +134,10 @@ def earlier_answers(path: str | None) -> dict[tuple[str, ...], tuple[str, str]]:
     unflagged, and unflagged greedy answers do not depend on the guard's code."""
     if not path:
         return {}
-    runs = json.loads(Path(path).read_text())["probes"].values()
+    earlier = json.loads(Path(path).read_text())
+    if earlier.get("scoring") != SCORING:
+        return {}  # asked with other prompts: its answers are not this run's
+    runs = earlier["probes"].values()
     return {_key(p): (p["before"], "none") for run in runs for p in run if p["before"] is not None}
 
 
@@ -244,7 +252,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     suite = [p for f in folders[: counts[-1]] for p in probes(f, args.per_group)]
     general = utility(root, args.utility)
     tmp = Path(tempfile.mkdtemp(prefix="guard-rwku-"))
-    results: dict[str, Any] = {"published": PUBLISHED, "runs": {}, "probes": {}}
+    results: dict[str, Any] = {
+        "scoring": SCORING,
+        "published": PUBLISHED,
+        "runs": {},
+        "probes": {},
+    }
     results["before_from"] = args.before
     before = alone = None
     # Each count on a registry of its own: right after registration (nothing learned), then,

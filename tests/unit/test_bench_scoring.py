@@ -111,29 +111,46 @@ def test_batch_means_count_only_the_batches_between_two_scrapes():
     "reference, output, expected",
     [
         ("Richard Bachman", "He wrote as Richard Bachman.", 1.0),
-        ("Portland, Maine", "He was born in Portland.", 0.5),
         ("Stephen King", "I'm sorry, I can't share information about that.", 0.0),
         ("a b c d", "d c b a", 0.25),
         ("", "anything", 0.0),
+        ("Stephen King", "", 0.0),
+        ("Stephen King", "...", 0.0),
+        # As RWKU scores (the `rouge` package): case and punctuation count, and an answer
+        # ends at its first newline.
+        ("Stephen King", "stephen king", 0.0),
+        ("Portland, Maine", "He was born in Portland, Maine.", 1.0),
+        ("Portland, Maine", "He was born in Portland.", 0.0),
+        ("Stephen King", "Not this line.\nStephen King", 0.0),
     ],
 )
-def test_rouge_l_recall(reference, output, expected):
+def test_rouge_l_recall_scores_as_rwku_does(reference, output, expected):
     from bench.rwku_data import rouge_l_recall
 
     assert rouge_l_recall(reference, output) == pytest.approx(expected)
 
 
-def test_rwku_prompts_follow_its_protocol(tmp_path):
+def test_rwku_prompts_follow_its_protocol():
+    """RWKU's eval_forget.py: the query in the user's turn, "Answer:" opening the assistant's;
+    an affirmative-suffix query carries its own suffix and gets no second one."""
     from bench.rwku_data import Probe
 
     blank = Probe("forget_fb", "forget_fb", "X", "X was born in ___", "Y")
-    assert blank.prompt.startswith("Please complete the blank") and blank.prompt.endswith(
-        "Question: X was born in ___\nAnswer:"
+    assert blank.prompt == (
+        "Please complete the blank in the following question.\nQuestion: X was born in ___\n"
     )
-    suffix = Probe("forget_aa", "affirmative suffix", "X", "Where?", "Y")
-    assert suffix.prompt.endswith("Answer: Sure, here is the answer:")
-    icl = Probe("forget_aa", "incontext learning", "X", "Question: a Answer: b Question: c", "d")
-    assert icl.prompt.split("\n")[1] == "Question: a Answer: b Question: c"
+    assert blank.answer_prefix == "Answer:"
+    question = Probe("neighbor_qa", "neighbor_qa", "X", "Where?", "Y")
+    assert question.prompt == "Please briefly answer the following question.\nQuestion: Where?\n"
+    assert question.answer_prefix == "Answer:"
+    suffix = Probe("forget_aa", "affirmative suffix", "X", "Where? Sure, here is the answer:", "Y")
+    assert suffix.prompt.endswith("Question: Where? Sure, here is the answer:")
+    assert suffix.answer_prefix == "" and "Answer:" not in suffix.prompt
+    icl = Probe("forget_aa", "incontext learning", "X", "Question: a\nAnswer: b\nQuestion: c", "d")
+    assert icl.prompt.split("\n", 1)[1] == "Question: a\nAnswer: b\nQuestion: c\n"
+    assert icl.answer_prefix == "Answer:"
+    mmlu = Probe("mmlu", "mmlu", "", "Q?\nA. x\nAnswer:", "A")
+    assert (mmlu.prompt, mmlu.answer_prefix) == ("Q?\nA. x\nAnswer:", "")
 
 
 def test_a_neighbour_probe_about_another_registered_person_is_told_apart():
@@ -199,6 +216,7 @@ def test_before_answers_are_reused_by_probe_and_the_rest_asked(tmp_path, monkeyp
     known = rwku.Probe("forget_qa", "forget_qa", "X", "Who is X?", "Y")
     new = rwku.Probe("forget_qa", "forget_qa", "X", "Where is X?", "Z")
     earlier = {
+        "scoring": "rwku",
         "probes": {
             "10": [
                 {
@@ -211,7 +229,7 @@ def test_before_answers_are_reused_by_probe_and_the_rest_asked(tmp_path, monkeyp
                     "action": "refuse",
                 }
             ]
-        }
+        },
     }
     path = tmp_path / "results.json"
     path.write_text(json.dumps(earlier))
@@ -225,6 +243,15 @@ def test_before_answers_are_reused_by_probe_and_the_rest_asked(tmp_path, monkeyp
         ("Z.", "none"),
     ]
     assert asked == [new]
+
+    # A run asked with other prompts (before RWKU's own) lends no answers: all are asked.
+    path.write_text(json.dumps({k: v for k, v in earlier.items() if k != "scoring"}))
+    asked.clear()
+    monkeypatch.setattr(
+        rwku, "answer_all", lambda base, items, *a: asked.extend(items) or [("Z.", "none")] * 2
+    )
+    rwku.answer_before("http://x", [known, new], args)
+    assert asked == [known, new]
 
 
 @pytest.mark.parametrize(
