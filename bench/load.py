@@ -29,7 +29,7 @@ import numpy as np
 from bench import report
 from bench.overrefusal import everyday, xstest
 from bench.rwku_data import DEFAULT_ROOT, read_json
-from bench.serverproc import ADMIN_KEY, ServerProcess, start_server, wait_healthy
+from bench.serverproc import ADMIN_KEY, ServerProcess, start_server, wait_healthy, wait_learned
 from bench.suite import load_suite
 
 MODEL = "SmolLM2-135M-Instruct"
@@ -270,6 +270,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     f"{server.base_url}/v1/forget-targets", json=spec, headers=headers, timeout=300
                 )
                 r.raise_for_status()
+            # The server asks the model about each new target in the background: measured
+            # once that is done, it is the steady state a user's requests meet.
+            wait_learned(server.base_url)
             guarded = measure(server, f"guard, {args.targets} targets", round_, rate)
             oversized += [r | {"round": round_} for r in _oversized(server.base_url)]
         finally:

@@ -31,6 +31,7 @@ from bench.rwku_corpus import OTHERS_SLACK, cached
 from bench.rwku_data import DEFAULT_ROOT, read_json, registration, targets
 from bench.rwku_frontier import attack_row, frontier_row, write
 from guard_server.models import ADAPTER_CARD as CARD
+from guard_server.unlearn.presets import IDK_KL, PRESETS
 
 if TYPE_CHECKING:
     from bench.lm_eval import LM
@@ -39,7 +40,6 @@ METHODS = "ga,gd,npo,simnpo,rmu,gu,flat,idk,idk-kl,idk-kl-related,idk-kl-fast,ss
 # A small grid per method: the learning rate, the retain weight where the method has one
 # (SSD: its selection constant alpha). Early stopping picks the number of steps (at most
 # --steps, or the point's own "steps").
-IDK_KL = {"lr": 1e-3, "retain_loss": "kl", "retain_weight": 8.0, "batch_size": 8}
 GRID: dict[str, list[dict[str, Any]]] = {
     "ga": [{"lr": 1e-4}, {"lr": 3e-4}],
     "gd": [{"lr": 1e-4, "retain_weight": 1.0}, {"lr": 1e-4, "retain_weight": 4.0}],
@@ -67,20 +67,10 @@ GRID: dict[str, list[dict[str, Any]]] = {
     # idk-kl within (nearly) the one-target budget: 40 steps at most, where it took 100.
     # Its first run (4 retain rows a step, none general) refused 10 of RWKU's 50 fluency
     # instructions ("How do I make apple juice?"); with 2 general rows of 6, one everyday
-    # prompt at every scoring. This one draws 4 of its 8 retain rows from the general set,
-    # each row at most 80 tokens (a retain answer's first 42 or so: where a refusal starts),
-    # and 4 forget rows a step (the targets' refusal is learnt by step 10 with 8; keeping
-    # everyone else is what takes the steps).
-    "idk-kl-fast": [
-        {
-            **IDK_KL,
-            "batch_size": 4,
-            "retain_batch_size": 8,
-            "general_retain": 4,
-            "steps": 40,
-            "max_length": 80,
-        }
-    ],
+    # prompt at every scoring. Hence the preset's 4 general rows of 8, at most 80 tokens each
+    # (a retain answer's first 42 or so: where a refusal starts), and 4 forget rows a step
+    # (the targets' refusal is learnt by step 10 with 8; keeping everyone else takes the steps).
+    "idk-kl-fast": [PRESETS["idk-kl-fast"].settings],
 }
 # Grid keys that shape the training data (the spec), not the method's hyper-parameters.
 DATA_KEYS = ("keep_related",)

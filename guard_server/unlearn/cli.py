@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from guard_server.unlearn import UnlearnConfig, get_method, make_config, method_names
+from guard_server.unlearn.presets import PRESETS, get_preset
 
 ERR_SET = "--set expects key=value, got {item!r}"
 ERR_NO_FILE = "no spec file at {path!r}"
@@ -24,6 +25,13 @@ def _keys_epilog() -> str:
     for name in method_names():
         own = [f.name for f in dataclasses.fields(get_method(name).config_cls)]
         lines.append(f"  {name}: {', '.join(k for k in own if k not in common) or '-'}")
+    lines.append("presets (--preset NAME; --set overrides their settings):")
+    for name, preset in PRESETS.items():
+        settings = " ".join(f"{k}={v}" for k, v in preset.settings.items())
+        spec = " ".join(f"{k}={v}" for k, v in preset.spec.items())
+        lines.append(f"  {name}: {preset.about}")
+        spec = f"; spec: {spec}" if spec else ""
+        lines.append(f"    method {preset.method}: {settings}{spec}")
     return "\n".join(lines)
 
 
@@ -34,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_keys_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--method", required=True, help=f"one of {', '.join(method_names())}")
+    recipe = parser.add_mutually_exclusive_group(required=True)
+    recipe.add_argument("--method", help=f"one of {', '.join(method_names())}")
+    recipe.add_argument(
+        "--preset", help=f"a named recipe (method and settings): {', '.join(PRESETS)}"
+    )
     parser.add_argument("--target", required=True, help="registry target id, or a .json spec")
     parser.add_argument("--out", required=True, help="folder for the PEFT adapter and report.json")
     parser.add_argument("--model", help="base model folder (default: the converted default model)")
@@ -125,9 +137,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        method = get_method(args.method)
-        config = make_config(method.config_cls, overrides(args), method.name)
-        spec = load_spec(args.target, args.db)
+        preset = get_preset(args.preset) if args.preset else None
+        method = get_method(preset.method if preset else args.method)
+        settings = {**(preset.settings if preset else {}), **overrides(args)}
+        config = make_config(method.config_cls, settings, method.name)
+        spec = load_spec(args.target, args.db) | (preset.spec if preset else {})
         from guard_server.unlearn.data import forget_pairs, retain_pairs
 
         forget_pairs(spec)  # validates the spec before the model is loaded

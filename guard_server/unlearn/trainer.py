@@ -184,6 +184,9 @@ def train(
         "method": method.name,
         "target": spec.get("name"),
         "config": dataclasses.asdict(config),
+        # What the spec added to the retain set (a preset may set keep_related).
+        "keep_related": spec.get("keep_related", 0),
+        "retain_targets": [t.get("name") for t in spec.get("retain_targets", [])],
         "model_dir": str(model_dir),
         "adapter_dir": str(out.resolve()),
         **data.sizes(),

@@ -47,6 +47,9 @@ def usage_error(capsys, argv: list[str]) -> str:
         (["--method", "ga", "--steps", "0"], ["steps must be an integer >= 1, got 0"]),
         (["--method", "ga", "--lr", "-1"], ["lr must be a finite number > 0"]),
         (["--method", "gu", "--set", "inner=rmu"], ["inner must be one of"]),
+        (["--preset", "nope"], ["unknown preset 'nope'", "idk-kl-fast"]),
+        (["--preset", "idk-kl-fast", "--method", "idk"], ["not allowed with argument"]),
+        (["--preset", "idk-kl-fast", "--set", "bogus=1"], ["unknown hyper-parameter 'bogus'"]),
     ],
 )
 def test_bad_method_or_hyper_parameters_exit_2(capsys, tmp_path, spec_file, extra, fragments):
@@ -57,6 +60,27 @@ def test_bad_method_or_hyper_parameters_exit_2(capsys, tmp_path, spec_file, extr
 
 def test_missing_required_flags_exit_2(capsys):
     assert "--target" in usage_error(capsys, ["--method", "ga"])
+    assert "--method --preset" in usage_error(capsys, ["--target", "t", "--out", "o"])
+
+
+def test_a_preset_trains_its_method_with_its_settings_and_set_overrides_them(
+    capsys, tmp_path, spec_file
+):
+    """The recipe the docs recommend is one flag; what it trained is in the report."""
+    from guard_server.unlearn.presets import PRESETS
+
+    out = tmp_path / "hp-idk"
+    main(
+        ["--preset", "idk-kl-related", "--target", spec_file, "--out", str(out)]
+        + ["--model", _real_model(), "--steps", "1", "--set", "max_length=48"]
+    )
+    report = json.loads(capsys.readouterr().out)
+    preset = PRESETS["idk-kl-related"]
+    assert report["method"] == preset.method
+    kept = {k: v for k, v in preset.settings.items() if k != "steps"}
+    assert {k: report["config"][k] for k in kept} == kept
+    assert report["config"]["steps"] == 1 and report["config"]["max_length"] == 48
+    assert report["keep_related"] == preset.spec["keep_related"]
 
 
 def test_bad_targets_exit_2(capsys, tmp_path):
