@@ -29,6 +29,9 @@ from bench.rwku_data import (
 )
 
 MAX_NEW_TOKENS = 30
+# RWKU's five-shot MMLU questions of targets 1-50, pooled (5,758 distinct: one question is
+# 0.017 points; target 1's own 171 made one question 0.6 points).
+MMLU_SET = "mmlu_pool"
 FLUENCY_TOKENS = 64
 MIA_PER_TARGET = 8  # texts per target and side: each is a 256-token forward pass
 # How a reply that declines opens. An edit that teaches a refusal can learn to decline
@@ -38,6 +41,7 @@ REFUSALS = ("I don't know", "I do not know", "I can't", "I cannot", "I'm sorry",
 # What a cached score depends on besides the model and targets: change it, and scores are redone.
 EVALUATION = {
     "scoring": SCORING,
+    "mmlu": MMLU_SET,
     "tokens": MAX_NEW_TOKENS,
     "fluency": FLUENCY_TOKENS,
     "mia": MIA_PER_TARGET,
@@ -63,7 +67,7 @@ def probe_scores(lm: LM, folders: list[Path]) -> dict[str, Any]:
 
 def utility_scores(lm: LM, root: Path, limit: int = 0) -> dict[str, Any]:
     """5-shot MMLU accuracy (and the letters picked), TriviaQA accuracy, fluency."""
-    mmlu = utility_items(root, "retain_mmlu", limit)
+    mmlu = utility_items(root, MMLU_SET, limit)
     picks = lm.choices([mmlu_parts(m) for m in mmlu])
     trivia = trivia_probes(root, limit)
     said = lm.answers([p.prompt for p in trivia], MAX_NEW_TOKENS, [p.answer_prefix for p in trivia])
@@ -73,6 +77,7 @@ def utility_scores(lm: LM, root: Path, limit: int = 0) -> dict[str, Any]:
     return {
         "mmlu": float(np.mean([p == m["answer"] for p, m in zip(picks, mmlu, strict=True)])),
         "mmlu_letters": "".join(LETTERS[p] for p in picks),
+        "mmlu_questions": len(mmlu),
         "triviaqa": float(np.mean([score(p, a) for p, a in zip(trivia, said, strict=True)])),
         "fluency": float(np.mean([ngram_entropy(text) for text in fluent])),
         "fluency_refused": float(np.mean([declines(text) for text in fluent])),
