@@ -30,7 +30,6 @@ from bench import report
 from bench.overrefusal import everyday, xstest
 from bench.rwku_data import DEFAULT_ROOT, read_json
 from bench.serverproc import ADMIN_KEY, ServerProcess, start_server, wait_healthy, wait_learned
-from bench.suite import load_suite
 
 MODEL = "SmolLM2-135M-Instruct"
 REPO = Path(__file__).resolve().parents[1]
@@ -225,9 +224,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from guard_server.models import convert_default_model
 
     model_dir = str(convert_default_model())
-    warm_up = [p["prompt"] for p in load_suite("default")["retain"] if p["kind"] == "general"]
     n = args.requests
     phases = {"burst": distinct_prompts(0, n), "poisson": distinct_prompts(n, n)}
+    warm_up = distinct_prompts(2 * n, 64)  # prompts no phase sends: none is encoded before
     root = Path(tempfile.mkdtemp(prefix="guard-load-"))
 
     def measure(server: ServerProcess, name: str, round_: int, rate: float | None) -> list:

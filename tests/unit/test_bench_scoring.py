@@ -366,5 +366,6 @@ def test_load_phases_never_send_a_prompt_twice():
     from bench.load import distinct_prompts
 
     burst, poisson = distinct_prompts(0, 512), distinct_prompts(512, 512)
-    assert len(set(burst + poisson)) == 1024
+    warm_up = distinct_prompts(1024, 64)
+    assert len(set(burst + poisson + warm_up)) == 1024 + 64
     assert all(p.strip() for p in burst + poisson)
