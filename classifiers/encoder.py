@@ -106,6 +106,7 @@ class Encoder:
                 log.warning("ONNX encoder unavailable (%s); encoding with torch", exc)
 
     def encode(self, texts: list[str]) -> np.ndarray:
+        """Vectors of `texts` (registration's: not kept, unlike `encode_spans`')."""
         if self._session is None:
             return self.encode_torch(texts)
         return self._encode_spans(texts, [()] * len(texts))[0]
@@ -131,6 +132,7 @@ class Encoder:
         if missing:
             vectors, pooled = self._encode_spans([k[0] for k in missing], [k[1] for k in missing])
             for key, vector, rows in zip(missing, vectors, pooled, strict=True):
+                vector = vector.copy()  # a row of its own: a view would keep the whole batch
                 vector.setflags(write=False)
                 rows.setflags(write=False)
                 found[key] = (vector, rows)
