@@ -22,7 +22,7 @@ from vllm.sampling_params import RequestOutputKind
 
 from guard_server.guard import Verdict, apply_verdict, merge
 from guard_server.prompts import PromptReader
-from logits_processors.watch import REFUSAL, TRIP_NOTE, tripped_at
+from logits_processors.watch import REFUSAL, TRIP_NOTE, TripNote
 
 if TYPE_CHECKING:
     from vllm import SamplingParams
@@ -111,6 +111,10 @@ class GuardedEngineClient:
     def refusal_ids(self) -> tuple[int, ...]:
         return tuple(self.reader.tokenizer.encode(REFUSAL, add_special_tokens=False))
 
+    @cached_property
+    def trip_note(self) -> TripNote:
+        return TripNote.of(self.reader.tokenizer)
+
     async def generate(
         self, prompt: Any, sampling_params: SamplingParams, request_id: str, **kwargs: Any
     ) -> AsyncGenerator[Any, None]:
@@ -120,36 +124,45 @@ class GuardedEngineClient:
             params = sampling_params = await self.enforce(prompt, sampling_params)
         kind = getattr(params, "output_kind", None)
         grammar = getattr(params, "structured_outputs", None) is not None
+        streams: dict[int, _Stream] = {}
         async for output in self._inner.generate(prompt, sampling_params, request_id, **kwargs):
-            if getattr(output, "finished", False):
-                await self._refuse_tripped(output, kind, grammar)
+            for completion in output.outputs:
+                if kind == RequestOutputKind.DELTA:
+                    streams.setdefault(completion.index, _Stream()).add(completion)
+                if completion.finish_reason is not None:
+                    await self._refuse_tripped(completion, kind, grammar, streams)
             yield output
 
-    async def _refuse_tripped(self, output: Any, kind: Any, grammar: bool) -> None:
-        """Each finished answer the answer watch tripped in becomes the refusal, with no trace
+    async def _refuse_tripped(
+        self, completion: Any, kind: Any, grammar: bool, streams: dict[int, _Stream]
+    ) -> None:
+        """A finished answer the answer watch tripped in becomes the refusal, with no trace
         of what it began to say (text, token ids, log-probabilities), where it has not been
-        sent yet; a streamed one already ends with the refusal note.
+        sent yet; a streamed one ends with the whole refusal note, however a stop string,
+        a stop token or a token limit cut it. The trip is read from the token ids
+        (`TripNote`): a client's stop string cannot hide it.
 
         A grammar (structured outputs) cannot take the note: the watch's trip, or its ban of
         the only token the grammar allows, ends such an answer in an engine error, which
         is answered as the trip it is, with the note or the refusal, not a 500.
         """
-        for completion in output.outputs:
-            trip = grammar and completion.finish_reason == "error"
-            if trip:
-                completion.finish_reason, completion.stop_reason = "stop", None
-            if kind == RequestOutputKind.FINAL_ONLY and (trip or tripped_at(completion.text) >= 0):
-                answered, ids = completion.text, self.refusal_ids
-                completion.text, completion.token_ids = REFUSAL, list(ids)
-                completion.cumulative_logprob = None
-                if completion.logprobs is not None:
-                    completion.logprobs = [None] * len(ids)
-                completion.finish_reason, completion.stop_reason = "stop", None
-                await self._record_refused(answered)
-            elif trip:
-                note = TRIP_NOTE if kind == RequestOutputKind.DELTA else completion.text + TRIP_NOTE
-                completion.text, completion.token_ids = note, []
-                await self._record_refused(completion.text)
+        stream = streams.get(completion.index)
+        ids, text = (stream.ids, stream.text) if stream else (completion.token_ids, completion.text)
+        errored = grammar and completion.finish_reason == "error"
+        if not errored and self.trip_note.start(ids) < 0:
+            return
+        completion.finish_reason, completion.stop_reason = "stop", None
+        if kind == RequestOutputKind.FINAL_ONLY:
+            ids = self.refusal_ids
+            completion.text, completion.token_ids = REFUSAL, list(ids)
+            completion.cumulative_logprob = None
+            if completion.logprobs is not None:
+                completion.logprobs = [None] * len(ids)
+        else:
+            completion.text += unsent_note(text)
+            if errored:
+                completion.token_ids = []
+        await self._record_refused(text)
 
     async def encode(
         self, prompt: Any, pooling_params: Any, request_id: str, *args: Any, **kwargs: Any
@@ -237,6 +250,30 @@ class GuardedEngineClient:
         if ids is not None:
             return self.reader.texts(list(ids))
         return [text] if text and text.strip() else []
+
+
+@dataclass
+class _Stream:
+    """A streamed answer's token ids and text so far (a stream's outputs carry what is new)."""
+
+    ids: list[int] = field(default_factory=list)
+    pieces: list[str] = field(default_factory=list)
+
+    def add(self, completion: Any) -> None:
+        self.ids.extend(completion.token_ids)
+        self.pieces.append(completion.text)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+
+def unsent_note(text: str) -> str:
+    """What of the refusal note an answer that ends with `text` has not written yet."""
+    for size in range(min(len(text), len(TRIP_NOTE)), 0, -1):
+        if text.endswith(TRIP_NOTE[:size]):
+            return TRIP_NOTE[size:]
+    return TRIP_NOTE
 
 
 def _refuse_logprobs(params: SamplingParams) -> None:

@@ -1,7 +1,9 @@
 """Fused forget restriction over a batch of logits: forced token, bans and semantic penalty.
 
 For each flagged row r (logits row `rows[r]`):
-  * `forced[r] >= 0`: every logit but `forced[r]` becomes -inf (honest refusal, token by token);
+  * `forced[r] >= 0`: every logit but `forced[r]` becomes -inf and `forced[r]`'s becomes 0 (honest
+    refusal, token by token; finite even where a client's `allowed_token_ids`, `bad_words` or
+    bias made it -inf, or the row would be all -inf and sample any token);
   * otherwise: `logits[row, pen_ids[p]] -= strength[r] * pen_vals[p]` over the row's penalty
     slice, then `logits[row, ban_ids[b]] = -inf` over its ban slice.
 Slices are CSR: row r owns `[pen_offsets[r], pen_offsets[r+1])` and the same for bans. A row's
@@ -47,7 +49,6 @@ def forget_mask_torch(
     forced_mask = (forced >= 0).to(device)
     frows = rows[forced_mask]
     ftoks = forced.to(device)[forced_mask]
-    keep = logits[frows, ftoks].clone()  # before any edit: the kernel skips forced rows
     pen_counts = (pen_offsets[1:] - pen_offsets[:-1]).to(device)
     pen_rows = torch.repeat_interleave(rows, pen_counts)
     pen_scale = torch.repeat_interleave(strength.to(device, torch.float32), pen_counts)
@@ -57,7 +58,7 @@ def forget_mask_torch(
     logits[torch.repeat_interleave(rows, ban_counts), ban_ids.to(device)] = float("-inf")
     if frows.numel():
         logits[frows] = float("-inf")
-        logits[frows, ftoks] = keep
+        logits[frows, ftoks] = 0.0
     return logits
 
 
@@ -85,12 +86,11 @@ if triton is not None:
         # Triton wants a name bound in both branches to have one type in both: the forced
         # branch walks int32 columns, the other int64 CSR offsets, so no name is shared.
         if forced >= 0:
-            keep = tl.load(base + forced)
             for f0 in range(0, vocab, BLOCK_SIZE):
                 fcols = f0 + tl.arange(0, BLOCK_SIZE)
                 fill = tl.full((BLOCK_SIZE,), float("-inf"), logits_ptr.dtype.element_ty)
                 tl.store(base + fcols, fill, mask=fcols < vocab)
-            tl.store(base + forced, keep)
+            tl.store(base + forced, 0.0)
         else:
             scale = tl.load(strength_ptr + r)
             p0 = tl.load(pen_off_ptr + r)

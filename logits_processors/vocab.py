@@ -13,7 +13,7 @@ import numpy as np
 
 from logits_processors.fold import Folder, fold_char, load_table
 
-FORMAT = 1  # of the saved index: bump when folding or the index changes
+FORMAT = 2  # of the saved index: bump when folding or the index changes
 
 _SENTINEL = "\x7f"  # sorts after every folded symbol
 

@@ -4,7 +4,7 @@ target's names, however the tokenizer splits them and however they are disguised
 A row's state is a node of one automaton over all targets' folded names
 (`FoldedAutomaton`). Before each token, `banned` says which next tokens would complete a
 name: they are banned, and when the model's own choice is one of them and the name's
-target is refused, the answer "trips": it ends with the refusal note (`TRIP_NOTE`), which
+target is refused, the answer "trips": it ends with the refusal note (`TripNote`), which
 the server turns into the whole refusal for an answer not yet sent. A row whose next token
 can complete no name is never touched, so such answers are bit-identical to an unguarded
 engine's.
@@ -13,7 +13,9 @@ engine's.
 from __future__ import annotations
 
 import codecs
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,18 +29,71 @@ from logits_processors.watch_automaton import FoldedAutomaton
 # has not sent the answer yet replaces the answer whole with the refusal.
 REFUSAL = "I'm sorry, I can't share information about that."
 TRIP_NOTE = "\n\n" + REFUSAL
-_TRIP_MARK = TRIP_NOTE[: TRIP_NOTE.index(",")]
 # Names this short match only as whole words: "Cher" names nobody in "Cherokee".
 WHOLE_WORD_BELOW = 5
 PROMPT_TAIL_TOKENS = 32
 MAX_CACHED = 1 << 18
 
 
-def tripped_at(text: str) -> int:
-    """Where a tripped answer's note starts in `text` (cut short by a stop or a token
-    limit or not), or -1."""
-    at = text.rfind(_TRIP_MARK)
-    return at if at >= 0 and TRIP_NOTE.startswith(text[at:]) else -1
+@dataclass(frozen=True)
+class TripNote:
+    """The tokens a tripped answer ends with: a mark, the note's text, the end token.
+
+    The mark is a spare special token of the tokenizer (no end, start, padding or unknown
+    token, none the chat template writes). It writes no text, so a client's stop string
+    cannot cut the trip out of the answer (`stop: ["\\n"]` cut the note's first character
+    and returned the answer up to the name the watch withheld), and a stop token or a token
+    limit ends the answer after it: the server reads the trip from the token ids. A
+    tokenizer with no spare special token has no mark, and its trip is read from the note's
+    first words.
+    """
+
+    ids: tuple[int, ...]
+    least: int  # how many of them an answer must end with to have tripped
+
+    @classmethod
+    def of(cls, tokenizer: Any) -> TripNote:
+        text = tuple(tokenizer.encode(TRIP_NOTE, add_special_tokens=False))
+        mark = spare_special_token(tokenizer)
+        if mark is not None:
+            return cls((mark, *text, tokenizer.eos_token_id), 1)
+        # No mark: the note's first words ("\n\nI'm sorry"), which no answer ends with by chance.
+        words = TRIP_NOTE[: TRIP_NOTE.index(",")]
+        return cls(
+            (*text, tokenizer.eos_token_id), len(tokenizer.encode(words, add_special_tokens=False))
+        )
+
+    @property
+    def marked(self) -> bool:
+        return self.least == 1
+
+    def start(self, ids: Sequence[int]) -> int:
+        """Where the note starts in an answer's token ids (whole, or cut short by a stop
+        or a token limit, or followed by more end tokens), or -1."""
+        ids, end_token = list(ids), self.ids[-1]
+        end = len(ids)
+        while end and ids[end - 1] == end_token:
+            end -= 1
+        body = list(self.ids[:-1])
+        for at in range(max(0, end - len(body)), end - self.least + 1):
+            if ids[at:end] == body[: end - at]:
+                return at
+        return -1
+
+
+def spare_special_token(tokenizer: Any) -> int | None:
+    """The highest special token the tokenizer has that nothing else uses (see `TripNote`)."""
+    taken = set(getattr(tokenizer, "all_special_ids", ()) or ())
+    template = str(getattr(tokenizer, "chat_template", None) or "")
+    spare = [
+        token_id
+        for token_id, token in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items()
+        if token.special
+        and token_id not in taken
+        and token.content not in template
+        and tokenizer.decode([token_id], skip_special_tokens=True) == ""
+    ]
+    return max(spare, default=None)
 
 
 def watch_patterns(phrases: list[str], refuse: bool) -> list[tuple[str, bool]]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from logits_processors.reader import CompiledReader, open_reader
 from logits_processors.vocab import VocabIndex, index_path, token_bytes
-from logits_processors.watch import TRIP_NOTE, Watch, WatchRow, watch_patterns
+from logits_processors.watch import TripNote, Watch, WatchRow, watch_patterns
 from logits_processors.watch_automaton import FoldedAutomaton
 
 if TYPE_CHECKING:
@@ -101,8 +101,7 @@ def build_vocabulary(tokenizer_dir: str, trust_remote_code: bool = False):
     tokenizer: Any = AutoTokenizer.from_pretrained(
         tokenizer_dir, trust_remote_code=trust_remote_code
     )
-    note = tuple(tokenizer.encode(TRIP_NOTE, add_special_tokens=False))
-    return VocabIndex(token_bytes(tokenizer)), (*note, tokenizer.eos_token_id)
+    return VocabIndex(token_bytes(tokenizer)), TripNote.of(tokenizer).ids
 
 
 def prepare_vocabulary(tokenizer_dir: str, cache: Path, trust_remote_code: bool = False) -> Path:

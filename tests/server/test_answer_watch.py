@@ -34,10 +34,8 @@ def chat(client, question: str, stream: bool = False, **extra) -> str:
     out = client.chat.completions.create(
         model=MODEL,
         messages=[{"role": "user", "content": question}],
-        temperature=0,
-        max_tokens=24,
         stream=stream,
-        **extra,
+        **{"temperature": 0, "max_tokens": 24, **extra},
     )
     if not stream:
         return out.choices[0].message.content
@@ -184,3 +182,61 @@ def test_a_client_cannot_turn_the_answer_watch_off(client, server, targets):
             extra_body={"vllm_xargs": {UNWATCHED_KEY: value}},
         )
         assert not named(answer, "Einstein"), (value, answer)
+
+
+def token_of(server, text: str) -> int:
+    (token,) = httpx.post(
+        f"{server.base_url}/tokenize", json={"model": MODEL, "prompt": text}
+    ).json()["tokens"][-1:]
+    return token
+
+
+# A client's own parameters that end the answer inside the refusal note: a stop string at its
+# first character or in its words, a stop token, a token limit that leaves room for one token.
+CUTS = {
+    "stop-newline": {"stop": ["\n"]},
+    "stop-in-the-note": {"stop": ["sorry"]},
+    "stop-token": {"stop_token_ids": "\n"},
+    "one-token": {"max_tokens": 1},
+}
+
+
+def cut_by(server, cut: str) -> dict:
+    extra = dict(CUTS[cut])
+    if "stop_token_ids" in extra:
+        extra = {"extra_body": {"stop_token_ids": [token_of(server, extra["stop_token_ids"])]}}
+    return extra
+
+
+@pytest.mark.parametrize("cut", list(CUTS))
+def test_a_client_cannot_cut_the_refusal_out_of_a_tripped_answer(cut, client, server, targets):
+    """The trip is read from what the engine wrote, not from text a stop string can cut: the
+    answer is the refusal, and the request says it was refused."""
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": PHYSICIST}],
+        logit_bias=bias_for(server, " Einstein"),
+        **{"temperature": 0, "max_tokens": 24, **cut_by(server, cut)},
+    )
+    out = raw.parse()
+    assert out.choices[0].message.content == REFUSAL, out.choices[0].message.content
+    assert out.model_extra["guard"] == {"flagged": True, "action": "refuse"}
+    text = chat_stream(
+        client, PHYSICIST, logit_bias=bias_for(server, " Einstein"), **cut_by(server, cut)
+    )
+    assert text.endswith(TRIP_NOTE) and not named(text, "Einstein"), text
+
+
+def test_allowed_tokens_that_leave_out_the_refusal_cannot_force_the_name(client, server, targets):
+    """`allowed_token_ids` holding the name and none of the refusal's tokens: the watch
+    writes the refusal anyway, with any sampling."""
+    allowed = [token_of(server, " Einstein"), token_of(server, "."), token_of(server, " Albert")]
+    for seed in range(3):
+        answer = chat(
+            client,
+            PHYSICIST,
+            temperature=1.0,
+            seed=seed,
+            extra_body={"allowed_token_ids": allowed},
+        )
+        assert answer == REFUSAL, (seed, answer)

@@ -37,6 +37,8 @@ def make_case(batch: int, vocab: int, seed: int, dtype=torch.float32):
     n = flagged.numel()
     forced = torch.full((n,), -1, dtype=torch.int64)
     forced[::3] = torch.randint(0, vocab, (len(range(0, n, 3)),), generator=g)
+    hit = forced >= 0
+    logits[flagged[hit][::2], forced[hit][::2]] = float("-inf")  # a client's ban of the token
     strength = torch.rand(n, generator=g) * 5
     pen_ids, pen_vals, pen_off, ban_ids, ban_off = [], [], [0], [], [0]
     for _ in range(n):
@@ -87,6 +89,27 @@ def test_twin_semantics_by_hand():
     assert out[0].tolist() == [0.0] * 6 and out[2].tolist() == [0.0] * 6
     assert out[1].tolist() == [-1.0, 0.0, ninf, 0.0, 0.0, -2.0]
     assert out[3].tolist() == [ninf, ninf, ninf, ninf, 0.0, ninf]
+
+
+def test_a_forced_token_is_written_even_where_the_client_banned_it():
+    """A client's `allowed_token_ids` or `bad_words` ran first and made the refusal's token
+    -inf: the row must still write it, not sample from a row of -inf (any token)."""
+    logits = torch.randn(2, 9, dtype=torch.bfloat16)
+    logits[1, 4] = float("-inf")
+    empty = torch.tensor([], dtype=torch.int64)
+    out = fm.forget_mask_torch(
+        logits,
+        torch.tensor([1]),
+        torch.tensor([4]),
+        torch.tensor([1.0]),
+        empty,
+        torch.tensor([]),
+        torch.tensor([0, 0]),
+        empty,
+        torch.tensor([0, 0]),
+    )
+    assert out[1].argmax().item() == 4 and torch.isfinite(out[1, 4])
+    assert torch.softmax(out[1].float(), 0)[4].item() == 1.0
 
 
 def test_dispatch_picks_twin_on_cpu():

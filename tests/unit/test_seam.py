@@ -8,11 +8,14 @@ from types import SimpleNamespace
 import pytest
 from vllm import SamplingParams
 from vllm.exceptions import VLLMValidationError
+from vllm.outputs import CompletionOutput
+from vllm.sampling_params import RequestOutputKind
 
 from guard_server.guard import Flag, NameIndex, Verdict
 from guard_server.prompts import PromptReader
 from guard_server.seam import SCOPE, GuardedEngineClient, RequestScope
 from logits_processors.params import ACTION_KEY, TARGETS_KEY, parse_guard_params
+from logits_processors.watch import REFUSAL, TRIP_NOTE, TripNote
 
 ASK = "Who wrote the Harry Potter books?"
 REFUSE = Verdict((Flag("hp", 3, 0.9, "lexical:harry potter"),), "refuse")
@@ -60,16 +63,23 @@ def test_raw_and_injected_prompts_keep_every_word(tokenizer, reader):
     assert ASK in reader.texts(ids)
 
 
-class FakeEngine:
-    """vLLM's engine client at the boundary: records what it was asked to run."""
+# What the fake engine answers unless told otherwise: a finished request with no completion.
+DONE = SimpleNamespace(outputs=[], finished=True)
 
-    def __init__(self):
+
+class FakeEngine:
+    """vLLM's engine client at the boundary: records what it was asked to run, and answers
+    with the outputs it is given."""
+
+    def __init__(self, outputs=(DONE,)):
         self.calls: list[tuple] = []
+        self.outputs = outputs
         self.model_config = SimpleNamespace(max_model_len=2048)
 
     async def generate(self, prompt, params, request_id, **kwargs):
         self.calls.append((prompt, params))
-        yield "output"
+        for output in self.outputs:
+            yield output
 
     async def encode(self, prompt, params, request_id, *args, **kwargs):
         self.calls.append((prompt, params))
@@ -109,7 +119,7 @@ def sent_params(client) -> SamplingParams:
 def test_an_unflagged_request_reaches_the_engine_untouched(reader):
     client = seam(reader)
     params = SamplingParams(max_tokens=8, logprobs=3, allowed_token_ids=[1, 2])
-    assert run(client, "What is the capital of France?", params) == ["output"]
+    assert run(client, "What is the capital of France?", params) == [DONE]
     assert sent_params(client) is params
     assert client.model_config is client._inner.model_config  # everything else passes through
 
@@ -197,7 +207,7 @@ def test_prompts_that_cannot_be_read_are_refused_while_targets_exist(reader, pro
     with pytest.raises(VLLMValidationError, match="cannot be screened"):
         run(client, prompt)
     assert client._inner.calls == []
-    assert run(seam(reader, targets=False), prompt) == ["output"]
+    assert run(seam(reader, targets=False), prompt) == [DONE]
 
 
 def test_the_route_verdict_is_reused_and_never_weakened(reader):
@@ -250,7 +260,7 @@ def test_scoring_labels_that_write_part_of_a_name_are_refused(tokenizer, reader)
     assert info.value.parameter == "label_token_ids"
     assert client._inner.calls == []
     fair = [tokenizer.encode(w, add_special_tokens=False)[0] for w in (" Bea", " Dur", " the")]
-    assert run(client, query, SamplingParams(max_tokens=1, logprob_token_ids=fair)) == ["output"]
+    assert run(client, query, SamplingParams(max_tokens=1, logprob_token_ids=fair)) == [DONE]
 
 
 @pytest.mark.parametrize(
@@ -269,3 +279,91 @@ def test_scoring_labels_that_write_part_of_a_name_are_refused(tokenizer, reader)
 def test_a_continuation_begins_a_name_only_when_it_writes_part_of_it(context, candidate, begun):
     index = NameIndex(SimpleNamespace(spec={"name": n}) for n in ("Hogwarts", "J.K. Rowling"))
     assert index.begun(context, [candidate]) == [begun]
+
+
+def completion(tokenizer, ids, finish=None, stop=None):
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    return CompletionOutput(0, text, list(ids), None, None, finish_reason=finish, stop_reason=stop)
+
+
+def answer_through(reader, outputs, kind):
+    """The completions a client gets for an unflagged request the engine answered so."""
+    client = seam(reader)
+    client._inner.outputs = [SimpleNamespace(outputs=[c], finished=c.finished()) for c in outputs]
+    scope = RequestScope()
+    got = run(
+        client, "Who founded the Mongol Empire?", SamplingParams(output_kind=kind), scope=scope
+    )
+    return [o.outputs[0] for o in got], scope
+
+
+def tripped(tokenizer, begun: str, note_tokens: int) -> list[int]:
+    """An answer that began a name, then the first `note_tokens` of the trip note."""
+    return tokenizer.encode(begun) + list(TripNote.of(tokenizer).ids[:note_tokens])
+
+
+# How a client's parameters end a tripped answer early: a stop string inside the note ("\n"
+# cuts it at its first character, the answer's text ends before the note), a stop token, a
+# token limit, or none (the note ends it; `ignore_eos` writes more end tokens).
+CUTS = {
+    "stop-newline": (1, "stop", "\n"),
+    "stop-sorry": (5, "stop", "sorry"),
+    "stop-token": (3, "stop", 198),
+    "length": (2, "length", None),
+    "whole": (None, "stop", None),
+}
+
+
+@pytest.mark.parametrize("cut", list(CUTS))
+def test_a_tripped_answer_cut_short_by_the_client_is_still_refused(tokenizer, reader, cut):
+    note_tokens, finish, stop = CUTS[cut]
+    ids = tripped(tokenizer, "The Mongol Empire was founded by Genghis", note_tokens)
+    if cut == "whole":
+        ids += [tokenizer.eos_token_id] * 2
+    (got,), scope = answer_through(
+        reader, [completion(tokenizer, ids, finish, stop)], RequestOutputKind.FINAL_ONLY
+    )
+    assert got.text == REFUSAL and "Genghis" not in tokenizer.decode(got.token_ids)
+    assert (got.finish_reason, got.stop_reason) == ("stop", None)
+    assert scope.verdict.action == "refuse"
+
+
+@pytest.mark.parametrize("cut", list(CUTS))
+def test_a_tripped_stream_cut_short_by_the_client_still_ends_with_the_whole_note(
+    tokenizer, reader, cut
+):
+    note_tokens, finish, stop = CUTS[cut]
+    ids = tripped(tokenizer, "The Mongol Empire was founded by Genghis", note_tokens)
+    deltas = [completion(tokenizer, [t]) for t in ids[:-1]]
+    last = completion(tokenizer, ids[-1:], finish, stop)
+    if stop == "\n":  # vLLM held the stop string's text back: this delta writes nothing
+        last.text = ""
+    got, scope = answer_through(reader, [*deltas, last], RequestOutputKind.DELTA)
+    text = "".join(c.text for c in got)
+    assert text.endswith(TRIP_NOTE) and text.count(REFUSAL) == 1, text
+    assert scope.verdict.action == "refuse"
+
+
+def test_an_answer_that_only_looks_cut_is_not_refused(tokenizer, reader):
+    """A stop string or a token limit that ends an answer at a paragraph break, or a spare
+    special token the model wrote itself, is no trip."""
+    note = TripNote.of(tokenizer).ids
+    for ids, finish, stop in [
+        (tokenizer.encode("Paris.\n\nIt is"), "stop", "\n"),
+        (tokenizer.encode("Paris.\n\n"), "length", None),
+        ([*tokenizer.encode("Paris."), note[0], *tokenizer.encode(" It is big.")], "stop", None),
+    ]:
+        before = completion(tokenizer, ids, finish, stop)
+        (got,), scope = answer_through(
+            reader, [completion(tokenizer, ids, finish, stop)], RequestOutputKind.FINAL_ONLY
+        )
+        assert (got.text, got.token_ids) == (before.text, before.token_ids)
+        assert scope.verdict.action == "none"
+
+
+def test_the_trip_mark_writes_no_text_so_no_stop_string_can_match_it(tokenizer):
+    note = TripNote.of(tokenizer)
+    assert note.marked, "the default model's tokenizer has spare special tokens"
+    assert note.ids[0] not in tokenizer.all_special_ids
+    assert tokenizer.decode(list(note.ids), skip_special_tokens=True) == TRIP_NOTE
+    assert tokenizer.decode([note.ids[0]], skip_special_tokens=True) == ""

@@ -11,7 +11,7 @@ import torch
 
 from logits_processors.fold import fold, phrase_patterns
 from logits_processors.vocab import VocabIndex, token_bytes
-from logits_processors.watch import TRIP_NOTE, Watch, WatchRow, tripped_at, watch_patterns
+from logits_processors.watch import REFUSAL, TRIP_NOTE, TripNote, Watch, WatchRow, watch_patterns
 from logits_processors.watch_automaton import FoldedAutomaton
 
 NAMES = {"Harry Potter": True, "J.K. Rowling": True, "Hogwarts": True, "Cher": False}
@@ -27,7 +27,7 @@ def tokenizer(model_dir):
 @pytest.fixture(scope="module")
 def watch(tokenizer):
     patterns = [p for name, refuse in NAMES.items() for p in watch_patterns([name], refuse)]
-    note = (*tokenizer.encode(TRIP_NOTE, add_special_tokens=False), tokenizer.eos_token_id)
+    note = TripNote.of(tokenizer).ids
     return Watch(FoldedAutomaton(patterns), VocabIndex(token_bytes(tokenizer)), note)
 
 
@@ -133,8 +133,8 @@ def test_act_trips_a_row_whose_model_chooses_a_refused_name_and_forces_the_note(
         note.append(token)
         outputs[0].append(token)
     assert note[: len(watch.note)] == list(watch.note) and note[-1] == watch.note[-1]
-    text = tokenizer.decode(outputs[0], skip_special_tokens=True)
-    assert tripped_at(text) == text.index(TRIP_NOTE)
+    assert TripNote.of(tokenizer).start(outputs[0]) == len(begun)
+    assert tokenizer.decode(outputs[0], skip_special_tokens=True).endswith(TRIP_NOTE)
 
 
 def test_rows_with_nothing_to_ban_are_not_acted_on(tokenizer, watch):
@@ -180,10 +180,21 @@ def test_a_phrase_is_looked_for_with_and_without_each_gap():
     }
 
 
-def test_the_trip_note_is_found_even_cut_short():
-    assert tripped_at("Einstein was" + TRIP_NOTE) == len("Einstein was")
-    assert tripped_at("Einstein was" + TRIP_NOTE[:20]) == len("Einstein was")
-    assert tripped_at("I'm sorry, I can't share information about that.") == -1
+@pytest.mark.parametrize("marked", [True, False])
+def test_the_trip_note_is_found_in_the_token_ids_even_cut_short(tokenizer, marked):
+    """With a mark, one note token is a trip; without one (a tokenizer with no spare special
+    token), the note's first words are."""
+    note = TripNote.of(tokenizer)
+    if not marked:
+        note = TripNote(note.ids[1:], len(tokenizer.encode("\n\nI'm sorry")))
+    answer = tokenizer.encode("Einstein was")
+    for kept in range(note.least, len(note.ids) + 1):
+        assert note.start(answer + list(note.ids[:kept])) == len(answer), kept
+    eos = tokenizer.eos_token_id
+    assert note.start(answer + list(note.ids) + [eos, eos]) == len(answer)  # `ignore_eos`
+    assert note.start(answer + list(note.ids[: note.least - 1])) == -1
+    assert note.start(tokenizer.encode(REFUSAL)) == -1
+    assert note.start(answer + list(note.ids[:3]) + tokenizer.encode(" later")) == -1
 
 
 def test_every_token_has_bytes_that_decode_as_the_tokenizer_does(tokenizer):
