@@ -22,6 +22,9 @@ PROCESSOR_V2_FQCN = "logits_processors.forget_v2:ForgetLogitsProcessorV2"
 DEFAULT_SERVED_NAME = "SmolLM2-135M-Instruct"
 
 
+CPU_DTYPE_ENV = "GUARD_CPU_DTYPE"
+
+
 def engine_defaults() -> dict[str, object]:
     """Engine options for a small CPU host; none on a GPU, where vLLM's own apply (CUDA
     graphs, the model's context, its memory fraction).
@@ -29,7 +32,8 @@ def engine_defaults() -> dict[str, object]:
     The CPU backend reserves `gpu_memory_utilization` of a NUMA node for the KV cache, which
     fails on small machines; a fixed 1 GiB is ample for a 135M model at 2k context. A CPU
     with no native bfloat16 (AVX2 only) emulates it: prefill runs ~8x slower than in float32,
-    so such hosts compute in float32.
+    so such hosts compute in float32. `GUARD_CPU_DTYPE` sets the CPU's dtype instead (the
+    test suite's engines take it too: the suite run as on a CPU of the other kind).
     """
     import torch
 
@@ -39,7 +43,7 @@ def engine_defaults() -> dict[str, object]:
         "max_model_len": 2048,
         "enforce_eager": True,
         "kv_cache_memory_bytes": 1 << 30,
-        "dtype": "auto" if native_bf16() else "float32",
+        "dtype": os.environ.get(CPU_DTYPE_ENV) or ("auto" if native_bf16() else "float32"),
     }
 
 

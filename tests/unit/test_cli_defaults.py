@@ -30,6 +30,14 @@ def test_a_cpu_with_native_bfloat16_keeps_the_models_dtype(cpu_host):
     assert _dtype([]) == "auto"
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_the_cpu_dtype_is_set_by_the_environment_on_either_kind_of_cpu(cpu_host, native):
+    cpu_host.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    cpu_host.setenv("GUARD_CPU_DTYPE", "float32" if native else "bfloat16")
+    assert _dtype([]) == ("float32" if native else "bfloat16")
+    assert _dtype(["--dtype", "float16"]) == "float16"
+
+
 def test_an_explicit_dtype_wins(cpu_host):
     cpu_host.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     assert _dtype(["--dtype", "bfloat16"]) == "bfloat16"
