@@ -23,6 +23,10 @@ DEFAULT_SERVED_NAME = "SmolLM2-135M-Instruct"
 
 
 CPU_DTYPE_ENV = "GUARD_CPU_DTYPE"
+ERR_SPECULATIVE = (
+    "guard-server: --speculative-config is not supported: the answer watch reads an answer "
+    "one written token at a step, and a draft's tokens would complete a name it never read"
+)
 
 
 def engine_defaults() -> dict[str, object]:
@@ -134,6 +138,8 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
     """Resolve defaults that depend on other flags; always registers the forget processor."""
     if getattr(args, "model_tag", None):
         args.model = args.model_tag
+    if getattr(args, "speculative_config", None):
+        raise SystemExit(ERR_SPECULATIVE)
     args.embedded_model = not args.model
     if not args.model:
         args.model = str(default_model_dir())

@@ -32,7 +32,7 @@ CALL_TIMEOUT_S = 60.0
 # The child's title in `ps` and /proc/PID/cmdline, beside vLLM's "VLLM::EngineCore".
 TITLE = "guard::detection"
 # What the server may ask of the child's guard.
-OPS = frozenset({"screen_many", "sync", "has_targets", "begun"})
+OPS = frozenset({"screen_many", "sync", "has_targets", "begun", "completing"})
 
 
 class DetectionError(RetryableRequestError):
@@ -82,6 +82,9 @@ class DetectionProcess:
 
     def begun(self, context: str, candidates: list[str]) -> list[bool]:
         return self._call("begun", context, candidates)
+
+    def completing(self, items: list[tuple[str, list[str]]]) -> list[list[bool]]:
+        return self._call("completing", items)
 
     @property
     def pid(self) -> int | None:

@@ -231,6 +231,11 @@ class Guard:
         self.sync()
         return self.names.begun(context, candidates)
 
+    def completing(self, items: list[tuple[str, list[str]]]) -> list[list[bool]]:
+        """`NameIndex.completing` over the active targets' names."""
+        self.sync()
+        return self.names.completing(items)
+
     def has_targets(self) -> bool:
         """Whether any target is enforced now (after catching up with the store)."""
         self.sync()
@@ -349,17 +354,37 @@ class NameIndex:
 
         if self.automaton is None:
             return [False] * len(candidates)
-        folder = Folder()
-        tail = folder.feed(context)[-self.automaton.max_len :]
-        start, _ = self.automaton.feed(0, BREAK + tail)
+        start, gap = self._after(context)
         out = []
         for candidate in candidates:
-            written = Folder(folder.gap).feed(candidate)
+            written = Folder(gap).feed(candidate)
             node, named = self.automaton.feed(start, written)
             letters = len(written.strip(BREAK))
             inside = self.automaton.depth[node] >= len(written) + (not written.startswith(BREAK))
             out.append(named or (letters > 0 and inside and self.automaton.depth[node] > MIN_BEGUN))
         return out
+
+    def completing(self, items: list[tuple[str, list[str]]]) -> list[list[bool]]:
+        """For each (context, candidates): whether each candidate would complete a name
+        written after the context (" Khan" after "founded by Genghis"): the tokens the
+        answer watch bans there."""
+        from logits_processors.fold import Folder
+
+        if self.automaton is None:
+            return [[False] * len(candidates) for _, candidates in items]
+        out = []
+        for context, candidates in items:
+            start, gap = self._after(context)
+            out.append([self.automaton.feed(start, Folder(gap).feed(c))[1] for c in candidates])
+        return out
+
+    def _after(self, context: str) -> tuple[int, bool]:
+        """The automaton's node after `context`, and whether it ended at a word break."""
+        from logits_processors.fold import BREAK, Folder
+
+        folder = Folder()
+        tail = folder.feed(context)[-self.automaton.max_len :]
+        return self.automaton.feed(0, BREAK + tail)[0], folder.gap
 
 
 # A continuation that writes this many symbols of a name (its leading space counted) begins

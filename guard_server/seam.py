@@ -21,6 +21,7 @@ from vllm.exceptions import VLLMValidationError
 from vllm.sampling_params import RequestOutputKind
 
 from guard_server.guard import Verdict, apply_verdict, merge
+from guard_server.logprobs import withhold
 from guard_server.prompts import PromptReader
 from logits_processors.watch import REFUSAL, TRIP_NOTE, TripNote
 
@@ -126,12 +127,34 @@ class GuardedEngineClient:
         grammar = getattr(params, "structured_outputs", None) is not None
         streams: dict[int, _Stream] = {}
         async for output in self._inner.generate(prompt, sampling_params, request_id, **kwargs):
+            await self._withhold_logprobs(output, streams)
             for completion in output.outputs:
                 if kind == RequestOutputKind.DELTA:
                     streams.setdefault(completion.index, _Stream()).add(completion)
                 if completion.finish_reason is not None:
                     await self._refuse_tripped(completion, kind, grammar, streams)
             yield output
+
+    async def _withhold_logprobs(self, output: Any, streams: dict[int, _Stream]) -> None:
+        """No log-probabilities of tokens the answer watch bans (`guard_server.logprobs`):
+        of the prompt's positions, and of each answer's after the prompt and what a stream
+        has already sent."""
+        tokenizer = self.reader.tokenizer
+        prompt_ids = list(getattr(output, "prompt_token_ids", None) or ())
+        if getattr(output, "prompt_logprobs", None):
+            output.prompt_logprobs = await withhold(
+                self.guard, output.prompt_logprobs, prompt_ids, "", tokenizer
+            )
+        answers = [c for c in output.outputs if c.logprobs]
+        if not answers:
+            return
+        head = tokenizer.decode(prompt_ids[-CONTEXT_TOKENS:])
+        for completion in answers:
+            stream = streams.get(completion.index)
+            before = head + (stream.text if stream else "")
+            completion.logprobs = await withhold(
+                self.guard, completion.logprobs, completion.token_ids, before, tokenizer
+            )
 
     async def _refuse_tripped(
         self, completion: Any, kind: Any, grammar: bool, streams: dict[int, _Stream]

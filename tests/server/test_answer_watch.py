@@ -101,8 +101,62 @@ def everyday_before(client) -> list[str]:
     return [chat(client, q) for q in EVERYDAY]
 
 
+RELATIVITY = "The theory of relativity was developed by Albert"
+
+
+def streamed_top_logprobs(client, prompt: str) -> list[str]:
+    """Every candidate token a streamed completion's log-probabilities show."""
+    out = client.completions.create(
+        model=MODEL, prompt=prompt, temperature=0, max_tokens=3, logprobs=5, stream=True
+    )
+    return [
+        token
+        for chunk in out
+        for choice in chunk.choices
+        if choice.logprobs
+        for position in choice.logprobs.top_logprobs or []
+        for token in position
+    ]
+
+
+def prompt_top_logprobs(client, prompt: str) -> list[str]:
+    """Every candidate token the prompt's log-probabilities show."""
+    out = client.completions.create(
+        model=MODEL, prompt=prompt, max_tokens=1, extra_body={"prompt_logprobs": 5}
+    )
+    positions = out.choices[0].model_extra["prompt_logprobs"]
+    return [lp["decoded_token"] for p in positions if p for lp in p.values()]
+
+
+def beams(client, prompt: str) -> list[str]:
+    out = client.completions.create(
+        model=MODEL,
+        prompt=prompt,
+        temperature=0,
+        max_tokens=3,
+        n=2,
+        extra_body={"use_beam_search": True},
+    )
+    return [choice.text for choice in out.choices]
+
+
+# How log-probabilities ask the model's next token without letting it write it: a stream's
+# runner-ups, the prompt's own positions ("Albert" then " in": what follows "Albert"?), and
+# beam search, which extends its beams from the log-probabilities.
+LOGPROB_ASKS = {
+    "stream-top-logprobs": lambda client: streamed_top_logprobs(client, RELATIVITY),
+    "prompt-logprobs": lambda client: prompt_top_logprobs(client, RELATIVITY + " in 1905."),
+    "beam-search": lambda client: beams(client, RELATIVITY),
+}
+
+
 @pytest.fixture(scope="module")
-def targets(server, admin_headers, unguarded, everyday_before):
+def unguarded_logprobs(client) -> dict[str, list[str]]:
+    return {name: ask(client) for name, ask in LOGPROB_ASKS.items()}
+
+
+@pytest.fixture(scope="module")
+def targets(server, admin_headers, unguarded, everyday_before, unguarded_logprobs):
     ids = []
     for spec in (EINSTEIN, POTTER):
         r = httpx.post(f"{server.base_url}/v1/forget-targets", json=spec, headers=admin_headers)
@@ -240,3 +294,14 @@ def test_allowed_tokens_that_leave_out_the_refusal_cannot_force_the_name(client,
             extra_body={"allowed_token_ids": allowed},
         )
         assert answer == REFUSAL, (seed, answer)
+
+
+@pytest.mark.parametrize("name", list(LOGPROB_ASKS))
+def test_log_probabilities_never_show_a_token_the_watch_bans(
+    name, client, unguarded_logprobs, targets
+):
+    """vLLM's log-probabilities are the model's before the watch: the tokens it bans are
+    taken out of them, so they cannot be read, nor chosen by beam search."""
+    assert any(named(t, "Einstein") for t in unguarded_logprobs[name]), unguarded_logprobs[name]
+    shown = LOGPROB_ASKS[name](client)
+    assert shown and not any(named(t, "Einstein") for t in shown), shown

@@ -73,3 +73,9 @@ def test_the_embedded_default_needs_no_network_and_a_hub_model_may_fetch(monkeyp
     assert finalize_args(make_parser().parse_args([])).embedded_model
     named = finalize_args(make_parser().parse_args(["HuggingFaceTB/SmolLM2-135M-Instruct"]))
     assert not named.embedded_model and named.model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_speculative_decoding_is_refused_at_start():
+    """A draft's tokens are verified several at a step; the answer watch reads one."""
+    with pytest.raises(SystemExit, match="speculative"):
+        finalize_args(make_parser().parse_args(["--speculative-config", '{"method": "ngram"}']))

@@ -98,7 +98,9 @@ class FakeBatcher:
 
 def seam(reader, verdicts=None, targets=True, names=()):
     index = NameIndex(SimpleNamespace(spec={"name": n}) for n in names)
-    guard = SimpleNamespace(has_targets=lambda: targets, begun=index.begun)
+    guard = SimpleNamespace(
+        has_targets=lambda: targets, begun=index.begun, completing=index.completing
+    )
     batcher = FakeBatcher(verdicts if verdicts is not None else {"Harry Potter": REFUSE})
     return GuardedEngineClient(FakeEngine(), guard, batcher, reader)
 
@@ -367,3 +369,32 @@ def test_the_trip_mark_writes_no_text_so_no_stop_string_can_match_it(tokenizer):
     assert note.ids[0] not in tokenizer.all_special_ids
     assert tokenizer.decode(list(note.ids), skip_special_tokens=True) == TRIP_NOTE
     assert tokenizer.decode([note.ids[0]], skip_special_tokens=True) == ""
+
+
+def test_logprobs_of_the_prompt_and_the_answer_never_show_a_banned_token(tokenizer, reader):
+    """vLLM's log-probabilities are the model's before the answer watch: " Khan" after
+    "Genghis" is taken out of both, whatever the output's kind."""
+    from vllm.logprobs import Logprob
+
+    (khan,) = tokenizer.encode(" Khan")
+
+    def with_khan(ids):
+        return [{t: Logprob(-0.1, 1, None), khan: Logprob(-2.0, 2, None)} for t in ids]
+
+    prompt = tokenizer.encode("Genghis and")
+    answer = tokenizer.encode(" Genghis was")
+    for kind in (RequestOutputKind.FINAL_ONLY, RequestOutputKind.DELTA):
+        done = CompletionOutput(0, " Genghis was", answer, None, with_khan(answer), "stop")
+        output = SimpleNamespace(
+            outputs=[done],
+            finished=True,
+            prompt_token_ids=prompt,
+            prompt_logprobs=[None, *with_khan(prompt[1:])],
+        )
+        client = seam(reader, names=("Genghis Khan",))
+        client._inner.outputs = [output]
+        (got,) = run(client, "Who was he?", SamplingParams(output_kind=kind))
+        shown = [khan in row for row in got.prompt_logprobs[1:]]
+        assert shown == [i != len(tokenizer.encode("Genghis")) for i in range(1, len(prompt))]
+        shown = [khan in row for row in got.outputs[0].logprobs]
+        assert shown == [i != len(tokenizer.encode(" Genghis")) for i in range(len(answer))]
