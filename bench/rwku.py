@@ -130,11 +130,13 @@ def _key(probe: Probe | dict[str, Any]) -> tuple[str, str, str, str]:
 
 
 def earlier_answers(path: str | None) -> dict[tuple[str, ...], tuple[str, str]]:
-    """Before-answers of an earlier run, by probe. With no target registered every request is
-    unflagged, and unflagged greedy answers do not depend on the guard's code."""
+    """Before-answers of an earlier run (its results.json, or the folder holding it), by
+    probe. With no target registered every request is unflagged, and unflagged greedy
+    answers do not depend on the guard's code."""
     if not path:
         return {}
-    earlier = json.loads(Path(path).read_text())
+    found = Path(path)
+    earlier = json.loads((found / "results.json" if found.is_dir() else found).read_text())
     if earlier.get("scoring") != SCORING:
         return {}  # asked with other prompts: its answers are not this run's
     runs = earlier["probes"].values()

@@ -243,6 +243,9 @@ def test_before_answers_are_reused_by_probe_and_the_rest_asked(tmp_path, monkeyp
         ("Z.", "none"),
     ]
     assert asked == [new]
+    # The folder a run wrote names its results.json as well.
+    folder = argparse.Namespace(before=str(tmp_path), max_tokens=30, concurrency=1)
+    assert rwku.answer_before("http://x", [known], folder) == [("X is Y.", "none")]
 
     # A run asked with other prompts (before RWKU's own) lends no answers: all are asked.
     path.write_text(json.dumps({k: v for k, v in earlier.items() if k != "scoring"}))
