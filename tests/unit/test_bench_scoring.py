@@ -235,7 +235,9 @@ def test_before_answers_are_reused_by_probe_and_the_rest_asked(tmp_path, monkeyp
     path.write_text(json.dumps(earlier))
     asked = []
     monkeypatch.setattr(
-        rwku, "answer_all", lambda base, items, *a: asked.extend(items) or [("Z.", "none")]
+        rwku,
+        "answer_all",
+        lambda base, items, *a: asked.extend(items) or [("Z.", "none")] * len(items),
     )
     args = argparse.Namespace(before=str(path), max_tokens=30, concurrency=1)
     assert rwku.answer_before("http://x", [known, new], args) == [
