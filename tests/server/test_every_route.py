@@ -173,7 +173,10 @@ def test_every_route_refuses_or_answers_without_the_target(
     [
         ({"logprobs": True, "top_logprobs": 5}, "logprobs"),
         ({"extra_body": {"prompt_logprobs": 1}}, "prompt_logprobs"),
+        # vLLM's beam search ranks the model's own log-probabilities, step by step.
+        ({"n": 2, "extra_body": {"use_beam_search": True}}, "logprobs"),
     ],
+    ids=["logprobs", "prompt_logprobs", "beam_search"],
 )
 def test_a_flagged_chat_shows_no_logprobs(client, harry_potter, extra, param):
     import openai
