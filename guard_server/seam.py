@@ -139,13 +139,16 @@ class GuardedEngineClient:
         """No log-probabilities of tokens the answer watch bans (`guard_server.logprobs`):
         of the prompt's positions, and of each answer's after the prompt and what a stream
         has already sent."""
+        asked_prompt = getattr(output, "prompt_logprobs", None)
+        answers = [c for c in output.outputs if c.logprobs]
+        if not asked_prompt and not answers:
+            return  # most requests: nothing to read
         tokenizer = self.reader.tokenizer
         prompt_ids = list(getattr(output, "prompt_token_ids", None) or ())
-        if getattr(output, "prompt_logprobs", None):
+        if asked_prompt:
             output.prompt_logprobs = await withhold(
-                self.guard, output.prompt_logprobs, prompt_ids, "", tokenizer
+                self.guard, asked_prompt, prompt_ids, "", tokenizer
             )
-        answers = [c for c in output.outputs if c.logprobs]
         if not answers:
             return
         head = tokenizer.decode(prompt_ids[-CONTEXT_TOKENS:])
