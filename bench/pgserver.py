@@ -35,3 +35,16 @@ def reset(url: str) -> None:
         conn.execute(
             "DROP TABLE IF EXISTS targets, compiled, watch, audit, verifications, adapters, meta"
         )
+
+
+def database(url: str, name: str) -> str:
+    """A new, empty database `name` on the server at `url` (dropped first if it exists); its URL.
+    Tests that keep servers running on a registry use their own, which others' resets leave be."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))

@@ -61,7 +61,7 @@ FORGET = [
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def detector():
     from classifiers.detector import Detector
     from guard_server.models import load_encoder

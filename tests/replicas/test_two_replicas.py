@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from openai import OpenAI
 
-from bench.pgserver import reset
+from bench.pgserver import database
 from bench.serverproc import ADMIN_KEY, start_server
 from guard_server.compiler import REFUSAL
 from tests.conftest import free_port
@@ -29,16 +29,33 @@ def start(port: int, url: str, log):
     return start_server(port, url, log, "--no-enable-prefix-caching")
 
 
-@pytest.fixture(scope="module")
-def replicas(postgres_url, model_dir, tmp_path_factory):
-    reset(postgres_url)
+@pytest.fixture(scope="package")
+def servers(postgres_url, model_dir, tmp_path_factory):
+    """Two replicas for this package, on a database of their own (the store contract's tests
+    reset the default one between these tests when the order is shuffled)."""
+    url = database(postgres_url, "replicas")
     root = tmp_path_factory.mktemp("replicas")
-    a = start(free_port(), postgres_url, root / "a.log")
-    b = start(free_port(), postgres_url, root / "b.log")
-    servers = {"a": a, "b": b, "url": postgres_url, "root": root}
+    a = start(free_port(), url, root / "a.log")
+    b = start(free_port(), url, root / "b.log")
+    servers = {"a": a, "b": b, "url": url, "root": root}
     yield servers
     servers["a"].stop()
     servers["b"].stop()
+
+
+@pytest.fixture
+def replicas(servers):
+    """The replicas, with no target registered before or after the test."""
+    forget_all(servers)
+    yield servers
+    forget_all(servers)
+
+
+def forget_all(servers) -> None:
+    """Delete every target, through the replica no test kills."""
+    url = f"{servers['b'].base_url}/v1/forget-targets"
+    for target in httpx.get(url, headers=ADMIN).json()["data"]:
+        assert httpx.delete(f"{url}/{target['id']}", headers=ADMIN).status_code == 200
 
 
 def ask(server, question: str) -> str:

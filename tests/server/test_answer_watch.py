@@ -91,12 +91,12 @@ def attack(name: str, client, server) -> str:
     return question + text if name == "completion-fill-in" else text
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def unguarded(client, server) -> dict[str, str]:
     return {name: attack(name, client, server) for name in ATTACKS}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def everyday_before(client) -> list[str]:
     return [chat(client, q) for q in EVERYDAY]
 
@@ -150,7 +150,7 @@ LOGPROB_ASKS = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def unguarded_logprobs(client) -> dict[str, list[str]]:
     return {name: ask(client) for name, ask in LOGPROB_ASKS.items()}
 

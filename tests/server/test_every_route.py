@@ -146,7 +146,7 @@ def call(name, client, server) -> str:
     return text_of(PROBES[name](client=client, server=server))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def unguarded(client, server) -> dict[str, str]:
     return {name: call(name, client, server) for name in PROBES}
 

@@ -21,14 +21,14 @@ ASK = "Who wrote the Harry Potter books?"
 REFUSE = Verdict((Flag("hp", 3, 0.9, "lexical:harry potter"),), "refuse")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def tokenizer(model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model_dir)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def reader(tokenizer):
     return PromptReader(tokenizer)
 

@@ -62,7 +62,7 @@ def batch() -> Batch:
     return Batch(forget, make_tokens(2), good)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def memorised() -> tuple[LlamaConfig, dict[str, torch.Tensor]]:
     """A tiny Llama's weights after it has learnt the forget and retain answers: forgetting
     is only measurable on a model that knows something (SimNPO saturates otherwise)."""
@@ -462,7 +462,7 @@ def test_keep_related_keeps_what_the_documents_about_the_target_name():
             retain_pairs({**spec, "keep_related": bad})
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def tokenizer():
     path = default_model_dir()
     if not (path / "tokenizer.json").is_file():
