@@ -151,7 +151,7 @@ class GuardedEngineClient:
             )
         if not answers:
             return
-        head = tokenizer.decode(prompt_ids[-CONTEXT_TOKENS:])
+        head = self._tail(prompt_ids)
         for completion in answers:
             stream = streams.get(completion.index)
             before = head + (stream.text if stream else "")
@@ -260,12 +260,15 @@ class GuardedEngineClient:
         if not labels:
             return
         ids, text, _ = _prompt_parts(prompt)
-        tokenizer = self.reader.tokenizer
-        context = text if ids is None else tokenizer.decode(list(ids)[-CONTEXT_TOKENS:])
-        candidates = [tokenizer.decode([t]) for t in labels]
+        context = text if ids is None else self._tail(ids)
+        candidates = [self.reader.tokenizer.decode([t]) for t in labels]
         begun = await asyncio.to_thread(self.guard.begun, context or "", candidates)
         if any(begun):
             raise VLLMValidationError(ERR_LABELS, parameter="label_token_ids")
+
+    def _tail(self, prompt_ids: Any) -> str:
+        """The end of a prompt, as context for what its next tokens would write."""
+        return self.reader.tokenizer.decode(list(prompt_ids)[-CONTEXT_TOKENS:])
 
     async def _texts(self, prompt: Any) -> list[str]:
         ids, text, shape = _prompt_parts(prompt)
