@@ -37,7 +37,7 @@ from guard_server.unlearn.trainer import lora_model
 from tests.tiny import tiny_llama_config
 
 VOCAB, PROMPT, LENGTH = 96, 6, 16
-REQUIRED = {"ga", "gd", "npo", "simnpo", "rmu", "flat", "gu"}
+REQUIRED = {"ga", "gd", "npo", "simnpo", "rmu", "flat", "gu", "idk", "shred", "ssd"}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -115,6 +115,8 @@ FORGETTING = [
     ("gd", {"retain_loss": "kl"}),
     ("gu", {}),
     ("gu", {"inner": "npo"}),
+    ("shred", {}),
+    ("shred", {"nucleus": 0.0}),
 ]
 
 
@@ -253,6 +255,39 @@ def test_simnpo_matches_its_formula(model, batch):
     assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-4)
 
 
+def test_shred_starts_at_the_kl_of_its_targets_and_reads_no_retain_rows(model, batch):
+    from guard_server.unlearn.shred import forget_positions
+
+    # Over the whole vocabulary, a fresh adapter (model = base) is at KL 0 on the anchors and
+    # at KL(p without the answer's token || p) = -log(1 - p(answer)) on the forget positions.
+    algo = method("shred", top_k=VOCAB, nucleus=0.0, forget_share=0.5)
+    loss, logs = algo.loss(model, batch)
+    with torch.no_grad():
+        logp = full_logprobs(model, batch.forget)
+    mask = batch.forget.labels[:, 1:] != IGNORE
+    chosen = forget_positions(logp[mask], mask.nonzero()[:, 0], 0.5)
+    expected = torch.where(chosen, -torch.log1p(-logp[mask].exp()), 0.0).mean()
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-4)
+    assert logs["anchor_kl"] == pytest.approx(0.0, abs=1e-5)
+    other = Batch(batch.forget, make_tokens(9), batch.good)
+    assert float(algo.loss(model, other)[0].detach()) == pytest.approx(float(loss.detach()))
+
+
+def test_shred_forgets_the_surprising_tokens_and_keeps_the_rest(model, batch):
+    from guard_server.unlearn.shred import forget_positions
+
+    mask = batch.forget.labels[:, 1:] != IGNORE
+    with torch.no_grad():
+        before = full_logprobs(model, batch.forget)[mask]
+    chosen = forget_positions(before, mask.nonzero()[:, 0], 0.5)
+    train(model, method("shred"), batch, steps=8)
+    with torch.no_grad():
+        after = full_logprobs(model, batch.forget)[mask]
+    forgot = float((before - after)[chosen].mean())
+    assert forgot > 1.0  # nats: the demoted tokens lost most of their probability
+    assert float((before - after)[~chosen].abs().mean()) < 0.25 * forgot
+
+
 def test_idk_teaches_the_good_answer_keeps_retain_and_needs_it(model, batch):
     good, retain = nll_of(model, batch.good), nll_of(model, batch.retain)
     idk = method("idk")
@@ -327,6 +362,9 @@ def test_unknown_method_lists_the_known_ones():
         ("simnpo", {"beta": -1.0}, "beta must be"),
         ("simnpo", {"gamma": float("inf")}, "gamma must be"),
         ("rmu", {"layer": -1}, "layer must be"),
+        ("shred", {"forget_share": 0.0}, "forget_share must be a number in (0, 1], got 0.0"),
+        ("shred", {"top_k": 1}, "top_k must be an integer >= 2"),
+        ("shred", {"nucleus": 1.0}, "nucleus must be a number in [0, 1)"),
         ("rmu", {"alpha": -1.0}, "alpha must be"),
         ("flat", {"good_answer": "  "}, "good_answer must be non-empty"),
         ("idk", {"good_answer": ""}, "good_answer must be non-empty"),
