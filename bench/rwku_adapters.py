@@ -36,7 +36,7 @@ from guard_server.unlearn.presets import IDK_KL, PRESETS
 if TYPE_CHECKING:
     from bench.lm_eval import LM
 
-METHODS = "ga,gd,npo,simnpo,rmu,gu,flat,idk,idk-kl,idk-kl-related,idk-kl-fast,ssd"
+METHODS = "ga,gd,npo,simnpo,rmu,gu,flat,idk,idk-kl,idk-kl-related,idk-kl-fast,ssd,shred"
 # A small grid per method: the learning rate, the retain weight where the method has one
 # (SSD: its selection constant alpha). Early stopping picks the number of steps (at most
 # --steps, or the point's own "steps").
@@ -64,6 +64,8 @@ GRID: dict[str, list[dict[str, Any]]] = {
         {**IDK_KL, "keep_related": 6, "retain_batch_size": 24, "steps": 100},
     ],
     "ssd": [{"alpha": 50.0}, {"alpha": 200.0}],
+    # No retain set (it reads none): the learning rate alone; the paper's other settings.
+    "shred": [{"lr": 3e-4}, {"lr": 1e-3}],
     # idk-kl within (nearly) the one-target budget: 40 steps at most, where it took 100.
     # Its first run (4 retain rows a step, none general) refused 10 of RWKU's 50 fluency
     # instructions ("How do I make apple juice?"); with 2 general rows of 6, one everyday
