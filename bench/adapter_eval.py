@@ -33,7 +33,9 @@ MAX_NEW_TOKENS = 30
 # 0.017 points; target 1's own 171 made one question 0.6 points).
 MMLU_SET = "mmlu_pool"
 FLUENCY_TOKENS = 64
-MIA_PER_TARGET = 8  # texts per target and side: each is a 256-token forward pass
+# Membership inference on all of RWKU's member / non-member texts of each target (30-55 a
+# side; each a 256-token forward pass): 8 a side gave an AUC no interval could pin down.
+MIA_PER_TARGET = None
 # How a reply that declines opens. An edit that teaches a refusal can learn to decline
 # requests as such; RWKU's fluency score barely shows it (a short refusal is still varied
 # text), so the share of its open instructions declined is counted beside it.
@@ -91,7 +93,7 @@ def declines(reply: str) -> bool:
     return reply.lstrip().startswith(REFUSALS)
 
 
-def mia_scores(lm: LM, folders: list[Path]) -> dict[str, float]:
+def mia_scores(lm: LM, folders: list[Path]) -> dict[str, Any]:
     """Membership inference on the targets' `forget_mia` against their `retain_mia` texts."""
 
     def texts(file: str) -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -167,11 +167,34 @@ def min_k_score(logprobs: np.ndarray, k: float = 0.2) -> float:
 
 def auc(positive: list[float], negative: list[float]) -> float:
     """ROC AUC: the chance that a positive scores above a negative (ties count half)."""
-    pos, neg = np.asarray(positive)[:, None], np.asarray(negative)[None, :]
-    return float(((pos > neg).sum() + 0.5 * (pos == neg).sum()) / (pos.size * neg.size))
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.r_[np.ones(len(positive)), np.zeros(len(negative))]
+    return float(roc_auc_score(labels, np.r_[positive, negative]))
 
 
-def mia(lm: LM, forget: list[str], retain: list[str]) -> dict[str, float]:
+def auc_interval(
+    positive: list[float], negative: list[float], level: float = 0.95, resamples: int = 2000
+) -> list[float]:
+    """A percentile bootstrap interval for `auc` (scipy's, the two sides resampled apart,
+    a fixed seed: a rerun on the same scores gives the same interval)."""
+    from scipy.stats import bootstrap, mannwhitneyu
+
+    def statistic(pos, neg, axis):  # Mann-Whitney U over its maximum is the ROC AUC
+        return mannwhitneyu(pos, neg, axis=axis).statistic / (pos.shape[axis] * neg.shape[axis])
+
+    result = bootstrap(
+        (np.asarray(positive, float), np.asarray(negative, float)),
+        statistic,
+        n_resamples=resamples,
+        confidence_level=level,
+        method="percentile",
+        rng=np.random.default_rng(0),
+    )
+    return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
+
+
+def mia(lm: LM, forget: list[str], retain: list[str]) -> dict[str, Any]:
     """How well a text's loss tells the forget texts from the retain texts (0.5: not at all).
 
     Positives are the forget texts: an AUC above 0.5 means they now look unseen; an edit that
@@ -182,9 +205,11 @@ def mia(lm: LM, forget: list[str], retain: list[str]) -> dict[str, float]:
     losses_r = [float(-lp.mean()) for lp in r]
     return {
         "mia_auc_loss": auc(losses_f, losses_r),
+        "mia_auc_loss_ci": auc_interval(losses_f, losses_r),
         "mia_auc_mink": auc([min_k_score(lp) for lp in f], [min_k_score(lp) for lp in r]),
         "forget_mia_loss": float(np.mean(losses_f)),
         "retain_mia_loss": float(np.mean(losses_r)),
+        "mia_texts": [len(forget), len(retain)],
     }
 
 

@@ -54,6 +54,9 @@ def frontier_row(method: str, setting: str, before: list, after: list, cards: li
     row["fluency_refused_before"] = mean([b["utility"]["fluency_refused"] for b in before])
     row["mia_auc"] = mean([a["mia"]["mia_auc_loss"] for a in after])
     row["mia_auc_before"] = mean([b["mia"]["mia_auc_loss"] for b in before])
+    row["mia_auc_ci"] = pooled_interval(
+        row["mia_auc"], [a["mia"].get("mia_auc_loss_ci") for a in after]
+    )
     row["mia_auc_mink"] = mean([a["mia"]["mia_auc_mink"] for a in after])
     row["config"] = cards[0]["config"]
     row["best_step"] = [c.get("early_stop", {}).get("best_step") for c in cards]
@@ -66,6 +69,17 @@ def frontier_row(method: str, setting: str, before: list, after: list, cards: li
 
 def mean(values) -> float:
     return float(np.mean(list(values)))
+
+
+def pooled_interval(centre: float, intervals: list[list[float] | None]) -> list[float] | None:
+    """The 95% interval of `centre`, a mean of independent AUCs, from each one's 95% interval
+    (normal approximation); None where a score was made before intervals were recorded."""
+    if not intervals or any(i is None for i in intervals):
+        return None
+    if len(intervals) == 1:
+        return intervals[0]
+    half = float(np.sqrt(sum(((hi - lo) / 2) ** 2 for lo, hi in intervals))) / len(intervals)
+    return [centre - half, centre + half]
 
 
 def meets_goal(row: dict[str, Any]) -> bool:
@@ -101,6 +115,7 @@ def write(
     commands = [*old.get("commands", []), report.command_line()]
     commands = list(dict.fromkeys(commands))
     columns = ["method", "setting", *(f"{g}_ratio" for g in FILES), "mmlu_delta", "mia_auc"]
+    columns += ["mia_auc_ci"]
     columns += ["fluency", "fluency_refused", "peak_rss_gib", "train_s", "eval_s", "meets_goal"]
     tables = {"frontier (grid point chosen on held-out texts)": (frontier, columns)}
     sweep_title = (

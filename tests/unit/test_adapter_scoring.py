@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bench.adapter_eval import ratios
-from bench.lm_eval import auc, mean_loss, min_k_score, ngram_entropy
+from bench.lm_eval import auc, auc_interval, mean_loss, min_k_score, ngram_entropy
 from bench.rwku_adapters import held_out_score, numbers
 from bench.rwku_data import FILES, mmlu_prompt
 from bench.rwku_frontier import frontier_row, meets_goal
@@ -17,6 +17,26 @@ def test_auc_is_the_chance_a_positive_outscores_a_negative():
     assert auc([1, 2], [3, 4]) == 0.0
     assert auc([1, 3], [2, 2]) == 0.5
     assert auc([2], [2]) == 0.5  # a tie counts half
+
+
+def test_the_auc_interval_holds_the_auc_and_narrows_with_more_texts():
+    rng = np.random.default_rng(1)
+    few = rng.normal(0.5, 1, 8), rng.normal(0, 1, 8)
+    many = rng.normal(0.5, 1, 400), rng.normal(0, 1, 400)
+    (lo, hi), (lo_many, hi_many) = auc_interval(*few), auc_interval(*many)
+    assert lo <= auc(*few) <= hi and lo_many <= auc(*many) <= hi_many
+    assert hi_many - lo_many < 0.5 * (hi - lo)
+    assert lo_many < 0.64 < hi_many  # the true AUC of these two normals: Phi(0.5 / sqrt 2)
+    assert auc_interval([3, 4, 5], [0, 1, 2]) == [1.0, 1.0]
+
+
+def test_the_interval_of_a_mean_of_aucs_is_narrower_than_each():
+    from bench.rwku_frontier import pooled_interval
+
+    assert pooled_interval(0.5, [[0.4, 0.6]]) == [0.4, 0.6]
+    lo, hi = pooled_interval(0.5, [[0.4, 0.6], [0.4, 0.6], [0.4, 0.6], [0.4, 0.6]])
+    assert (lo, hi) == pytest.approx((0.45, 0.55))
+    assert pooled_interval(0.5, [[0.4, 0.6], None]) is None
 
 
 def test_min_k_takes_the_least_likely_tokens():
