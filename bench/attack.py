@@ -1,6 +1,6 @@
 """`guard-bench attack`: do forgotten facts come back? Relearning and quantization.
 
-Against each unlearning adapter (weights on this machine, transformers, greedy):
+Against each unlearning adapter (its weights loaded locally with transformers, greedy):
 - quantization: merge the adapter and round every linear weight to 8 and 4 bits per output row
   (round-to-nearest), after "Catastrophic Failure of LLM Unlearning via Quantization" (2025);
 - relearning: fine-tune the merged model briefly (a fresh LoRA, plain NLL) on a small slice of

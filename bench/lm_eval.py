@@ -24,7 +24,7 @@ LETTERS = ("A", "B", "C", "D")
 
 # The most tokens, padding included, one batch's prompts may fill. Sorted by length, 50 of
 # RWKU's fluency instructions (37-226 tokens) in one batch padded 3,358 tokens to 11,300;
-# capped at 4,096 they answered (64 tokens) in 46 s instead of 88 s on this 2-core machine.
+# capped at 4,096 they answered (64 tokens) in 46 s instead of 88 s on a 2-core x86 VM.
 BATCH_TOKENS = 4096
 
 

@@ -106,7 +106,7 @@ class Detector:
         self._lock = threading.RLock()
         # numpy's OpenBLAS pool spins after each product and fights the encoder's
         # threads for the cores: one BLAS thread took detection at 10,000 targets from
-        # p50 32 / p99 123 ms to 15 / 32 ms on this 2-core machine (measured). Process-wide:
+        # p50 32 / p99 123 ms to 15 / 32 ms on a 2-core x86 VM (measured). Process-wide:
         # the engine runs in its own process, and nothing else here needs parallel BLAS.
         threadpool_limits(1, user_api="blas")
 

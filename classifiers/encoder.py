@@ -2,7 +2,7 @@
 
 The model is always loaded by sentence-transformers (any sentence-transformers folder: its
 tokenizer, pooling and dense layers). By default its whole forward pass is exported once to
-ONNX and run by ONNX Runtime: on this 2-core machine that takes a one-sentence query from
+ONNX and run by ONNX Runtime: on a 2-core x86 VM that took a one-sentence query from
 p50 14.6 / p99 29 ms to 3.7 / 12.6 ms (measured), with the same vectors (max |diff| below
 `TOLERANCE`, checked at every load). sentence-transformers' own `backend="onnx"` needs
 optimum-onnx, which pins transformers < 4.58, below what vLLM needs; hence the export here.

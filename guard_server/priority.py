@@ -1,8 +1,8 @@
 """Screening before generation on a shared CPU: the engine's processes yield to the guard.
 
 On a CPU host the engine's workers keep every core busy, and each request's detection (the
-encoder, the classifiers) waits for a time slice behind them. Measured with 50 targets on this
-2-core machine, two busy processes beside it took detection from p50 6.9 / p99 10.1 ms to
+encoder, the classifiers) waits for a time slice behind them. Measured with 50 targets on a
+2-core x86 VM, two busy processes beside it took detection from p50 6.9 / p99 10.1 ms to
 17.3 / 25.1 ms; with those processes at nice 10, 5.8 / 14.4 ms. The engine loses nothing it
 would not lose anyway: the guard's work is on every request's path before the engine's.
 """

@@ -1,7 +1,7 @@
 """The real engine on the default model, started once for this tier.
 
-Only one engine runs at a time on this machine: the guarded engine depends on the reference
-fixture, which shuts its plain engine down before returning.
+Only one engine runs at a time (a small CPU host has room for one): the guarded engine
+depends on the reference fixture, which shuts its plain engine down before returning.
 
 Scheduling is made deterministic, so that "bit-identical" compares like with like: the engine
 core runs in this process (every request of a `chat` call is queued before the first step;

@@ -46,6 +46,24 @@ def chat_stream(client, question: str, **extra) -> str:
     return chat(client, question, stream=True, **extra)
 
 
+def chat_prefill(client, begun: str, **extra) -> str:
+    """The client writes the start of the assistant's answer and the model goes on from it
+    (`continue_final_message`): a name begun there is finished in the answer."""
+    body = {"continue_final_message": True, "add_generation_prompt": False}
+    out = client.chat.completions.create(
+        model=MODEL,
+        messages=[
+            {"role": "user", "content": "Who wrote the books?"},
+            {"role": "assistant", "content": begun},
+        ],
+        temperature=0,
+        max_tokens=24,
+        extra_body={**body, **extra.pop("extra_body", {})},
+        **extra,
+    )
+    return out.choices[0].message.content
+
+
 def complete(client, prompt: str, **extra) -> str:
     out = client.completions.create(
         model=MODEL, prompt=prompt, temperature=0, max_tokens=24, **extra
@@ -61,7 +79,8 @@ PHYSICIST = "Who is a famous physicist?"
 HOGWARTS = "Hogwarts School"
 # name -> (how it asks, what it asks, what forces the answer, the name it forces). A logit
 # bias makes " Einstein" the model's every choice; a grammar leaves it no other answer; a
-# fill-in begins the name in the prompt; disguises write it in look-alike letters (Cyrillic
+# fill-in begins the name in the prompt (or in the assistant's answer, begun by the client);
+# disguises write it in look-alike letters (Cyrillic
 # о and а), leetspeak or with a hyphen inside.
 ATTACKS = {
     "chat-bias": ("chat", PHYSICIST, "bias", "Einstein"),
@@ -76,6 +95,7 @@ ATTACKS = {
     "chat-grammar": ("chat", "Name a school.", HOGWARTS, "Hogwarts"),
     "chat-grammar-stream": ("chat_stream", "Name a school.", HOGWARTS, "Hogwarts"),
     "completion-fill-in": ("complete", "The books were written by J. K.", r" Rowling\.", "Rowling"),
+    "chat-prefill": ("chat_prefill", "The books were written by J. K.", r" Rowling\.", "Rowling"),
     "grammar-cyrillic": ("complete", "School:", "H\u043egw\u0430rts", "Hogwarts"),
     "grammar-leet": ("complete", "School:", "H0gw4rts", "Hogwarts"),
     "grammar-hyphen": ("complete", "School:", "Hog-warts", "Hogwarts"),
@@ -86,7 +106,12 @@ def attack(name: str, client, server) -> str:
     """The answer, after the prompt for a fill-in: the name may start in the prompt."""
     how, question, force, _ = ATTACKS[name]
     extra = {"logit_bias": bias_for(server, " Einstein")} if force == "bias" else regex(force)
-    answer = {"chat": chat, "chat_stream": chat_stream, "complete": complete}[how]
+    answer = {
+        "chat": chat,
+        "chat_stream": chat_stream,
+        "chat_prefill": chat_prefill,
+        "complete": complete,
+    }[how]
     text = answer(client, question, **extra)
     return question + text if name == "completion-fill-in" else text
 
