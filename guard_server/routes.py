@@ -16,9 +16,9 @@ from vllm.entrypoints.serve.utils.api_utils import validate_json_request
 from vllm.renderers.inputs.preprocess import prompt_to_seq
 
 from guard_server import errors
+from guard_server.engine_guard import current_scope
 from guard_server.guard import Verdict, conversation_texts, keep_only
 from guard_server.limits import check_length
-from guard_server.seam import current_scope
 
 router = APIRouter()
 # Recomputed by the new response: copying them would describe the old body.

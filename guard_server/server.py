@@ -12,11 +12,11 @@ from guard_server import admin, limits, routes, surface
 from guard_server.adapters import AdapterManager
 from guard_server.batcher import ScreenBatcher
 from guard_server.detection import DetectionProcess, build_guard
+from guard_server.engine_guard import GuardedEngineClient
 from guard_server.learner import Learner
 from guard_server.priority import lower_engine_priority
 from guard_server.prompts import PromptReader
 from guard_server.registry import Registry
-from guard_server.seam import GuardedEngineClient
 from guard_server.store import open_store
 from guard_server.verify import Verifier
 

@@ -1,7 +1,7 @@
 """The served surface: which routes exist (default deny), who is an admin, what a response says.
 
 Every route that can make the model produce or score text reaches the engine through the
-guarded engine client (`guard_server.seam`). A route is served only if it is listed here as
+guarded engine client (`guard_server.engine_guard`). A route is served only if it is listed here as
 checked: a route vLLM adds in a later release is dropped, with a warning, until someone has
 checked it and written its test (`tests/server/test_every_route.py`).
 """
@@ -18,8 +18,8 @@ from starlette.routing import Mount, Route
 from vllm.entrypoints.serve.middleware.authenticate import AuthenticationMiddleware
 
 from guard_server.auth import AdminKeys
+from guard_server.engine_guard import SCOPE, RequestScope
 from guard_server.errors import envelope
-from guard_server.seam import SCOPE, RequestScope
 
 if TYPE_CHECKING:
     from fastapi import FastAPI

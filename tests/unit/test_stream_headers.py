@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from guard_server.engine_guard import current_scope
 from guard_server.guard import Verdict
-from guard_server.seam import current_scope
 from guard_server.surface import HEADER_ACTION, GuardScopeMiddleware
 
 EVENT_STREAM = [(b"content-type", b"text/event-stream; charset=utf-8")]

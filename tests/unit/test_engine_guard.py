@@ -1,4 +1,4 @@
-"""The engine seam: what the engine runs is screened, whatever shape the prompt came in."""
+"""The engine guard (the one seam): what the engine runs is screened, whatever shape the prompt came in."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from vllm.exceptions import VLLMValidationError
 from vllm.outputs import CompletionOutput
 from vllm.sampling_params import RequestOutputKind
 
+from guard_server.engine_guard import SCOPE, GuardedEngineClient, RequestScope
 from guard_server.guard import Flag, NameIndex, Verdict
 from guard_server.prompts import PromptReader
-from guard_server.seam import SCOPE, GuardedEngineClient, RequestScope
 from logits_processors.params import ACTION_KEY, TARGETS_KEY, parse_guard_params
 from logits_processors.watch import REFUSAL, TRIP_NOTE, TripNote
 
