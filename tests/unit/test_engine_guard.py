@@ -1,4 +1,4 @@
-"""The engine guard (the one seam): what the engine runs is screened, whatever shape the prompt came in."""
+"""The engine guard (the one seam): what the engine runs is screened, in whatever shape."""
 
 from __future__ import annotations
 
