@@ -1,8 +1,9 @@
-"""A server run with vLLM's --api-key: clients and admins hold different keys. Then SIGTERM
-to the server process alone (as `kill -TERM <pid>` does) takes the engine with it."""
+"""A server run with vLLM's --api-key: clients and admins hold different keys. SIGTERM to a
+server process alone (as `kill -TERM <pid>` does) takes the engine with it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -124,13 +125,19 @@ def test_every_route_that_generates_or_scores_needs_the_client_key(keyed_server,
     assert httpx.get(f"{keyed_server.base_url}/health").status_code == 200
 
 
-def test_sigterm_to_the_server_takes_the_engine_with_it(keyed_server):
-    proc = psutil.Process(keyed_server.proc.pid)
-    children = proc.children(recursive=True)
-    assert children, "the engine core runs in a child process"
-    os.kill(proc.pid, signal.SIGTERM)
-    keyed_server.proc.wait(timeout=90)
-    assert gone_within(children, 30) == []
+def test_sigterm_to_the_server_takes_the_engine_with_it(tmp_path, model_dir):
+    # A server of its own: the one the other tests share must outlive this test in any order.
+    server = start_server(free_port(), tmp_path / "guard.db", tmp_path / "server.log")
+    try:
+        proc = psutil.Process(server.proc.pid)
+        children = proc.children(recursive=True)
+        assert children, "the engine core runs in a child process"
+        os.kill(proc.pid, signal.SIGTERM)
+        server.proc.wait(timeout=90)
+        assert gone_within(children, 30) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # its process group, were anything left
+            os.killpg(server.proc.pid, signal.SIGKILL)
 
 
 def test_sigterm_during_start_up_leaves_no_engine_behind(tmp_path, model_dir):

@@ -14,6 +14,8 @@ def _dtype(argv: list[str]) -> str:
 
 @pytest.fixture
 def cpu_host(monkeypatch):
+    """A CPU host on which nobody set the dtype (the suite may run under GUARD_CPU_DTYPE)."""
+    monkeypatch.delenv("GUARD_CPU_DTYPE", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     return monkeypatch
