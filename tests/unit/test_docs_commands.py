@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,8 @@ def commands() -> list[tuple[str, list[str]]]:
                 pending = ""
                 while argv and re.fullmatch(r"[A-Z_]+=\S*", argv[0]):
                     argv = argv[1:]
+                if argv[:2] == ["taskset", "-c"]:  # pinned to cores: the command it runs
+                    argv = argv[3:]
                 if argv:
                     found.append((doc.name, argv))
     return found
@@ -42,6 +46,16 @@ ALL = commands()
 
 def _program(argv: list[str]) -> str:
     return Path(argv[0]).name
+
+
+def test_pytest_command_lines_collect_with_their_flags():
+    """Run for real, collecting only (seconds): each flag exists and its plugin is installed."""
+    lines = [a for _, a in ALL if _program(a).startswith("python") and a[1:3] == ["-m", "pytest"]]
+    assert lines, "the docs give no pytest command line"
+    for argv in lines:
+        cmd = [sys.executable, "-m", "pytest", "--collect-only", "-q", *argv[3:], __file__]
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (argv, done.stdout[-2000:], done.stderr[-2000:])
 
 
 def test_the_documents_give_commands_to_check():
