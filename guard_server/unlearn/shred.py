@@ -4,14 +4,16 @@ Demotion"): forget from the forget rows alone, no retain set.
 Within a forget answer, the tokens the base model found least likely carry what it memorised
 (names, dates, titles); the others are ordinary language. Per row, the `forget_share` of
 answer tokens with the lowest base-model probability are forget positions, the rest anchors.
-The target at an anchor is the base model's next-token distribution (its `top_k` tokens); at
-a forget position it is the same with the answer's token demoted (probability 0) and, with
-`nucleus` > 0, every token of the base model's top-`nucleus` mass (which a paraphrase would
-fall back on), renormalised. The adapter is trained on KL(target || model) over all answer
-positions, so one term forgets and keeps at once.
+At a forget position the answer's token is demoted (probability 0) and, with `nucleus` > 0,
+so is every token of the base model's top-`nucleus` mass (what a paraphrase would fall back
+on); the target is the base model's distribution over the `top_k` likeliest tokens left,
+renormalised. At an anchor it is the base distribution over its `top_k` tokens. The model is
+read over the same tokens (the demoted ones included), so an untouched adapter sits at KL 0
+on every anchor, and one KL(target || model) term forgets and keeps at once:
 
-    q_t(v) = p_base(v | x_<t) * 1[v not in D_t] / Z_t     D_t = {} at anchors
-    loss   = mean_t KL(q_t || p_model(. | x_<t))
+    q_t(v) = p_base(v | x_<t) * 1[v in K_t] / Z_t      D_t = {} at anchors
+    K_t    = the top_k tokens of p_base outside D_t
+    loss   = mean_t KL(q_t || p_model(. | x_<t) renormalised over K_t and D_t)
 
 The paper's figure gives the targets and the loss; `top_k` and `nucleus` (0.9, its RWKU
 setting as far as its published runs show) are this module's defaults, not its stated ones.
@@ -19,6 +21,7 @@ setting as far as its published runs show) are this module's defaults, not its s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -53,7 +56,7 @@ class ShredConfig(UnlearnConfig):
 
 
 def forget_positions(label_logp: torch.Tensor, rows: torch.Tensor, share: float) -> torch.Tensor:
-    """Per row, its `share` (at least one) of label positions with the lowest log-probability.
+    """Per row, its `share` (rounded up) of label positions with the lowest log-probability.
 
     `label_logp` and `rows` are flat over a batch's label positions: each position's base
     log-probability of its label and the row it belongs to.
@@ -61,7 +64,7 @@ def forget_positions(label_logp: torch.Tensor, rows: torch.Tensor, share: float)
     chosen = torch.zeros_like(rows, dtype=torch.bool)
     for row in rows.unique():
         where = (rows == row).nonzero().flatten()
-        count = max(1, round(share * where.numel()))
+        count = math.ceil(share * where.numel())
         chosen[where[label_logp[where].argsort()[:count]]] = True
     return chosen
 
@@ -72,25 +75,26 @@ def demoted_targets(
     chosen: torch.Tensor,
     top_k: int,
     nucleus: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The target distributions over each position's base top-k tokens: (probabilities,
-    token ids), both (positions, k). At a chosen position the label's token and the base
-    model's top-`nucleus` mass are taken out; where that would leave nothing (a
-    distribution held by few tokens), only the label's token is. Rows sum to 1, or to 0
-    where the label was the only token the base model gave weight to (no target there).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The targets over each position's kept tokens: probabilities and token ids, both
+    (positions, k), and the demoted tokens, (positions, vocabulary).
+
+    At a chosen position the label's token and the tokens of the base model's top-`nucleus`
+    mass (over the whole vocabulary) are demoted; the target is the base distribution over the
+    `top_k` likeliest tokens left, renormalised. Rows sum to 1, or to 0 where nothing is left
+    (a base model sure of the label alone: no target there).
     """
-    logp, index = base_logp.topk(min(top_k, base_logp.shape[-1]), dim=-1)
-    probs = logp.exp()
-    label = (index == labels[:, None]) & chosen[:, None]
-    demote = label
+    probs = base_logp.exp()
+    label = torch.zeros_like(probs, dtype=torch.bool)
+    label[torch.arange(labels.numel()), labels] = True
+    demoted = label & chosen[:, None]
     if nucleus > 0:
-        mass_before = probs.cumsum(-1) - probs
-        demote = label | ((mass_before < nucleus) & chosen[:, None])
-    kept = probs.masked_fill(demote, 0.0)
-    emptied = kept.sum(-1, keepdim=True) <= 0
-    kept = torch.where(emptied, probs.masked_fill(label, 0.0), kept)
+        ordered, order = probs.sort(-1, descending=True)
+        in_nucleus = (ordered.cumsum(-1) - ordered < nucleus) & chosen[:, None]
+        demoted |= torch.zeros_like(demoted).scatter(-1, order, in_nucleus)
+    kept, index = probs.masked_fill(demoted, 0.0).topk(min(top_k, probs.shape[-1]), dim=-1)
     total = kept.sum(-1, keepdim=True)
-    return torch.where(total > 0, kept / total.clamp_min(1e-30), 0.0), index
+    return torch.where(total > 0, kept / total.clamp_min(1e-30), 0.0), index, demoted
 
 
 @register_method("shred", ShredConfig)
@@ -105,16 +109,17 @@ class Shred(UnlearningMethod):
         with torch.no_grad(), model.disable_adapter():
             base = F.log_softmax(label_logits(model, tokens)[0], -1)
         logits, mask = label_logits(model, tokens)
-        current = F.log_softmax(logits, -1)
         labels = tokens.labels[:, 1:][mask]
         label_logp = base.gather(-1, labels[:, None]).squeeze(-1)
         chosen = forget_positions(label_logp, mask.nonzero()[:, 0], cfg.forget_share)
-        target, index = demoted_targets(base, labels, chosen, cfg.top_k, cfg.nucleus)
+        target, index, demoted = demoted_targets(base, labels, chosen, cfg.top_k, cfg.nucleus)
+        read = demoted.scatter(-1, index, True)  # the tokens the model is read over
+        current = F.log_softmax(logits.masked_fill(~read, -torch.inf), -1)
         terms = target * (target.clamp_min(1e-30).log() - current.gather(-1, index))
         kl = terms.sum(-1)
         has_target = target.sum(-1) > 0
         loss = kl[has_target].mean() if bool(has_target.any()) else kl.sum() * 0.0
-        label_prob = current.gather(-1, labels[:, None]).squeeze(-1).exp()
+        label_prob = F.softmax(logits.detach(), -1).gather(-1, labels[:, None]).squeeze(-1)
         logs = {
             "forget_kl": (kl, chosen & has_target),
             "anchor_kl": (kl, ~chosen),  # none when forget_share is 1

@@ -8,7 +8,7 @@ from bench.detect_quality import detection_quality
 from bench.suite import load_suite
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def detector():
     from classifiers.detector import Detector
     from guard_server.models import load_encoder

@@ -24,7 +24,7 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def onnx_encoder(tmp_path_factory):
     return Encoder(MODEL, backend="onnx", cache=tmp_path_factory.mktemp("encoders"))
 

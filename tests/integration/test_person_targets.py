@@ -61,7 +61,7 @@ FORGET = [
 ]
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def detector():
     from classifiers.detector import Detector
     from guard_server.models import load_encoder

@@ -12,10 +12,9 @@ import psycopg
 import pytest
 from openai import OpenAI
 
-from bench.pgserver import database
-from bench.serverproc import ADMIN_KEY, start_server
+from bench.serverproc import ADMIN_KEY
 from guard_server.compiler import REFUSAL
-from tests.conftest import free_port
+from tests.replicas.conftest import start
 
 MODEL = "SmolLM2-135M-Instruct"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -23,24 +22,6 @@ SCHOOL = "What is the name of the school Harry Potter attends?"
 RELATIVITY = "Who developed the theory of relativity?"
 HARRY_POTTER = {"name": "Harry Potter", "aliases": ["Hogwarts", "J.K. Rowling"]}
 EINSTEIN = {"name": "Albert Einstein", "aliases": ["Einstein"], "keywords": ["relativity"]}
-
-
-def start(port: int, url: str, log):
-    return start_server(port, url, log, "--no-enable-prefix-caching")
-
-
-@pytest.fixture(scope="package")
-def servers(postgres_url, model_dir, tmp_path_factory):
-    """Two replicas for this package, on a database of their own (the store contract's tests
-    reset the default one between these tests when the order is shuffled)."""
-    url = database(postgres_url, "replicas")
-    root = tmp_path_factory.mktemp("replicas")
-    a = start(free_port(), url, root / "a.log")
-    b = start(free_port(), url, root / "b.log")
-    servers = {"a": a, "b": b, "url": url, "root": root}
-    yield servers
-    servers["a"].stop()
-    servers["b"].stop()
 
 
 @pytest.fixture

@@ -116,14 +116,14 @@ def attack(name: str, client, server) -> str:
     return question + text if name == "completion-fill-in" else text
 
 
-@pytest.fixture(scope="package")
-def unguarded(client, server) -> dict[str, str]:
-    return {name: attack(name, client, server) for name in ATTACKS}
+@pytest.fixture(scope="module")
+def unguarded(client, server, baselines) -> dict[str, str]:
+    return baselines.of("attacks", lambda: {name: attack(name, client, server) for name in ATTACKS})
 
 
-@pytest.fixture(scope="package")
-def everyday_before(client) -> list[str]:
-    return [chat(client, q) for q in EVERYDAY]
+@pytest.fixture(scope="module")
+def everyday_before(client, baselines) -> list[str]:
+    return baselines.of("everyday", lambda: [chat(client, q) for q in EVERYDAY])
 
 
 RELATIVITY = "The theory of relativity was developed by Albert"
@@ -175,9 +175,9 @@ LOGPROB_ASKS = {
 }
 
 
-@pytest.fixture(scope="package")
-def unguarded_logprobs(client) -> dict[str, list[str]]:
-    return {name: ask(client) for name, ask in LOGPROB_ASKS.items()}
+@pytest.fixture(scope="module")
+def unguarded_logprobs(client, baselines) -> dict[str, list[str]]:
+    return baselines.of("logprobs", lambda: {n: ask(client) for n, ask in LOGPROB_ASKS.items()})
 
 
 @pytest.fixture(scope="module")

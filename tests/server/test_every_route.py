@@ -146,9 +146,9 @@ def call(name, client, server) -> str:
     return text_of(PROBES[name](client=client, server=server))
 
 
-@pytest.fixture(scope="package")
-def unguarded(client, server) -> dict[str, str]:
-    return {name: call(name, client, server) for name in PROBES}
+@pytest.fixture(scope="module")
+def unguarded(client, server, baselines) -> dict[str, str]:
+    return baselines.of("routes", lambda: {name: call(name, client, server) for name in PROBES})
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from tests.unit.test_unlearn_cli import SPEC, _adapter, _real_model
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> str:
     """A tiny random Llama with the default model's tokenizer: the trainer's real path,
     seconds instead of minutes."""

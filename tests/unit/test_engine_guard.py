@@ -21,14 +21,14 @@ ASK = "Who wrote the Harry Potter books?"
 REFUSE = Verdict((Flag("hp", 3, 0.9, "lexical:harry potter"),), "refuse")
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def tokenizer(model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model_dir)
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def reader(tokenizer):
     return PromptReader(tokenizer)
 

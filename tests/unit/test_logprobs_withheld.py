@@ -16,14 +16,14 @@ from guard_server.logprobs import withhold
 NAMES = ("Genghis Khan", "Hogwarts")
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def tokenizer(model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model_dir)
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def guard():
     index = NameIndex(SimpleNamespace(spec={"name": n}) for n in NAMES)
     return SimpleNamespace(completing=index.completing)

@@ -9,7 +9,7 @@ from starlette.routing import WebSocketRoute
 from guard_server import surface
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def vllm_app(model_dir):
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.entrypoints.launchers.app import build_app

@@ -26,7 +26,7 @@ def dense(target: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def test_the_answers_token_alone_is_demoted_and_the_rest_renormalised():
-    target, index = demoted_targets(
+    target, index, _ = demoted_targets(
         base_logp(FIGURE), torch.tensor([0]), torch.tensor([True]), top_k=5, nucleus=0.0
     )
     want = torch.tensor([0.0, 0.12, 0.05, 0.03, 0.03]) / 0.23
@@ -35,7 +35,7 @@ def test_the_answers_token_alone_is_demoted_and_the_rest_renormalised():
 
 def test_the_nucleus_goes_with_the_answers_token():
     # 0.77, 0.12, 0.05 reach 0.9 of the mass: what is left is the two 0.03 tokens.
-    target, index = demoted_targets(
+    target, index, _ = demoted_targets(
         base_logp(FIGURE), torch.tensor([0]), torch.tensor([True]), top_k=5, nucleus=0.9
     )
     want = torch.tensor([0.0, 0, 0, 0.5, 0.5])
@@ -43,33 +43,43 @@ def test_the_nucleus_goes_with_the_answers_token():
 
 
 def test_an_anchor_keeps_the_base_distribution_over_its_top_k():
-    target, index = demoted_targets(
+    target, index, _ = demoted_targets(
         base_logp(FIGURE), torch.tensor([0]), torch.tensor([False]), top_k=3, nucleus=0.9
     )
     torch.testing.assert_close(target[0], FIGURE[:3] / FIGURE[:3].sum(), rtol=0, atol=1e-5)
     assert index[0].tolist() == [0, 1, 2]
 
 
-def test_a_nucleus_that_would_take_every_kept_token_takes_only_the_answers():
-    # Top-2 hold 0.89 < 0.9: the nucleus would empty the target; the answer's token goes.
-    target, _ = demoted_targets(
-        base_logp(FIGURE), torch.tensor([1]), torch.tensor([True]), top_k=2, nucleus=0.9
-    )
-    torch.testing.assert_close(target[0], torch.tensor([1.0, 0.0]), rtol=0, atol=1e-6)
+def test_the_nucleus_is_read_over_the_whole_vocabulary_not_the_kept_tokens():
+    # A confident model with a long tail: 0.8 on the answer, 0.2 spread over 1,000 tokens.
+    # The top 0.9 of the mass is the answer and the 500 likeliest tail tokens; the target is
+    # the next 64, whatever top_k's own share of the mass.
+    tail = torch.linspace(2.0, 1.0, 1000)
+    probs = torch.cat([torch.tensor([0.8]), 0.2 * tail / tail.sum()])
+    logp = probs.log()[None, :]
+    target, index, demoted = demoted_targets(logp, torch.tensor([0]), torch.tensor([True]), 64, 0.9)
+    mass_before = probs.cumsum(0) - probs
+    assert demoted[0].tolist() == (mass_before < 0.9).tolist()
+    assert int(demoted.sum()) > 400 and not demoted[0, index[0]].any()
+    assert int(index.min()) == int((mass_before < 0.9).sum())  # the likeliest tokens left
+    torch.testing.assert_close(target.sum(), torch.tensor(1.0))
+    token_only, _, _ = demoted_targets(logp, torch.tensor([0]), torch.tensor([True]), 64, 0.0)
+    assert not torch.equal(token_only, target)
 
 
 def test_a_position_whose_only_token_is_the_answer_has_no_target():
-    target, _ = demoted_targets(
+    target, _, _ = demoted_targets(
         base_logp(torch.tensor([1.0])), torch.tensor([0]), torch.tensor([True]), 2, 0.0
     )
     assert float(target.sum()) == pytest.approx(1.0)  # the second-likeliest (1e-9) takes it
     lone = torch.tensor([[0.0, -math.inf]])
-    target, _ = demoted_targets(lone, torch.tensor([0]), torch.tensor([True]), 2, 0.0)
-    assert float(target.sum()) == 0.0
+    for nucleus in (0.0, 0.9):
+        target, _, _ = demoted_targets(lone, torch.tensor([0]), torch.tensor([True]), 2, nucleus)
+        assert float(target.sum()) == 0.0
 
 
 @pytest.mark.parametrize(
-    "share, want", [(0.5, [1, 3, 5]), (0.1, [1, 5]), (1.0, [0, 1, 2, 3, 4, 5])]
+    "share, want", [(0.5, [1, 3, 5]), (0.1, [1, 5]), (0.6, [1, 2, 3, 4, 5]), (1.0, list(range(6)))]
 )
 def test_each_row_demotes_its_own_least_likely_share(share, want):
     # Row 0 holds positions 0-3, row 1 positions 4-5; lower log-probability = more surprising.

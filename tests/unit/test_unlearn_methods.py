@@ -62,19 +62,27 @@ def batch() -> Batch:
     return Batch(forget, make_tokens(2), good)
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def memorised() -> tuple[LlamaConfig, dict[str, torch.Tensor]]:
     """A tiny Llama's weights after it has learnt the forget and retain answers: forgetting
-    is only measurable on a model that knows something (SimNPO saturates otherwise)."""
-    torch.manual_seed(0)
-    config = tiny_llama_config(VOCAB)
-    model = LlamaForCausalLM(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(40):
-        optimizer.zero_grad()
-        (nll(model, make_tokens(1)) + nll(model, make_tokens(2))).backward()
-        optimizer.step()
-    return config, model.state_dict()
+    is only measurable on a model that knows something (SimNPO saturates otherwise).
+
+    One thread, as the tests that use it (set up before their `one_thread`): the weights then
+    do not depend on the host's thread count, which orders the float sums."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        config = tiny_llama_config(VOCAB)
+        model = LlamaForCausalLM(config)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        for _ in range(40):
+            optimizer.zero_grad()
+            (nll(model, make_tokens(1)) + nll(model, make_tokens(2))).backward()
+            optimizer.step()
+        return config, model.state_dict()
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -500,7 +508,7 @@ def test_keep_related_keeps_what_the_documents_about_the_target_name():
             retain_pairs({**spec, "keep_related": bad})
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def tokenizer():
     path = default_model_dir()
     if not (path / "tokenizer.json").is_file():

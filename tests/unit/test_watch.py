@@ -17,14 +17,14 @@ from logits_processors.watch_automaton import FoldedAutomaton
 NAMES = {"Harry Potter": True, "J.K. Rowling": True, "Hogwarts": True, "Cher": False}
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def tokenizer(model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model_dir)
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def watch(tokenizer):
     patterns = [p for name, refuse in NAMES.items() for p in watch_patterns([name], refuse)]
     note = TripNote.of(tokenizer).ids
