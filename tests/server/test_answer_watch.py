@@ -80,8 +80,8 @@ HOGWARTS = "Hogwarts School"
 # name -> (how it asks, what it asks, what forces the answer, the name it forces). A logit
 # bias makes " Einstein" the model's every choice; a grammar leaves it no other answer; a
 # fill-in begins the name in the prompt (or in the assistant's answer, begun by the client);
-# disguises write it in look-alike letters (Cyrillic
-# о and а), leetspeak or with a hyphen inside.
+# disguises write it in look-alike letters (Cyrillic о and а), leetspeak or with a hyphen
+# inside.
 ATTACKS = {
     "chat-bias": ("chat", PHYSICIST, "bias", "Einstein"),
     "chat-bias-stream": ("chat_stream", PHYSICIST, "bias", "Einstein"),

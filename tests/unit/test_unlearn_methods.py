@@ -35,6 +35,7 @@ from guard_server.unlearn.gu import flat_grad
 from guard_server.unlearn.losses import IGNORE, nll
 from guard_server.unlearn.trainer import lora_model
 from tests.tiny import tiny_llama_config
+from tests.unit.conftest import single_thread
 
 VOCAB, PROMPT, LENGTH = 96, 6, 16
 REQUIRED = {"ga", "gd", "npo", "simnpo", "rmu", "flat", "gu", "idk", "shred", "ssd"}
@@ -67,11 +68,8 @@ def memorised() -> tuple[LlamaConfig, dict[str, torch.Tensor]]:
     """A tiny Llama's weights after it has learnt the forget and retain answers: forgetting
     is only measurable on a model that knows something (SimNPO saturates otherwise).
 
-    One thread, as the tests that use it (set up before their `one_thread`): the weights then
-    do not depend on the host's thread count, which orders the float sums."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    On one thread, as the tests that use it (it is set up before their `one_thread`)."""
+    with single_thread():
         torch.manual_seed(0)
         config = tiny_llama_config(VOCAB)
         model = LlamaForCausalLM(config)
@@ -81,8 +79,6 @@ def memorised() -> tuple[LlamaConfig, dict[str, torch.Tensor]]:
             (nll(model, make_tokens(1)) + nll(model, make_tokens(2))).backward()
             optimizer.step()
         return config, model.state_dict()
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture
