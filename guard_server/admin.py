@@ -62,7 +62,7 @@ def _registry(request: Request) -> Registry:
 async def _write(request: Request, op: str, fn, *args):
     """Run a registry write off the event loop, then make this replica's guard see it."""
     row = await asyncio.to_thread(fn, *args)
-    await asyncio.to_thread(request.app.state.guard.sync)
+    await asyncio.to_thread(request.app.state.detection.sync)
     metrics.REGISTRY_WRITES.labels(op).inc()
     return row
 
@@ -99,7 +99,7 @@ async def screen(body: ScreenRequest, request: Request):
     if (body.messages is None) == (body.prompt is None):
         raise errors.InvalidRequest(ERR_SCREEN_BODY, "messages")
     texts = conversation_texts(body.messages) if body.messages else [body.prompt]
-    verdict = await request.app.state.guard_batcher.screen(texts)
+    verdict = await request.app.state.screen_batcher.screen(texts)
     return await asyncio.to_thread(explain, verdict, _registry(request).store)
 
 

@@ -2,16 +2,16 @@
 
 Chat, completions, Responses, Anthropic Messages, batch, SageMaker `/invocations`, generative
 scoring, beam search and any route a later vLLM adds all reach the engine through
-`EngineClient.generate` or `.encode`. `GuardedEngineClient` screens the prompt there, as the
-token ids the engine will run, and writes the verdict into the request's sampling params.
-Route handlers may sharpen a verdict (turns, clauses, a partial answer) through the request's
-`RequestScope`; they are never the only check.
+`EngineClient.generate` or `.encode`. `GuardedEngineClient` decides each request's verdict
+there, once per prompt, from the token ids the engine will run: it reads the turns from them,
+screens them, asks only the other clauses of a mixed question (a partial answer, on every
+route), writes the verdict into the sampling params and records it in the request's
+`Outcome` for the response to report. No route decides or sharpens a verdict.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from vllm.exceptions import VLLMValidationError
 from vllm.sampling_params import RequestOutputKind
 
-from guard_server.guard import Verdict, apply_verdict, merge
+from guard_server import outcome
+from guard_server.guard import Verdict, apply_verdict
 from guard_server.logprobs import withhold
 from guard_server.prompts import PromptReader
 from logits_processors.watch import REFUSAL, TRIP_NOTE, TripNote
@@ -58,38 +59,6 @@ _CONSTRAINTS = {
 }
 
 
-@dataclass
-class RequestScope:
-    """One HTTP request's view of the guard, shared by its route handler, the engine seam
-    and the reporting middleware (a context variable, so concurrent requests never mix)."""
-
-    admin: bool = False
-    route: Verdict = field(default_factory=Verdict)  # the route's structural verdict
-    screened: dict[tuple[str, ...], Verdict] = field(default_factory=dict)
-    enforced: Verdict | None = None  # what the seam applied (merged over sub-requests)
-
-    def record(self, verdict: Verdict) -> None:
-        self.enforced = verdict if self.enforced is None else merge(self.enforced, verdict)
-
-    @property
-    def verdict(self) -> Verdict:
-        return self.enforced if self.enforced is not None else self.route
-
-
-SCOPE: contextvars.ContextVar[RequestScope | None] = contextvars.ContextVar(
-    "guard_scope", default=None
-)
-
-
-def current_scope() -> RequestScope:
-    """The request's scope; a fresh one where no middleware opened one (engine-only callers)."""
-    scope = SCOPE.get()
-    if scope is None:
-        scope = RequestScope()
-        SCOPE.set(scope)
-    return scope
-
-
 class GuardedEngineClient:
     """Wraps vLLM's engine client; everything but `generate` and `encode` passes through."""
 
@@ -120,9 +89,11 @@ class GuardedEngineClient:
         self, prompt: Any, sampling_params: SamplingParams, request_id: str, **kwargs: Any
     ) -> AsyncGenerator[Any, None]:
         if _is_core_request(prompt):
-            params = prompt.sampling_params = await self.enforce(prompt, prompt.sampling_params)
+            prompt, params = await self.enforce(prompt, prompt.sampling_params)
+            prompt.sampling_params = params
         else:
-            params = sampling_params = await self.enforce(prompt, sampling_params)
+            prompt, sampling_params = await self.enforce(prompt, sampling_params)
+            params = sampling_params
         kind = getattr(params, "output_kind", None)
         grammar = getattr(params, "structured_outputs", None) is not None
         streams: dict[int, _Stream] = {}
@@ -200,58 +171,53 @@ class GuardedEngineClient:
     async def _record_refused(self, answer: str) -> None:
         """The request's verdict becomes a refusal of its answer, with the targets the
         written part of the answer names."""
-        scope = current_scope()
         found = await self.batcher.screen([answer]) if answer.strip() else Verdict()
         named = tuple(replace(f, evidence=f"answer:{f.evidence}") for f in found.flags)
-        scope.enforced = scope.verdict.refusing_answer(named)
+        request = outcome.current()
+        request.enforced = request.verdict.refusing_answer(named)
 
-    async def verdict(self, prompt: Any) -> Verdict:
-        """The verdict for what the engine will run, merged with the route's, and recorded."""
-        scope = current_scope()
-        texts = await self._texts(prompt)
-        found = scope.screened.get(tuple(texts))
-        if found is None:
-            found = await self.batcher.screen(texts) if texts else Verdict()
-        verdict = merge(scope.route, found)
-        scope.record(verdict)
-        return verdict
-
-    async def prescreen(self, prompts: list[Any], add_special_tokens: bool = True) -> None:
-        """Screen raw prompts (texts or token ids) before the engine is called, for a stream
-        whose headers leave first: tokenized as the renderer does, each is read as the seam
-        will read it and screened once; the seam finds the verdict in the request's scope."""
-        scope = current_scope()
-        tokenizer = self.reader.tokenizer
-        ids = [
-            p if isinstance(p, list) else tokenizer.encode(p, add_special_tokens=add_special_tokens)
-            for p in prompts
-        ]
-        # A prompt the engine cannot run is refused by vLLM: it is not screened.
-        limit = self._inner.model_config.max_model_len
-        texts = [t for i in ids if len(i) <= limit and (t := tuple(self.reader.texts(i)))]
-        found = await asyncio.gather(*(self.batcher.screen(list(t)) for t in texts))
-        scope.screened.update(zip(texts, found, strict=True))
-        for verdict in found:
-            scope.record(merge(scope.route, verdict))
-
-    async def enforce(self, prompt: Any, params: SamplingParams | None) -> SamplingParams | None:
-        """The sampling params the engine gets: the verdict's keys set, client ones dropped."""
-        verdict = await self.verdict(prompt)
+    async def enforce(self, prompt: Any, params: SamplingParams | None) -> tuple[Any, Any]:
+        """The prompt and sampling params the engine gets: the prompt's verdict decided and
+        recorded in the request's outcome, its keys set in the params (client ones dropped);
+        a mixed question's prompt asking only its other clauses."""
+        request = outcome.current()
+        request.deciding += 1
+        try:
+            prompt, verdict = await self._decide(prompt)
+            request.record(verdict)
+        finally:
+            request.deciding -= 1
         if params is None:  # a pooling request: nothing to restrict, so nothing flagged runs
             if verdict.flagged:
                 raise VLLMValidationError(ERR_SCORING, parameter="prompt")
-            return None
+            return prompt, None
         await self._refuse_name_labels(prompt, params)
         xargs = apply_verdict(params.extra_args, verdict)
         if not verdict.flagged and xargs == params.extra_args:
-            return params  # unflagged and nothing forged: the very object, bit-identical
+            return prompt, params  # unflagged and nothing forged: the very object, bit-identical
         params = params.clone()
         params.extra_args = xargs
         if verdict.flagged:
             _refuse_logprobs(params)
             for name, value in _CONSTRAINTS.items():
                 setattr(params, name, value)
-        return params
+        return prompt, params
+
+    async def _decide(self, prompt: Any) -> tuple[Any, Verdict]:
+        """The prompt's verdict, and the prompt to run: a partial verdict's asks only the
+        clauses of its last turn that match no target, or, where that turn cannot be cut
+        out of the prompt, the verdict is a refusal (never a weaker restrict)."""
+        ids, _, _ = _prompt_parts(prompt)
+        texts = await self._texts(prompt)
+        verdict = await self.batcher.screen(texts) if texts else Verdict()
+        if verdict.action != "partial":
+            return prompt, verdict
+        if ids is None:  # a text prompt is one turn: it becomes the other clauses
+            return _with_text(prompt, " ".join(verdict.keep)), verdict
+        cut = self.reader.asking_only(list(ids), verdict.keep)
+        if cut is None:
+            return prompt, verdict.without_partial()
+        return _with_ids(prompt, cut, self.reader.tokenizer), verdict
 
     async def _refuse_name_labels(self, prompt: Any, params: SamplingParams) -> None:
         """Scoring asks the probability of given next tokens: tokens that would write part of
@@ -309,6 +275,23 @@ def _refuse_logprobs(params: SamplingParams) -> None:
     for param in ("logprobs", "prompt_logprobs", "logprob_token_ids"):
         if getattr(params, param, None) not in (None, [], ()):
             raise VLLMValidationError(ERR_LOGPROBS.format(param=param), parameter=param)
+
+
+def _with_text(prompt: Any, text: str) -> Any:
+    return text if isinstance(prompt, str) else {**prompt, "prompt": text}
+
+
+def _with_ids(prompt: Any, ids: list[int], tokenizer: Any) -> Any:
+    """`prompt` in its own form, running `ids` instead (its text, where it has one, too)."""
+    if isinstance(prompt, list):
+        return ids
+    if _is_core_request(prompt):  # the engine's own request object: built for this call
+        prompt.prompt_token_ids = ids
+        return prompt
+    changed = {**prompt, "prompt_token_ids": ids}
+    if "prompt" in changed:
+        changed["prompt"] = tokenizer.decode(ids)
+    return changed
 
 
 def _is_core_request(prompt: Any) -> bool:

@@ -84,42 +84,25 @@ class Verdict:
         return Verdict(tuple(flags.values()), "refuse", answer=True)
 
     def without_partial(self) -> Verdict:
-        """For prompts that cannot be cut into turns (every route but chat): a partial answer
-        cannot be given, so the request is refused. Never a weaker restrict: its bans and
-        penalties let an answer to the forgotten part through."""
+        """Where the forgotten clauses cannot be cut out of a prompt, the request is refused.
+        Never a weaker restrict: its bans and penalties let an answer to them through."""
         return replace(self, action="refuse", keep=()) if self.action == "partial" else self
 
 
 _SEVERITY = {"none": 0, "partial": 1, "restrict": 2, "refuse": 3}
 
 
-def merge(route: Verdict, seam: Verdict) -> Verdict:
-    """One verdict from the route's (structure: turns, clauses) and the seam's (the prompt the
-    engine runs). The seam cannot cut a prompt into turns, so its partial is a refusal; the
-    stronger action wins, and a target either one found is enforced."""
-    if not seam.flagged:
-        return route
-    seam = seam.without_partial()
-    if not route.flagged:
-        return seam
-    flags = {f.target_id: f for f in seam.flags} | {f.target_id: f for f in route.flags}
-    action = max(route.action, seam.action, key=_SEVERITY.__getitem__)
-    keep = route.keep if action == "partial" else ()
-    return Verdict(tuple(flags.values()), action, keep)
-
-
-def keep_only(messages: list[Any], verdict: Verdict) -> None:
-    """A partial verdict's request asks only the clauses that match no target.
-
-    The last user turn is replaced by those clauses; the engine restricts the answer and
-    ends it with the target's note, so the answer says what it leaves out.
-    """
-    if verdict.action != "partial":
-        return
-    for message in reversed(messages):
-        if isinstance(message, dict) and message.get("role") == "user":
-            message["content"] = " ".join(verdict.keep)
-            return
+def merge(first: Verdict, second: Verdict) -> Verdict:
+    """One verdict for a request that ran several prompts (a list of prompts, beam search's
+    steps): the strongest action, every target either found."""
+    if not second.flagged and not second.answer:
+        return first
+    if not first.flagged and not first.answer:
+        return second
+    flags = {f.target_id: f for f in (*first.flags, *second.flags)}
+    action = max(first.action, second.action, key=_SEVERITY.__getitem__)
+    keep = tuple(dict.fromkeys((*first.keep, *second.keep))) if action == "partial" else ()
+    return Verdict(tuple(flags.values()), action, keep, first.answer or second.answer)
 
 
 def apply_verdict(xargs: dict[str, Any] | None, verdict: Verdict) -> dict[str, Any] | None:

@@ -57,6 +57,40 @@ class PromptReader:
             turns.append(" ".join(turns))
         return turns
 
+    def asking_only(self, token_ids: list[int], clauses: tuple[str, ...]) -> list[int] | None:
+        """The prompt with its last turn asking only `clauses` (a partial answer), or None
+        where that turn cannot be found as `texts` read it.
+
+        The turn's token ids are replaced by the tokens of the same turn written with those
+        clauses: a chat template puts a turn between special tokens, and its text there is
+        tokenized alone, as the renderer would tokenize the shorter message.
+        """
+        pieces = self._pieces(token_ids)
+        turns = self.texts(token_ids)
+        for start, end in reversed(pieces):
+            text = self.tokenizer.decode(token_ids[start:end])
+            role = _ROLE_LINE.match(text)
+            body = text[role.end() :] if role else text
+            if not body.strip():
+                continue  # the generation prompt's role line, or what lies between turns
+            if not turns or body.strip() != turns[-1] or (role is None and start > 0):
+                return None  # the turn is cut by special tokens, or read together with others
+            head = text[: len(text) - len(body.lstrip())]
+            tail = body[len(body.rstrip()) :]
+            ids = self.tokenizer.encode(head + " ".join(clauses) + tail, add_special_tokens=False)
+            return [*token_ids[:start], *ids, *token_ids[end:]]
+        return None
+
+    def _pieces(self, token_ids: list[int]) -> list[tuple[int, int]]:
+        """(start, end) of each run of ordinary tokens between special ones."""
+        pieces, start = [], 0
+        for i, token in enumerate(token_ids):
+            if token in self.special:
+                pieces.append((start, i))
+                start = i + 1
+        pieces.append((start, len(token_ids)))
+        return [(a, b) for a, b in pieces if b > a]
+
     def _boilerplate(self) -> frozenset[str]:
         if getattr(self.tokenizer, "chat_template", None) is None:
             return frozenset()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi.routing import APIRoute
 
-from guard_server import admin, limits, routes, surface
+from guard_server import admin, limits, reporting, routes, surface
 from guard_server.adapters import AdapterManager
 from guard_server.batcher import ScreenBatcher
 from guard_server.detection import DetectionProcess, build_guard
@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("guard_server")
 
-# vLLM's handlers for these stay the ones doing the work; ours wrap them with detection.
-GUARDED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+# vLLM's handler for this stays the one doing the work; ours checks the chat's length first.
+WRAPPED_PATHS = frozenset({"/v1/chat/completions"})
 
 
 async def build_guard_app(engine_client: EngineClient, args: argparse.Namespace) -> FastAPI:
@@ -44,7 +44,7 @@ async def build_guard_app(engine_client: EngineClient, args: argparse.Namespace)
     guarded = GuardedEngineClient(
         engine_client,
         guard,
-        app.state.guard_batcher,
+        app.state.screen_batcher,
         PromptReader(engine_client.renderer.get_tokenizer()),
     )
     await init_app_state(guarded, app.state, args, supported_tasks)
@@ -70,7 +70,7 @@ def guard_routes(app: FastAPI, args: argparse.Namespace, model_config: Any = Non
     app.router.routes = [
         r
         for r in app.router.routes
-        if not (isinstance(r, APIRoute) and r.path in GUARDED_PATHS and "POST" in r.methods)
+        if not (isinstance(r, APIRoute) and r.path in WRAPPED_PATHS and "POST" in r.methods)
     ]
     routes.attach(app)
     admin.attach(app)
@@ -79,7 +79,7 @@ def guard_routes(app: FastAPI, args: argparse.Namespace, model_config: Any = Non
     # build_app already built the middleware stack (SageMaker bootstrap), freezing the
     # exception handlers it saw; drop it so Starlette rebuilds it with ours on first request.
     app.middleware_stack = None
-    app.add_middleware(surface.GuardScopeMiddleware, admin_keys=args.admin_keys)
+    app.add_middleware(reporting.ReportMiddleware, admin_keys=args.admin_keys)
     # Outermost: a body too large for the context is refused before a byte of it is read.
     context = model_config.max_model_len if model_config is not None else args.max_model_len
     app.add_middleware(
@@ -102,8 +102,8 @@ def build_guard_state(
     if recovered:
         logger.info("recompiled %d forget targets left half-done", recovered)
     guard = DetectionProcess(build_guard, args.db, args.embedding_model, args.encoder_backend)
-    app.state.guard = guard
-    app.state.guard_batcher = ScreenBatcher(guard)
+    app.state.detection = guard
+    app.state.screen_batcher = ScreenBatcher(guard)
     app.state.guard_registry = registry
     app.state.guard_admin_keys = args.admin_keys
     return guard, store

@@ -1,4 +1,4 @@
-"""The served surface: which routes exist (default deny), who is an admin, what a response says.
+"""The served surface: which routes exist (default deny) and who is an admin.
 
 Every route that can make the model produce or score text reaches the engine through the
 guarded engine client (`guard_server.engine_guard`). A route is served only if it is listed here as
@@ -12,18 +12,17 @@ import logging
 from typing import TYPE_CHECKING
 
 from fastapi.routing import APIRoute
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 from vllm.entrypoints.serve.middleware.authenticate import AuthenticationMiddleware
 
 from guard_server.auth import AdminKeys
-from guard_server.engine_guard import SCOPE, RequestScope
 from guard_server.errors import envelope
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
-    from starlette.types import ASGIApp, Receive, Scope, Send
+    from starlette.types import Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +51,7 @@ NO_ENGINE_ROUTES = frozenset(
 # The guard's own admin API (admin key, never the client API key).
 ADMIN_PREFIXES = ("/v1/forget-targets", "/v1/adapters")
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-HEADER_ACTION = "x-guard-action"
-HEADER_TARGETS = "x-guard-targets"
 ADMIN_HEADER = "x-guard-admin-key"
-RETRY_AFTER_S = "1"
 
 
 def is_admin_path(path: str) -> bool:
@@ -127,64 +123,3 @@ def separate_admin_auth(app: FastAPI) -> None:
     for middleware in app.user_middleware:
         if middleware.cls is AuthenticationMiddleware:
             middleware.cls = ClientApiKey
-
-
-class GuardScopeMiddleware:
-    """Opens each request's `RequestScope` and reports its verdict in response headers:
-    the action for everyone, the target ids for an admin only.
-
-    A stream (Responses, Anthropic Messages) may send its headers and first events before
-    it calls the engine, where it is screened: its start is held, with what follows it,
-    until the seam has a verdict or the response ends.
-    """
-
-    def __init__(self, app: ASGIApp, admin_keys: AdminKeys | None = None):
-        self.app = app
-        self.admin_keys = admin_keys or AdminKeys()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_scope = RequestScope(admin=is_admin(Headers(scope=scope), self.admin_keys))
-        token = SCOPE.set(request_scope)
-        held: list[dict] = []
-
-        def decided() -> bool:
-            return request_scope.enforced is not None or bool(request_scope.screened)
-
-        def with_headers(message: dict) -> dict:
-            if message.get("status") == 503:  # detection missed its deadline: retry soon
-                MutableHeaders(scope=message).setdefault("retry-after", RETRY_AFTER_S)
-            if decided():
-                headers = MutableHeaders(scope=message)
-                verdict = request_scope.verdict
-                headers[HEADER_ACTION] = verdict.action
-                if request_scope.admin:
-                    headers[HEADER_TARGETS] = verdict.header()
-            return message
-
-        async def report(message: dict) -> None:
-            starts = message["type"] == "http.response.start"
-            if starts and not decided() and _streams(message):
-                held.append(message)
-                return
-            if not held:
-                await send(with_headers(message) if starts else message)
-                return
-            held.append(message)
-            if decided() or not message.get("more_body", False):
-                await send(with_headers(held[0]))
-                for body in held[1:]:
-                    await send(body)
-                held.clear()
-
-        try:
-            await self.app(scope, receive, report)
-        finally:
-            SCOPE.reset(token)
-
-
-def _streams(start: dict) -> bool:
-    content_type = dict(start.get("headers", [])).get(b"content-type", b"")
-    return content_type.startswith(b"text/event-stream")

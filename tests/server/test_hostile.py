@@ -1,15 +1,16 @@
 """Hostile clients: oversized requests are refused before they cost anything, scoring cannot
-read a forgotten answer, a mixed question cannot be half-answered on a route that cannot cut
-it, and a target in adapter mode is still guarded."""
+read a forgotten answer, a mixed question gets the same partial answer on every route, and a
+target in adapter mode is still guarded."""
 
 from __future__ import annotations
 
-import anthropic
+import re
+
 import httpx
 import pytest
 
 from guard_server import limits
-from logits_processors.watch import REFUSAL
+from guard_server.compiler import PARTIAL_NOTE
 from tests.server.conftest import MODEL
 
 HARRY_POTTER = {"name": "Harry Potter", "aliases": ["Hogwarts", "J.K. Rowling"]}
@@ -63,23 +64,49 @@ def test_scoring_cannot_read_a_forgotten_answer_from_label_probabilities(server,
     assert httpx.post(f"{server.base_url}/generative_scoring", json=fair, timeout=120).is_success
 
 
-def test_a_mixed_question_is_refused_where_it_cannot_be_answered_in_part(server, client, target):
-    messages = anthropic.Anthropic(base_url=server.base_url, api_key="unused", max_retries=0)
-    out = messages.messages.create(
-        model=MODEL,
-        max_tokens=40,
-        messages=[{"role": "user", "content": MIXED}],
-        extra_body={"temperature": 0},
+def _responses_text(body: dict) -> str:
+    return "".join(
+        part["text"]
+        for item in body["output"]
+        if item["type"] == "message"
+        for part in item["content"]
+        if part["type"] == "output_text"
     )
-    assert "".join(b.text for b in out.content if b.type == "text") == REFUSAL
-    response = client.responses.create(
-        model=MODEL, input=MIXED, temperature=0, max_output_tokens=40
-    )
-    assert response.output_text == REFUSAL
-    chat = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": MIXED}], temperature=0, max_tokens=40
-    )
-    assert chat.model_extra["guard"]["action"] == "partial"  # chat can cut it
+
+
+# A route's request for MIXED, and where its answer's text is in the response.
+MIXED_ROUTES = {
+    "chat": (
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": MIXED}], "max_tokens": 40},
+        lambda body: body["choices"][0]["message"]["content"],
+    ),
+    "completions": (
+        "/v1/completions",
+        {"prompt": MIXED, "max_tokens": 40},
+        lambda body: body["choices"][0]["text"],
+    ),
+    "responses": ("/v1/responses", {"input": MIXED, "max_output_tokens": 40}, _responses_text),
+    "anthropic-messages": (
+        "/v1/messages",
+        {"messages": [{"role": "user", "content": MIXED}], "max_tokens": 40},
+        lambda body: "".join(b["text"] for b in body["content"] if b["type"] == "text"),
+    ),
+}
+FRIENDS = ("ron", "weasley", "hermione", "granger", "rowling", "hogwarts")
+
+
+@pytest.mark.parametrize("route", list(MIXED_ROUTES))
+def test_a_mixed_question_is_answered_in_part_on_every_route(server, target, route):
+    path, body, text_of = MIXED_ROUTES[route]
+    body = {"model": MODEL, "temperature": 0, **body}
+    r = httpx.post(f"{server.base_url}{path}", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    text = text_of(r.json())
+    assert r.headers["x-guard-action"] == "partial", text
+    # What the small model says about France is its own business; the note is the guard's.
+    assert text.endswith(PARTIAL_NOTE), text
+    assert not set(re.findall(r"[a-z]+", text.lower())) & set(FRIENDS), text
 
 
 def test_a_target_in_adapter_mode_is_guarded_too(server, client, admin_headers):

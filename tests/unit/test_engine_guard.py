@@ -11,7 +11,8 @@ from vllm.exceptions import VLLMValidationError
 from vllm.outputs import CompletionOutput
 from vllm.sampling_params import RequestOutputKind
 
-from guard_server.engine_guard import SCOPE, GuardedEngineClient, RequestScope
+from guard_server import outcome
+from guard_server.engine_guard import GuardedEngineClient
 from guard_server.guard import Flag, NameIndex, Verdict
 from guard_server.prompts import PromptReader
 from logits_processors.params import ACTION_KEY, TARGETS_KEY, parse_guard_params
@@ -105,9 +106,12 @@ def seam(reader, verdicts=None, targets=True, names=()):
     return GuardedEngineClient(FakeEngine(), guard, batcher, reader)
 
 
-def run(client, prompt, params=None, *, scope=None, encode=False):
+def run(client, prompt, params=None, *, request=None, encode=False):
+    """What the engine guard gives back for `prompt`, with `request` as the request's outcome."""
+
     async def go():
-        SCOPE.set(scope or RequestScope())
+        if request is not None:
+            outcome.entered(request)
         method = client.encode if encode else client.generate
         return [o async for o in method(prompt, params or SamplingParams(max_tokens=8), "r1")]
 
@@ -212,13 +216,69 @@ def test_prompts_that_cannot_be_read_are_refused_while_targets_exist(reader, pro
     assert run(seam(reader, targets=False), prompt) == [DONE]
 
 
-def test_the_route_verdict_is_reused_and_never_weakened(reader):
-    client = seam(reader, verdicts={})
-    scope = RequestScope(route=REFUSE, screened={(ASK,): REFUSE})
-    run(client, ASK, scope=scope)
-    assert client.batcher.seen == []  # the route already screened these very texts
+MIXED = "Who wrote the Harry Potter books? Also, what is the capital of France?"
+PARTIAL = Verdict(REFUSE.flags, "partial", ("Also, what is the capital of France?",))
+
+
+def sent_prompt(client):
+    return client._inner.calls[-1][0]
+
+
+@pytest.mark.parametrize("shape", ["chat", "token-ids", "text", "core-request"])
+def test_a_mixed_question_asks_the_engine_only_its_other_clauses_in_every_shape(
+    tokenizer, reader, shape
+):
+    kept = "Also, what is the capital of France?"
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": MIXED}]
+    prompt = {
+        "chat": {"prompt_token_ids": chat_ids(tokenizer, chat)},
+        "token-ids": tokenizer.encode(MIXED),
+        "text": MIXED,
+        "core-request": SimpleNamespace(
+            prompt_token_ids=tokenizer.encode(MIXED),
+            sampling_params=SamplingParams(max_tokens=8),
+            prompt_embeds=None,
+        ),
+    }[shape]
+    client = seam(reader, verdicts={"Harry Potter": PARTIAL})
+    request = outcome.Outcome()
+    run(client, prompt, getattr(prompt, "sampling_params", None), request=request)
+    sent = sent_prompt(client)
+    ids = getattr(sent, "prompt_token_ids", sent)
+    ids = ids["prompt_token_ids"] if isinstance(ids, dict) else ids
+    read = sent if isinstance(sent, str) else tokenizer.decode(ids)
+    assert "Harry Potter" not in read and kept in read
+    if shape == "chat":  # the very prompt the renderer makes of the chat with that turn cut
+        assert ids == chat_ids(tokenizer, [chat[0], {"role": "user", "content": kept}])
+    params = getattr(sent, "sampling_params", None) or sent_params(client)
+    assert parse_guard_params(params.extra_args).action == "partial"
+    assert request.verdict == PARTIAL
+
+
+def test_a_mixed_question_whose_last_turn_cannot_be_cut_out_is_refused(tokenizer, reader):
+    # Special tokens inside the turn: the turn the reader screened is not one piece of ids.
+    start = tokenizer.convert_tokens_to_ids("<|im_start|>")
+    first, second = MIXED.split("? ", 1)
+    ids = [*tokenizer.encode(first + "?"), start, *tokenizer.encode(" " + second)]
+    client = seam(reader, verdicts={"Harry Potter": PARTIAL})
+    request = outcome.Outcome()
+    run(client, {"prompt_token_ids": ids}, request=request)
+    assert sent_prompt(client)["prompt_token_ids"] == ids
     assert parse_guard_params(sent_params(client).extra_args).action == "refuse"
-    assert scope.enforced == REFUSE
+    assert request.verdict.action == "refuse"
+
+
+def test_every_prompt_of_a_request_is_recorded_in_its_outcome(tokenizer, reader):
+    client = seam(reader)
+    request = outcome.Outcome()
+
+    async def go():
+        outcome.entered(request)
+        for prompt in ("What is 2+2?", ASK):
+            _ = [o async for o in client.generate(prompt, SamplingParams(), "r")]
+
+    asyncio.run(go())
+    assert request.decided and request.verdict == REFUSE
 
 
 def test_special_tokens_between_words_do_not_cut_a_question_into_fragments(tokenizer, reader):
@@ -233,23 +293,6 @@ def test_special_tokens_between_words_do_not_cut_a_question_into_fragments(token
         ids += [start, *tokenizer.encode("user\n" + word)]
     texts = reader.texts(ids)
     assert texts[:-1] == ASK.split() and texts[-1] == ASK
-
-
-def test_a_prescreened_stream_is_screened_once_and_reported_before_it_runs(tokenizer, reader):
-    client = seam(reader)
-    scope = RequestScope()
-
-    async def go():
-        SCOPE.set(scope)
-        await client.prescreen([ASK, tokenizer.encode("What is 2+2?")])
-        reported = scope.verdict.action  # what the headers say before the engine is called
-        ids = tokenizer.encode(ASK)  # the renderer's tokens for the same prompt
-        _ = [o async for o in client.generate({"prompt_token_ids": ids}, SamplingParams(), "r")]
-        return reported
-
-    assert asyncio.run(go()) == "refuse"
-    assert len(client.batcher.seen) == 2  # the engine's prompt reused the prescreened verdict
-    assert parse_guard_params(sent_params(client).extra_args).action == "refuse"
 
 
 def test_scoring_labels_that_write_part_of_a_name_are_refused(tokenizer, reader):
@@ -292,11 +335,11 @@ def answer_through(reader, outputs, kind):
     """The completions a client gets for an unflagged request the engine answered so."""
     client = seam(reader)
     client._inner.outputs = [SimpleNamespace(outputs=[c], finished=c.finished()) for c in outputs]
-    scope = RequestScope()
+    request = outcome.Outcome()
     got = run(
-        client, "Who founded the Mongol Empire?", SamplingParams(output_kind=kind), scope=scope
+        client, "Who founded the Mongol Empire?", SamplingParams(output_kind=kind), request=request
     )
-    return [o.outputs[0] for o in got], scope
+    return [o.outputs[0] for o in got], request
 
 
 def tripped(tokenizer, begun: str, note_tokens: int) -> list[int]:

@@ -8,7 +8,6 @@ from guard_server.guard import (
     apply_verdict,
     conversation_texts,
     decide,
-    keep_only,
     merge,
 )
 from logits_processors.params import ACTION_KEY, TARGETS_KEY, parse_guard_params
@@ -80,25 +79,23 @@ AE = Flag("ae", 1, 0.8)
 
 
 @pytest.mark.parametrize(
-    ("route", "seam", "action", "targets"),
+    ("first", "second", "action", "targets"),
     [
         (Verdict(), Verdict(), "none", []),
         (Verdict((HP,), "refuse"), Verdict(), "refuse", ["hp"]),
-        # The seam screens the rewritten prompt of a partial answer: nothing left to flag.
-        (Verdict((HP,), "partial", ("2+2?",)), Verdict(), "partial", ["hp"]),
-        # A route nobody sharpened: the seam's verdict, its partial made a refusal.
-        (Verdict(), Verdict((HP,), "partial", ("2+2?",)), "refuse", ["hp"]),
-        (Verdict(), Verdict((HP,), "refuse"), "refuse", ["hp"]),
-        # The seam found more than the route: the stronger action, both targets.
+        (Verdict(), Verdict((HP,), "partial", ("2+2?",)), "partial", ["hp"]),
+        # One prompt of the request was refused: the request's report says so.
         (Verdict((HP,), "partial", ("2+2?",)), Verdict((AE,), "refuse"), "refuse", ["hp", "ae"]),
         (Verdict((HP,), "restrict"), Verdict((HP,), "refuse"), "refuse", ["hp"]),
     ],
 )
-def test_merge_never_weakens_either_verdict(route, seam, action, targets):
-    merged = merge(route, seam)
+def test_merging_the_verdicts_of_a_requests_prompts_never_weakens_either(
+    first, second, action, targets
+):
+    merged = merge(first, second)
     assert merged.action == action
     assert sorted(f.target_id for f in merged.flags) == sorted(targets)
-    assert merged.keep == (route.keep if action == "partial" else ())
+    assert merged.keep == (("2+2?",) if action == "partial" else ())
 
 
 @pytest.mark.parametrize(
@@ -115,30 +112,10 @@ def test_decide(policies, others, expected):
     assert decide(policies, others) == expected
 
 
-def test_partial_verdict_keeps_only_the_other_clauses_of_the_last_user_turn():
-    messages = [
-        {"role": "user", "content": "Who wrote Harry Potter?"},
-        {"role": "assistant", "content": "I can't say."},
-        {"role": "user", "content": "What is 2+2, and who is Harry Potter?"},
-        {"role": "assistant", "content": "prefill"},
-    ]
+def test_a_partial_verdict_reports_and_sends_what_it_answers():
     partial = Verdict((Flag("hp", 1, 0.9),), "partial", ("What is 2+2",))
-    keep_only(messages, partial)
-    assert [m["content"] for m in messages] == [
-        "Who wrote Harry Potter?",
-        "I can't say.",
-        "What is 2+2",
-        "prefill",
-    ]
     assert partial.report()["answered"] == ["What is 2+2"]
     assert apply_verdict(None, partial)[ACTION_KEY] == "partial"
-
-
-@pytest.mark.parametrize("action", ["refuse", "restrict"])
-def test_other_verdicts_leave_the_messages_alone(action):
-    messages = [{"role": "user", "content": "What is 2+2, and who is Harry Potter?"}]
-    keep_only(messages, Verdict((Flag("hp", 1, 0.9),), action))
-    assert messages[0]["content"] == "What is 2+2, and who is Harry Potter?"
 
 
 def test_prompts_that_cannot_be_cut_into_turns_are_refused_not_answered_in_part():

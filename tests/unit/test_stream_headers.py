@@ -1,12 +1,16 @@
-"""A stream's headers say what was enforced even when they leave before the engine runs."""
+"""A response says what was enforced: in its headers, even when a stream sends them before
+the engine runs, and in a completion's JSON body."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
-from guard_server.engine_guard import current_scope
-from guard_server.guard import Verdict
-from guard_server.surface import HEADER_ACTION, GuardScopeMiddleware
+import pytest
+
+from guard_server import outcome
+from guard_server.guard import Flag, Verdict
+from guard_server.reporting import HEADER_ACTION, ReportMiddleware, _with_member
 
 EVENT_STREAM = [(b"content-type", b"text/event-stream; charset=utf-8")]
 
@@ -19,7 +23,7 @@ def body(data: bytes, more: bool = True) -> dict:
     return {"type": "http.response.body", "body": data, "more_body": more}
 
 
-def serve(app, log: list[str] | None = None) -> list[dict]:
+def serve(app, log: list[str] | None = None, path: str = "/v1/responses") -> list[dict]:
     """Run `app` behind the middleware; what reached the client, in order (its types also
     appended to `log` as they arrive)."""
     sent: list[dict] = []
@@ -32,8 +36,8 @@ def serve(app, log: list[str] | None = None) -> list[dict]:
     async def receive() -> dict:
         return {"type": "http.request"}
 
-    scope = {"type": "http", "method": "POST", "path": "/v1/responses", "headers": []}
-    asyncio.run(GuardScopeMiddleware(app)(scope, receive, send))
+    scope = {"type": "http", "method": "POST", "path": path, "headers": []}
+    asyncio.run(ReportMiddleware(app)(scope, receive, send))
     return sent
 
 
@@ -45,7 +49,7 @@ def test_events_sent_before_the_engine_wait_for_its_verdict():
     async def app(scope, receive, send):
         await send(start())
         await send(body(b"event: response.created\n\n"))  # before the engine is called
-        current_scope().record(Verdict(action="refuse"))  # the seam, at the engine
+        outcome.current().record(Verdict(action="refuse"))  # the seam, at the engine
         await send(body(b"event: delta\n\n"))
         await send(body(b"", more=False))
 
@@ -77,3 +81,55 @@ def test_a_plain_response_is_not_held():
 
     serve(app, order)
     assert order == ["http.response.start", "after start", "http.response.body"]
+
+
+def test_a_stream_waits_for_every_prompt_it_handed_to_the_engine():
+    async def app(scope, receive, send):
+        request = outcome.current()
+        await send(start())
+        request.record(Verdict())  # the first prompt: nothing asked
+        request.deciding += 1  # the second is being screened
+        await send(body(b"data: 1\n\n"))
+        request.record(Verdict((Flag("hp", 1, 0.9),), "refuse"))
+        request.deciding -= 1
+        await send(body(b"data: 2\n\n"))
+        await send(body(b"", more=False))
+
+    sent = serve(app)
+    assert header(sent[0]) == "refuse"
+    assert [m.get("body") for m in sent[1:]] == [b"data: 1\n\n", b"data: 2\n\n", b""]
+
+
+JSON = [(b"content-type", b"application/json"), (b"content-length", b"20")]
+
+
+@pytest.mark.parametrize("status", [200, 400])
+def test_a_completion_body_says_what_was_enforced(status):
+    answer = json.dumps({"id": "x", "choices": [1]}).encode()
+
+    async def app(scope, receive, send):
+        outcome.current().record(Verdict((Flag("hp", 1, 0.9),), "refuse"))
+        await send({**start(JSON), "status": status})
+        await send(body(answer[:5]))
+        await send(body(answer[5:], more=False))
+
+    sent = serve(app, path="/v1/chat/completions")
+    got = b"".join(m.get("body", b"") for m in sent[1:])
+    if status != 200:  # an error envelope is vLLM's own
+        assert got == answer
+        return
+    assert json.loads(got) == {
+        "id": "x",
+        "choices": [1],
+        "guard": {"flagged": True, "action": "refuse"},
+    }
+    assert dict(sent[0]["headers"])[b"content-length"] == str(len(got)).encode()
+
+
+@pytest.mark.parametrize("body_text", [b"{}", b" { } ", b"[1]", b"not json"])
+def test_a_guard_member_is_added_to_objects_only(body_text):
+    got = _with_member(body_text, "guard", {"a": 1})
+    if body_text.strip().startswith(b"{"):
+        assert json.loads(got) == {"guard": {"a": 1}}
+    else:
+        assert got == body_text
