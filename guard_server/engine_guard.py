@@ -21,7 +21,7 @@ from vllm.exceptions import VLLMValidationError
 from vllm.sampling_params import RequestOutputKind
 
 from guard_server import outcome
-from guard_server.guard import Verdict, apply_verdict
+from guard_server.guard import Verdict, apply_verdict, merge
 from guard_server.logprobs import withhold
 from guard_server.prompts import PromptReader
 from logits_processors.watch import REFUSAL, TRIP_NOTE, TripNote
@@ -213,11 +213,18 @@ class GuardedEngineClient:
         if verdict.action != "partial":
             return prompt, verdict
         if ids is None:  # a text prompt is one turn: it becomes the other clauses
-            return _with_text(prompt, " ".join(verdict.keep)), verdict
-        cut = self.reader.asking_only(list(ids), verdict.keep)
-        if cut is None:
-            return prompt, verdict.without_partial()
-        return _with_ids(prompt, cut, self.reader.tokenizer), verdict
+            kept, texts = " ".join(verdict.keep), [" ".join(verdict.keep)]
+            cut = _with_text(prompt, kept)
+        else:
+            ids = self.reader.asking_only(list(ids), verdict.keep)
+            if ids is None:
+                return prompt, verdict.without_partial()
+            cut, texts = _with_ids(prompt, ids, self.reader.tokenizer), self.reader.texts(ids)
+        # The kept clauses, read together as the engine will run them, may ask another target.
+        again = await self.batcher.screen(texts)
+        if again.flagged:
+            return prompt, merge(verdict, again).without_partial()
+        return cut, verdict
 
     async def _refuse_name_labels(self, prompt: Any, params: SamplingParams) -> None:
         """Scoring asks the probability of given next tokens: tokens that would write part of
@@ -288,7 +295,8 @@ def _with_ids(prompt: Any, ids: list[int], tokenizer: Any) -> Any:
     if _is_core_request(prompt):  # the engine's own request object: built for this call
         prompt.prompt_token_ids = ids
         return prompt
-    changed = {**prompt, "prompt_token_ids": ids}
+    changed = {k: v for k, v in prompt.items() if k != "prompt_token_offsets"}
+    changed["prompt_token_ids"] = ids
     if "prompt" in changed:
         changed["prompt"] = tokenizer.decode(ids)
     return changed

@@ -1,6 +1,6 @@
 """What the engine boundary enforced for one HTTP request, carried back to its response.
 
-The response middleware (`guard_server.surface`) opens an `Outcome` when a request arrives;
+The response middleware (`guard_server.reporting`) opens an `Outcome` when a request arrives;
 the guarded engine client (`guard_server.engine_guard`) is the only writer, once per prompt it
 runs; the middleware reads it into the response's headers and `guard` field. vLLM's serving
 classes call the engine client with the prompt and its sampling params only, so the outcome

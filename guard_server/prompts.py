@@ -63,7 +63,9 @@ class PromptReader:
 
         The turn's token ids are replaced by the tokens of the same turn written with those
         clauses: a chat template puts a turn between special tokens, and its text there is
-        tokenized alone, as the renderer would tokenize the shorter message.
+        tokenized alone, as the renderer would tokenize the shorter message. Its role may
+        open the same piece ("<|im_start|>user\n...") or one of its own
+        ("<|start_header_id|>user<|end_header_id|>"); the piece must read as the whole turn.
         """
         pieces = self._pieces(token_ids)
         turns = self.texts(token_ids)
@@ -73,7 +75,7 @@ class PromptReader:
             body = text[role.end() :] if role else text
             if not body.strip():
                 continue  # the generation prompt's role line, or what lies between turns
-            if not turns or body.strip() != turns[-1] or (role is None and start > 0):
+            if not turns or body.strip() != turns[-1]:
                 return None  # the turn is cut by special tokens, or read together with others
             head = text[: len(text) - len(body.lstrip())]
             tail = body[len(body.rstrip()) :]

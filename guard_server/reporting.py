@@ -13,7 +13,7 @@ from starlette.datastructures import Headers, MutableHeaders
 
 from guard_server import outcome
 from guard_server.auth import AdminKeys
-from guard_server.surface import is_admin
+from guard_server.surface import ENGINE_ROUTES, is_admin
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -44,7 +44,10 @@ class ReportMiddleware:
             return
         request, token = outcome.opened(is_admin(Headers(scope=scope), self.admin_keys))
         path = scope["path"].removeprefix(scope.get("root_path", ""))
-        response = _Response(request, send, path in REPORTED_BODIES)
+        # Only a POST to a route that reaches the engine waits for a verdict: a stream served
+        # without an engine call (a stored response read back) would be held to its end.
+        engine = scope["method"] == "POST" and path in ENGINE_ROUTES
+        response = _Response(request, send, engine, engine and path in REPORTED_BODIES)
         try:
             await self.app(scope, receive, response.send)
         finally:
@@ -54,9 +57,10 @@ class ReportMiddleware:
 class _Response:
     """One response on its way out: its messages, held while the outcome is not known."""
 
-    def __init__(self, request: outcome.Outcome, send: Send, reports_body: bool):
+    def __init__(self, request: outcome.Outcome, send: Send, engine: bool, reports_body: bool):
         self.request = request
         self._send = send
+        self.engine = engine  # whether the request reaches the engine (has a verdict to wait for)
         self.reports_body = reports_body
         self.held: list[Message] = []
 
@@ -78,7 +82,7 @@ class _Response:
 
     def _holds(self, start: Message) -> bool:
         if _streams(start):
-            return not self.request.decided
+            return self.engine and not self.request.decided
         return self.reports_body and start["status"] == 200 and _json(start)
 
     async def _flush(self, body: bytes | None = None) -> None:

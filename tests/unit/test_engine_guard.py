@@ -268,6 +268,41 @@ def test_a_mixed_question_whose_last_turn_cannot_be_cut_out_is_refused(tokenizer
     assert request.verdict.action == "refuse"
 
 
+def test_a_turn_whose_role_has_special_tokens_of_its_own_is_cut_too(tokenizer, reader):
+    # Llama 3's shape: "<|start_header_id|>user<|end_header_id|>\n\n...<|eot_id|>", and a
+    # BOS token before a plain prompt; the role and everything around the turn stay as sent.
+    start, end = (tokenizer.convert_tokens_to_ids(t) for t in ("<|im_start|>", "<|im_end|>"))
+
+    def header(role):
+        return [start, *tokenizer.encode(role), end]
+
+    def shaped(question):
+        return [
+            *header("user"),
+            *tokenizer.encode("\n\n" + question),
+            end,
+            *header("assistant"),
+            *tokenizer.encode("\n\n"),
+        ]
+
+    kept = PARTIAL.keep
+    assert reader.asking_only(shaped(MIXED), kept) == shaped(kept[0])
+    bos = [start, *tokenizer.encode(MIXED)]
+    assert reader.asking_only(bos, kept) == [start, *tokenizer.encode(kept[0])]
+
+
+def test_kept_clauses_that_ask_another_target_together_are_refused(reader):
+    other = Verdict((Flag("fr", 1, 0.8, "semantic"),), "refuse")
+    client = seam(reader, verdicts={"Harry Potter": PARTIAL, "France": other})
+    request = outcome.Outcome()
+    run(client, MIXED, request=request)
+    assert sent_prompt(client) == MIXED  # nothing cut: the whole request is refused
+    guard = parse_guard_params(sent_params(client).extra_args)
+    assert guard.action == "refuse"
+    assert sorted(r.target_id for r in guard.targets) == ["fr", "hp"]
+    assert request.verdict.action == "refuse"
+
+
 def test_every_prompt_of_a_request_is_recorded_in_its_outcome(tokenizer, reader):
     client = seam(reader)
     request = outcome.Outcome()

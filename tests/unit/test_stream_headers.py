@@ -23,7 +23,9 @@ def body(data: bytes, more: bool = True) -> dict:
     return {"type": "http.response.body", "body": data, "more_body": more}
 
 
-def serve(app, log: list[str] | None = None, path: str = "/v1/responses") -> list[dict]:
+def serve(
+    app, log: list[str] | None = None, path: str = "/v1/responses", method: str = "POST"
+) -> list[dict]:
     """Run `app` behind the middleware; what reached the client, in order (its types also
     appended to `log` as they arrive)."""
     sent: list[dict] = []
@@ -36,7 +38,7 @@ def serve(app, log: list[str] | None = None, path: str = "/v1/responses") -> lis
     async def receive() -> dict:
         return {"type": "http.request"}
 
-    scope = {"type": "http", "method": "POST", "path": path, "headers": []}
+    scope = {"type": "http", "method": method, "path": path, "headers": []}
     asyncio.run(ReportMiddleware(app)(scope, receive, send))
     return sent
 
@@ -133,3 +135,15 @@ def test_a_guard_member_is_added_to_objects_only(body_text):
         assert json.loads(got) == {"guard": {"a": 1}}
     else:
         assert got == body_text
+
+
+def test_a_stream_that_calls_no_engine_is_not_held():
+    order: list[str] = []
+
+    async def app(scope, receive, send):  # a stored response, read back as a stream
+        await send(start())
+        order.append("after start")
+        await send(body(b"event: response.completed\n\n", more=False))
+
+    serve(app, order, path="/v1/responses/resp_1", method="GET")
+    assert order == ["http.response.start", "after start", "http.response.body"]
