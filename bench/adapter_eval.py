@@ -102,12 +102,15 @@ def mia_scores(lm: LM, folders: list[Path]) -> dict[str, Any]:
     return mia(lm, texts("forget_mia.json"), texts("retain_mia.json"))
 
 
-def evaluate(lm: LM, folders: list[Path], root: Path, utility_limit: int = 0) -> dict[str, Any]:
+def evaluate(
+    lm: LM, folders: list[Path], root: Path, utility_limit: int = 0, utility: Any = None
+) -> dict[str, Any]:
     """Everything RWKU measures of one model, for the targets in `folders`, and the seconds
-    each part took."""
+    each part took. `utility`, where given, gives the model's utility scores (they do not
+    depend on the targets: a cache keyed by the model alone)."""
     parts = {
         "probes": lambda: probe_scores(lm, folders),
-        "utility": lambda: utility_scores(lm, root, utility_limit),
+        "utility": utility or (lambda: utility_scores(lm, root, utility_limit)),
         "mia": lambda: mia_scores(lm, folders),
     }
     out: dict[str, Any] = {"seconds": {}}

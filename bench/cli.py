@@ -20,6 +20,7 @@ from bench import (
     replot,
     rwku,
     rwku_adapters,
+    rwku_heldout,
     throughput,
 )
 
@@ -34,6 +35,7 @@ COMMANDS = {
     "overrefusal": (overrefusal, "XSTest and everyday questions flagged with N targets registered"),
     "register": (registration, "registration-to-effective latency and kill -9 survival"),
     "rwku-adapters": (rwku_adapters, "unlearning adapters on RWKU: sweep, frontier rows, plot"),
+    "rwku-heldout": (rwku_heldout, "one adapter recipe on RWKU people it was not tuned on"),
     "adapters": (adapters, "each unlearning method's adapter served beside the guard"),
     "attack": (attack, "relearning and quantization attacks on adapters and the guard"),
     "fuzz": (fuzz, "schemathesis over every route: no server error (5xx)"),

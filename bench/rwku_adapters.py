@@ -275,12 +275,27 @@ def held_out_score(card: dict[str, Any]) -> float:
 
 
 def scored(folders: list[Path], adapter: str | None, args) -> dict[str, Any]:
-    """The model's RWKU scores (the base model's when `adapter` is None), cached."""
+    """The model's RWKU scores (the base model's when `adapter` is None), cached; its utility
+    (MMLU, TriviaQA, fluency: the same for any targets) cached by the model alone."""
+    from bench.adapter_eval import utility_scores
+
     key = _slug([str(f.name) for f in folders] + [adapter, args.utility, EVALUATION])
-    return cached(
-        _work() / "scores" / f"{key}.json",
-        lambda: evaluate(_lm(adapter), folders, Path(args.rwku), args.utility),
-    )
+    utility_key = _slug(["utility", adapter, args.utility, EVALUATION])
+
+    def make() -> dict[str, Any]:
+        lm = _lm(adapter)
+        return evaluate(
+            lm,
+            folders,
+            Path(args.rwku),
+            args.utility,
+            lambda: cached(
+                _work() / "utility" / f"{utility_key}.json",
+                lambda: utility_scores(lm, Path(args.rwku), args.utility),
+            ),
+        )
+
+    return cached(_work() / "scores" / f"{key}.json", make)
 
 
 def attacked(folders: list[Path], adapter: str | None, spec: dict, attack: str) -> dict:

@@ -1,0 +1,144 @@
+"""`guard-bench rwku-heldout`: one adapter recipe, fixed on RWKU targets 1-10, run unchanged on
+people it was not tuned on (each of 11-15 alone, 11-20 as one batch).
+
+The recipe is a named preset of `guard-unlearn` (`guard_server/unlearn/presets.py`): the one
+that met the goal on targets 1-10 (`bench/results/adapters/rwku.json`), chosen before these
+people were scored. The people the edit must keep come from targets 21-50 only, less the
+three that stand for "other people" in the early-stopping texts and any person the tested
+targets' neighbour probes ask about. Rows land in `bench/results/<name>/heldout.json` after
+each person, so an interrupted run resumes (everything is cached) and shows what it has.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from bench import report
+from bench.adapter_eval import FILES, ratios
+from bench.rwku_adapters import (
+    NEIGHBOURS,
+    _lm,
+    corpora,
+    kept_people,
+    numbers,
+    scored,
+    trained,
+    unchanged,
+)
+from bench.rwku_data import DEFAULT_ROOT, targets
+from bench.rwku_frontier import pooled
+from guard_server.unlearn.presets import PRESETS
+
+RECIPE = "idk-kl-fast"
+GROUPS = ("forget_fb", "forget_qa", "forget_aa", "neighbor_fb", "neighbor_qa")
+GOAL = {"forget": 0.5, "neighbor": 0.9, "mmlu_points": 2.0}
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rwku", default=str(DEFAULT_ROOT))
+    p.add_argument("--recipe", default=RECIPE, choices=sorted(PRESETS))
+    p.add_argument("--single", default="11-15", help="RWKU targets, one adapter each")
+    p.add_argument("--batch", default="11-20", help="RWKU targets for one adapter")
+    p.add_argument(
+        "--retain-people",
+        default="21-50",
+        help="RWKU targets the edit must keep (less the early-stopping texts' other people)",
+    )
+    p.add_argument("--steps", type=int, default=40, help="most optimizer steps")
+    p.add_argument("--eval-every", type=int, default=10)
+    p.add_argument("--patience", type=int, default=2)
+    p.add_argument("--tolerance", type=float, default=0.05, help="held-out loss rise allowed")
+    p.add_argument("--utility", type=int, default=0, help="utility items per set (0: all)")
+    p.add_argument("--name", default="adapters")
+
+
+def row(units: list[list[Path]], before: list[dict], after: list[dict]) -> dict[str, Any]:
+    """RWKU's ratios over the units' probes together (sum after over sum before: one
+    person's recall before can be half a probe), each group's recall before, MMLU's change."""
+    out: dict[str, Any] = dict(ratios(pooled(before), pooled(after)))
+    both = pooled(before)
+    for group in FILES:
+        out[f"{group}_before"] = round(sum(p["recall"] for p in both["probes"][group]), 3)
+        out[f"{group}_probes"] = len(both["probes"][group])
+    out["mmlu_delta"] = (
+        100
+        * sum(
+            a["utility"]["mmlu"] - b["utility"]["mmlu"] for a, b in zip(after, before, strict=True)
+        )
+        / len(after)
+    )
+    out["mmlu_questions"] = after[0]["utility"]["mmlu_questions"]
+    return out
+
+
+def meets(r: dict[str, Any]) -> bool:
+    forget = all((r[f"{g}_ratio"] or 0) <= GOAL["forget"] for g in GROUPS if g.startswith("f"))
+    keep = all((r[f"{g}_ratio"] or 1) >= GOAL["neighbor"] for g in GROUPS if g.startswith("n"))
+    return forget and keep and abs(r["mmlu_delta"]) <= GOAL["mmlu_points"]
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean and the worst of every person's ratios (worst: highest forget, lowest kept)."""
+    out: dict[str, Any] = {}
+    for g in GROUPS:
+        values = [r[f"{g}_ratio"] for r in rows if r[f"{g}_ratio"] is not None]
+        if values:
+            out[f"{g}_ratio_mean"] = sum(values) / len(values)
+            out[f"{g}_ratio_worst"] = max(values) if g.startswith("forget") else min(values)
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    folders = {int(f.name.split("_")[0]): f for f in targets(Path(args.rwku))}
+    retain = [folders[n] for n in numbers(args.retain_people) if n not in NEIGHBOURS]
+    preset = PRESETS[args.recipe]
+    point = {**preset.settings, **preset.spec}
+    units = [[folders[n]] for n in numbers(args.single)]
+    if args.batch:
+        units.append([folders[n] for n in numbers(args.batch)])
+    base_lm = _lm()
+    results: dict[str, Any] = {
+        "scoring": "rwku",
+        "recipe": {"preset": args.recipe, "method": preset.method, **point},
+        "retain_people": sorted(int(f.name.split("_")[0]) for f in retain),
+        "goal": GOAL,
+        "rows": [],
+        "environment": report.environment(),
+        "command": report.command_line(),
+    }
+    singles: tuple[list[dict], list[dict], list[list[Path]]] = ([], [], [])
+    for unit in tqdm(units, desc=f"{args.recipe} on people it was not tuned on"):
+        made = corpora(unit, "generated", base_lm, kept_people(unit, retain))
+        card = trained(args.recipe, point, made, args)
+        before = scored(unit, None, args)
+        after = before if unchanged(card) else scored(unit, card["adapter_dir"], args)
+        got = row([unit], [before], [after])
+        got |= {
+            "train_s": card["seconds"],
+            "peak_rss_gib": card["peak_rss_gib"],
+            "best_step": card.get("early_stop", {}).get("best_step"),
+            "retain_people": len(made["spec"].get("retain_targets", [])),
+        }
+        numbers_in = [int(f.name.split("_")[0]) for f in unit]
+        if len(unit) == 1:
+            results["rows"].append({"target": numbers_in[0], **got, "meets_goal": meets(got)})
+            for part, value in zip(singles, (before, after, unit), strict=True):
+                part.append(value)
+            results["pooled"] = {**row(singles[2], singles[0], singles[1])}
+            results["pooled"]["meets_goal"] = meets(results["pooled"])
+            results["pooled"]["targets"] = [r["target"] for r in results["rows"]]
+            results["summary"] = summary(results["rows"])
+        else:
+            results["batch"] = {"targets": numbers_in, **got, "meets_goal": meets(got)}
+        _write(args.name, results)
+    return results
+
+
+def _write(name: str, results: dict[str, Any]) -> None:
+    out = report.out_dir(name)
+    (out / "heldout.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
