@@ -280,7 +280,7 @@ def scored(folders: list[Path], adapter: str | None, args) -> dict[str, Any]:
     from bench.adapter_eval import utility_scores
 
     key = _slug([str(f.name) for f in folders] + [adapter, args.utility, EVALUATION])
-    utility_key = _slug(["utility", adapter, args.utility, EVALUATION])
+    utility = _work() / "utility" / f"{_slug(['utility', adapter, args.utility, EVALUATION])}.json"
 
     def make() -> dict[str, Any]:
         lm = _lm(adapter)
@@ -289,13 +289,12 @@ def scored(folders: list[Path], adapter: str | None, args) -> dict[str, Any]:
             folders,
             Path(args.rwku),
             args.utility,
-            lambda: cached(
-                _work() / "utility" / f"{utility_key}.json",
-                lambda: utility_scores(lm, Path(args.rwku), args.utility),
-            ),
+            lambda: cached(utility, lambda: utility_scores(lm, Path(args.rwku), args.utility)),
         )
 
-    return cached(_work() / "scores" / f"{key}.json", make)
+    scores = cached(_work() / "scores" / f"{key}.json", make)
+    cached(utility, lambda: scores["utility"])  # scored before utility had a cache of its own
+    return scores
 
 
 def attacked(folders: list[Path], adapter: str | None, spec: dict, attack: str) -> dict:
