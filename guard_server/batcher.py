@@ -10,7 +10,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from guard_server import metrics
-from guard_server.guard import count
 from guard_server.limits import check_screenable
 
 if TYPE_CHECKING:
@@ -94,8 +93,6 @@ class ScreenBatcher:
             metrics.SCREEN_BATCH_SIZE.observe(len(jobs))
             metrics.SCREEN_BATCH_SECONDS.observe(done - start)
             for (_, loop, future, queued), verdict in zip(jobs, results, strict=True):
-                if verdict is not None:
-                    count(verdict)
                 # Screening time: queued behind other batches, then detected (the event loop
                 # picking the verdict up is the server's own latency, measured end to end).
                 metrics.DETECTION_SECONDS.observe(done - queued)

@@ -21,7 +21,7 @@ from vllm.exceptions import VLLMValidationError
 from vllm.sampling_params import RequestOutputKind
 
 from guard_server import outcome
-from guard_server.guard import Verdict, apply_verdict, merge
+from guard_server.guard import Verdict, apply_verdict, count, merge
 from guard_server.logprobs import withhold
 from guard_server.prompts import PromptReader
 from logits_processors.watch import REFUSAL, TRIP_NOTE, TripNote
@@ -185,6 +185,7 @@ class GuardedEngineClient:
         try:
             prompt, verdict = await self._decide(prompt)
             request.record(verdict)
+            count(verdict)
         finally:
             request.deciding -= 1
         if params is None:  # a pooling request: nothing to restrict, so nothing flagged runs

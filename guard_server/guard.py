@@ -300,7 +300,9 @@ def explain(verdict: Verdict, store: Any) -> dict[str, Any]:
 
 
 def count(verdict: Verdict) -> None:
-    """The verdict in the server's metrics (where it is used, not where it was detected)."""
+    """The verdict in the server's metrics, once per prompt the engine runs (where it is used,
+    not where it was detected: an admin's dry run, an answer or a partial answer's kept
+    clauses screened again are not requests)."""
     metrics.REQUESTS.labels(verdict.action).inc()
     for flag in verdict.flags:
         metrics.TARGET_HITS.labels(flag.name or flag.target_id, flag.target_id).inc()

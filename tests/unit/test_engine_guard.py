@@ -303,6 +303,20 @@ def test_kept_clauses_that_ask_another_target_together_are_refused(reader):
     assert request.verdict.action == "refuse"
 
 
+def test_each_prompt_counts_once_in_the_metrics_with_the_action_it_got(reader):
+    from prometheus_client import REGISTRY
+
+    def counted(action):
+        return REGISTRY.get_sample_value("guard_requests_total", {"action": action}) or 0
+
+    before = {a: counted(a) for a in ("partial", "refuse", "none")}
+    run(seam(reader, verdicts={"Harry Potter": PARTIAL}), MIXED)  # screened twice, one request
+    run(seam(reader), "What is 2+2?")
+    assert counted("partial") == before["partial"] + 1
+    assert counted("none") == before["none"] + 1
+    assert counted("refuse") == before["refuse"]
+
+
 def test_every_prompt_of_a_request_is_recorded_in_its_outcome(tokenizer, reader):
     client = seam(reader)
     request = outcome.Outcome()
