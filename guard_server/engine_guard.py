@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ from vllm.exceptions import VLLMValidationError
 from vllm.sampling_params import RequestOutputKind
 
 from guard_server import outcome
+from guard_server.answers import Stream, trim
 from guard_server.guard import Verdict, apply_verdict, count, merge
 from guard_server.logprobs import withhold
 from guard_server.prompts import PromptReader
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
     from guard_server.batcher import ScreenBatcher
     from guard_server.detection import DetectionProcess
-    from guard_server.guard import Guard
+    from guard_server.guard import Guard, LiveNames, NameIndex
 
 ERR_LOGPROBS = (
     "{param} is not available for this request: it asks for a forgotten subject, and "
@@ -68,11 +69,13 @@ class GuardedEngineClient:
         guard: Guard | DetectionProcess,
         batcher: ScreenBatcher,
         reader: PromptReader,
+        names: LiveNames | None = None,
     ):
         self._inner = inner
         self.guard = guard
         self.batcher = batcher
         self.reader = reader
+        self.names = names  # None: answers are sent as written (engine-only callers)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -96,17 +99,49 @@ class GuardedEngineClient:
             params = sampling_params
         kind = getattr(params, "output_kind", None)
         grammar = getattr(params, "structured_outputs", None) is not None
-        streams: dict[int, _Stream] = {}
+        # Answers a client reads (beam search reads its steps' log-probabilities only).
+        names = await self._names() if getattr(params, "detokenize", True) else None
+        streams: dict[int, Stream] = {}
+        head = None
         async for output in self._inner.generate(prompt, sampling_params, request_id, **kwargs):
             await self._withhold_logprobs(output, streams)
+            if head is None:
+                head = self._tail(getattr(output, "prompt_token_ids", None) or ())
             for completion in output.outputs:
-                if kind == RequestOutputKind.DELTA:
-                    streams.setdefault(completion.index, _Stream()).add(completion)
-                if completion.finish_reason is not None:
-                    await self._refuse_tripped(completion, kind, grammar, streams)
+                await self._deliver(completion, kind, grammar, streams, names, head)
             yield output
 
-    async def _withhold_logprobs(self, output: Any, streams: dict[int, _Stream]) -> None:
+    async def _deliver(
+        self,
+        completion: Any,
+        kind: Any,
+        grammar: bool,
+        streams: dict[int, Stream],
+        names: NameIndex | None,
+        head: str,
+    ) -> None:
+        """One answer's newest output as the client gets it: a stream's chunk less a name it
+        has begun (`Stream.hold_back`), a finished answer without one it ends inside
+        (`trim`), and a tripped answer as the refusal."""
+        stream = None
+        if kind == RequestOutputKind.DELTA:
+            stream = streams.setdefault(completion.index, Stream())
+            stream.add(completion)
+            if names is not None:
+                stream.hold_back(completion, names, head, self.trip_note.start(stream.ids))
+        if completion.finish_reason is None:
+            return
+        tripped = await self._refuse_tripped(completion, kind, grammar, streams)
+        if stream is None and names is not None and not tripped:
+            trim(completion, names, head, self.reader.tokenizer)
+
+    async def _names(self) -> NameIndex | None:
+        """The registered names as this request's answers are read against them."""
+        if self.names is None:
+            return None
+        return await asyncio.to_thread(self.names.current)
+
+    async def _withhold_logprobs(self, output: Any, streams: dict[int, Stream]) -> None:
         """No log-probabilities of tokens the answer watch bans (`guard_server.logprobs`):
         of the prompt's positions, and of each answer's after the prompt and what a stream
         has already sent."""
@@ -131,8 +166,8 @@ class GuardedEngineClient:
             )
 
     async def _refuse_tripped(
-        self, completion: Any, kind: Any, grammar: bool, streams: dict[int, _Stream]
-    ) -> None:
+        self, completion: Any, kind: Any, grammar: bool, streams: dict[int, Stream]
+    ) -> bool:
         """A finished answer the answer watch tripped in becomes the refusal, with no trace
         of what it began to say (text, token ids, log-probabilities), where it has not been
         sent yet; a streamed one ends with the whole refusal note, however a stop string,
@@ -147,7 +182,7 @@ class GuardedEngineClient:
         ids, text = (stream.ids, stream.text) if stream else (completion.token_ids, completion.text)
         errored = grammar and completion.finish_reason == "error"
         if not errored and self.trip_note.start(ids) < 0:
-            return
+            return False
         completion.finish_reason, completion.stop_reason = "stop", None
         if kind == RequestOutputKind.FINAL_ONLY:
             ids = self.refusal_ids
@@ -160,6 +195,7 @@ class GuardedEngineClient:
             if errored:
                 completion.token_ids = []
         await self._record_refused(text)
+        return True
 
     async def encode(
         self, prompt: Any, pooling_params: Any, request_id: str, *args: Any, **kwargs: Any
@@ -253,22 +289,6 @@ class GuardedEngineClient:
         if ids is not None:
             return self.reader.texts(list(ids))
         return [text] if text and text.strip() else []
-
-
-@dataclass
-class _Stream:
-    """A streamed answer's token ids and text so far (a stream's outputs carry what is new)."""
-
-    ids: list[int] = field(default_factory=list)
-    pieces: list[str] = field(default_factory=list)
-
-    def add(self, completion: Any) -> None:
-        self.ids.extend(completion.token_ids)
-        self.pieces.append(completion.text)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.pieces)
 
 
 def unsent_note(text: str) -> str:

@@ -363,6 +363,36 @@ class NameIndex:
             out.append([self.automaton.feed(start, Folder(gap).feed(c))[1] for c in candidates])
         return out
 
+    def open_tail(self, pieces: list[str], context: str = "") -> int:
+        """How many of the last `pieces` of an answer (its chunks so far, after `context`)
+        write part of a name still open at its end: more than MIN_BEGUN symbols of it, and
+        not complete. Held back, they show nothing of a name the answer may not finish
+        ("J. K. Row" before the watch bans "ling", or a token limit cuts it there)."""
+        from logits_processors.fold import BREAK, Folder
+
+        if self.automaton is None or not pieces:
+            return 0
+        window = self.automaton.max_len + 8  # characters enough to hold any name's prefix
+        first = len(pieces)
+        while first > 0 and sum(len(p) for p in pieces[first:]) < window:
+            first -= 1
+        folder = Folder()
+        head = folder.feed(context[-window:]) if first == 0 else ""
+        folded = [folder.feed(p) for p in pieces[first:]]
+        text = (head + "".join(folded))[-self.automaton.max_len :]
+        node, named = self.automaton.feed(0, BREAK + text)
+        depth = self.automaton.depth[node]
+        if named or depth <= MIN_BEGUN:
+            return 0
+        # The name's first letter lies `depth - 1` symbols before the end (its break first).
+        inside, held = depth - 1, 0
+        for piece in reversed(folded):
+            if inside <= 0:
+                break
+            inside -= len(piece)
+            held += 1
+        return held
+
     def _after(self, context: str) -> tuple[int, bool]:
         """The automaton's node after `context`, and whether it ended at a word break."""
         from logits_processors.fold import BREAK, Folder
@@ -370,6 +400,25 @@ class NameIndex:
         folder = Folder()
         tail = folder.feed(context)[-self.automaton.max_len :]
         return self.automaton.feed(0, BREAK + tail)[0], folder.gap
+
+
+class LiveNames:
+    """The active targets' names in this process, caught up with the store's targets when
+    read (once per request: a registration is watched for from the next request on)."""
+
+    def __init__(self, store: TargetStore):
+        self.store = store
+        self._generation = -1
+        self._index = NameIndex()
+        self._lock = threading.Lock()
+
+    def current(self) -> NameIndex:
+        generation = self.store.generations()[0]
+        with self._lock:
+            if generation != self._generation:
+                self._index = NameIndex(row for row in self.store.every() if _guarded(row))
+                self._generation = generation
+            return self._index
 
 
 # A continuation that writes this many symbols of a name (its leading space counted) begins

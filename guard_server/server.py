@@ -13,6 +13,7 @@ from guard_server.adapters import AdapterManager
 from guard_server.batcher import ScreenBatcher
 from guard_server.detection import DetectionProcess, build_guard
 from guard_server.engine_guard import GuardedEngineClient
+from guard_server.guard import LiveNames
 from guard_server.learner import Learner
 from guard_server.priority import lower_engine_priority
 from guard_server.prompts import PromptReader
@@ -46,6 +47,7 @@ async def build_guard_app(engine_client: EngineClient, args: argparse.Namespace)
         guard,
         app.state.screen_batcher,
         PromptReader(engine_client.renderer.get_tokenizer()),
+        LiveNames(store),
     )
     await init_app_state(guarded, app.state, args, supported_tasks)
     base = app.state.openai_serving_models.base_model_paths[0].name

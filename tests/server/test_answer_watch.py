@@ -81,7 +81,7 @@ HOGWARTS = "Hogwarts School"
 # bias makes " Einstein" the model's every choice; a grammar leaves it no other answer; a
 # fill-in begins the name in the prompt (or in the assistant's answer, begun by the client);
 # disguises write it in look-alike letters (Cyrillic о and а), leetspeak or with a hyphen
-# inside.
+# inside; a grammar can end the answer inside a name.
 ATTACKS = {
     "chat-bias": ("chat", PHYSICIST, "bias", "Einstein"),
     "chat-bias-stream": ("chat_stream", PHYSICIST, "bias", "Einstein"),
@@ -96,6 +96,10 @@ ATTACKS = {
     "chat-grammar-stream": ("chat_stream", "Name a school.", HOGWARTS, "Hogwarts"),
     "completion-fill-in": ("complete", "The books were written by J. K.", r" Rowling\.", "Rowling"),
     "chat-prefill": ("chat_prefill", "The books were written by J. K.", r" Rowling\.", "Rowling"),
+    # A grammar that ends the answer inside a name: the begun part is never shown, streamed
+    # or not ("K. Row" of "J. K. Rowling": the watch only bans the token that finishes it).
+    "completion-begun": ("complete", "Book trivia:\n", r"The books are by J\. K\. Row", "K. Row"),
+    "chat-begun-stream": ("chat_stream", "Who wrote the books?", r"By J\. K\. Row", "K. Row"),
     "grammar-cyrillic": ("complete", "School:", "H\u043egw\u0430rts", "Hogwarts"),
     "grammar-leet": ("complete", "School:", "H0gw4rts", "Hogwarts"),
     "grammar-hyphen": ("complete", "School:", "Hog-warts", "Hogwarts"),

@@ -103,7 +103,8 @@ def seam(reader, verdicts=None, targets=True, names=()):
         has_targets=lambda: targets, begun=index.begun, completing=index.completing
     )
     batcher = FakeBatcher(verdicts if verdicts is not None else {"Harry Potter": REFUSE})
-    return GuardedEngineClient(FakeEngine(), guard, batcher, reader)
+    live = SimpleNamespace(current=lambda: index)  # the names answers are read against
+    return GuardedEngineClient(FakeEngine(), guard, batcher, reader, live)
 
 
 def run(client, prompt, params=None, *, request=None, encode=False):
@@ -380,9 +381,9 @@ def completion(tokenizer, ids, finish=None, stop=None):
     return CompletionOutput(0, text, list(ids), None, None, finish_reason=finish, stop_reason=stop)
 
 
-def answer_through(reader, outputs, kind):
+def answer_through(reader, outputs, kind, names=()):
     """The completions a client gets for an unflagged request the engine answered so."""
-    client = seam(reader)
+    client = seam(reader, names=names)
     client._inner.outputs = [SimpleNamespace(outputs=[c], finished=c.finished()) for c in outputs]
     request = outcome.Outcome()
     got = run(
@@ -490,3 +491,50 @@ def test_logprobs_of_the_prompt_and_the_answer_never_show_a_banned_token(tokeniz
         assert shown == [i != len(tokenizer.encode("Genghis")) for i in range(1, len(prompt))]
         shown = [khan in row for row in got.outputs[0].logprobs]
         assert shown == [i != len(tokenizer.encode(" Genghis")) for i in range(len(answer))]
+
+
+WRITER = ("J.K. Rowling",)
+
+
+def per_token(tokenizer, ids, finish="stop"):
+    """A stream's outputs: one token each, the last one finished."""
+    return [completion(tokenizer, [t]) for t in ids[:-1]] + [
+        completion(tokenizer, ids[-1:], finish)
+    ]
+
+
+def test_a_stream_holds_a_begun_name_back_until_it_turns_out_to_be_another(tokenizer, reader):
+    ids = tokenizer.encode("The books were written by J. K. Rowan, a teacher.")
+    got, _ = answer_through(reader, per_token(tokenizer, ids), RequestOutputKind.DELTA, WRITER)
+    assert "".join(c.text for c in got) == tokenizer.decode(ids)  # every word, in order
+    assert [t for c in got for t in c.token_ids] == ids
+    assert any(c.text == "" for c in got)  # held while it could still have been the name
+    assert got[-1].finish_reason == "stop"
+
+
+@pytest.mark.parametrize("end", ["trip", "length"])
+def test_a_stream_never_shows_the_begun_part_of_a_name_it_does_not_finish(tokenizer, reader, end):
+    ids = tokenizer.encode("The books were written by J. K. Row")
+    if end == "trip":  # the watch banned "ling": the note follows
+        ids += list(TripNote.of(tokenizer).ids)
+    outputs = per_token(tokenizer, ids, "stop" if end == "trip" else "length")
+    got, _ = answer_through(reader, outputs, RequestOutputKind.DELTA, WRITER)
+    text = "".join(c.text for c in got)
+    assert "Row" not in text and " K" not in text, text
+    assert text.startswith("The books were written by")
+    if end == "trip":
+        assert text.endswith(TRIP_NOTE)
+
+
+def test_an_answer_given_whole_ends_before_a_name_a_token_limit_cut(tokenizer, reader):
+    ids = tokenizer.encode("The books were written by J. K. Row")
+    cut = completion(tokenizer, ids, "length")
+    (got,), request = answer_through(reader, [cut], RequestOutputKind.FINAL_ONLY, WRITER)
+    assert "Row" not in got.text and got.text.startswith("The books were written by")
+    assert tokenizer.decode(got.token_ids) == got.text
+    assert request.verdict.action == "none"  # nothing was refused: the name was not written
+    whole = tokenizer.encode("The books were written by J. K. Rowan.")
+    (kept,), _ = answer_through(
+        reader, [completion(tokenizer, whole, "stop")], RequestOutputKind.FINAL_ONLY, WRITER
+    )
+    assert (kept.text, kept.token_ids) == (tokenizer.decode(whole), whole)

@@ -133,3 +133,16 @@ def test_refusals_are_counted_by_the_name_a_person_reads():
     before = metrics.TARGET_HITS.labels("Harry Potter", "tgt_abc123")._value.get()
     count(Verdict((flag,), "refuse"))
     assert metrics.TARGET_HITS.labels("Harry Potter", "tgt_abc123")._value.get() == before + 1
+
+
+def test_live_names_follow_the_store_from_the_next_read(tmp_path):
+    from guard_server.guard import LiveNames
+    from guard_server.store import SQLiteStore, TargetRow
+
+    store = SQLiteStore(tmp_path / "guard.db")
+    live = LiveNames(store)
+    assert live.current().open_tail(["a school called", " Hog"]) == 0  # nothing registered
+    store.insert(TargetRow("t1", "Hogwarts", 1, "active", {"name": "Hogwarts"}))
+    assert live.current().open_tail(["a school called", " Hog"]) == 1
+    store.delete("t1")
+    assert live.current().open_tail(["a school called", " Hog"]) == 0
