@@ -31,15 +31,13 @@ class Stream:
     and how many of them the client has been sent."""
 
     chunks: list[_Chunk] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)  # every chunk's, in order
     sent: int = 0
 
     def add(self, completion: Any) -> None:
         logprobs = list(completion.logprobs) if completion.logprobs is not None else None
         self.chunks.append(_Chunk(completion.text, list(completion.token_ids), logprobs))
-
-    @property
-    def ids(self) -> list[int]:
-        return [t for c in self.chunks for t in c.ids]
+        self.ids.extend(completion.token_ids)
 
     @property
     def pieces(self) -> list[str]:
@@ -58,7 +56,9 @@ class Stream:
             self.sent = max(self.sent, self._chunk_of(trip))
             upto = len(self.chunks)
         else:
-            upto = len(self.chunks) - names.open_tail(self.pieces, context)
+            recent = self.chunks[-TAIL_TOKENS:]  # a chunk writes a token or more
+            context = context if len(recent) == len(self.chunks) else ""
+            upto = len(self.chunks) - names.open_tail([c.text for c in recent], context)
         send = self.chunks[self.sent : upto]
         self.sent = max(self.sent, upto)
         completion.text = "".join(c.text for c in send)
