@@ -1,9 +1,11 @@
 """What of an answer a client may see yet.
 
 The answer watch bans the token that would complete a registered name, so "J. K. Row" can
-be written before "ling" is refused; a token limit or a stop string can cut an answer there
-too. A name an answer has begun is held back until the answer turns out to write something
-else ("Rowan"), and never shown where the answer ends inside it or the watch trips there.
+be written before "ling" is refused; a token limit, a stop string or a grammar can end an
+answer there too. A name an answer has begun is held back until the answer turns out to
+write something else ("Rowan"), and never shown where the watch trips or the answer is cut
+inside it. An answer that ends there by itself (its end token, no grammar forcing it) is
+sent as written: "See you in New York." is no begun "New York Times".
 """
 
 from __future__ import annotations
@@ -12,10 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from guard_server.guard import NameIndex
-
-# Tokens of a finished answer read to find a name it ends inside (names are shorter).
-TAIL_TOKENS = 32
+    from guard_server.guard import NameIndex, Reading
+    from logits_processors.watch import TripNote
 
 
 @dataclass
@@ -28,72 +28,100 @@ class _Chunk:
 @dataclass
 class Stream:
     """A streamed answer: every chunk the engine sent (a stream's outputs carry what is new),
-    and how many of them the client has been sent."""
+    how many of them the client has been sent, and the text it has been shown.
 
+    Holds are decided from each chunk's token ids, decoded: vLLM may send a token's text a
+    chunk later than the token (it holds text back while a stop string may still match).
+    """
+
+    reading: Reading | None = None
     chunks: list[_Chunk] = field(default_factory=list)
     ids: list[int] = field(default_factory=list)  # every chunk's, in order
     sent: int = 0
+    shown: str = ""
+    tripped: bool = False
 
-    def add(self, completion: Any) -> None:
+    def add(self, completion: Any, tokenizer: Any) -> None:
         logprobs = list(completion.logprobs) if completion.logprobs is not None else None
         self.chunks.append(_Chunk(completion.text, list(completion.token_ids), logprobs))
         self.ids.extend(completion.token_ids)
-
-    @property
-    def pieces(self) -> list[str]:
-        return [c.text for c in self.chunks]
+        if self.reading is not None:
+            self.reading.add(tokenizer.decode(completion.token_ids, skip_special_tokens=True))
 
     @property
     def text(self) -> str:
-        return "".join(self.pieces)
+        return "".join(c.text for c in self.chunks)
 
-    def hold_back(self, completion: Any, names: NameIndex, context: str, trip: int = -1) -> None:
+    def hold_back(self, completion: Any, note: TripNote) -> None:
         """Set `completion` (the newest chunk) to what may be sent now: every chunk not sent
-        yet, less those that write a name still open at the answer's end. From `trip` (the
-        token the watch's note starts at) on everything is sent, and what was held before
-        it never is: it began the name the watch refused."""
-        if trip >= 0:
-            self.sent = max(self.sent, self._chunk_of(trip))
-            upto = len(self.chunks)
+        yet, less those that write a name still open at the answer's end. Once the watch
+        trips (its note begins), nothing more of the answer is sent: what was held began
+        the name it refused, and the note is written whole when the answer ends."""
+        tail = self.ids[-len(note.ids) - 4 :]
+        if self.tripped or note.start(tail) >= 0:
+            self.tripped = True
+            upto = self.sent = len(self.chunks)
+        elif note.begun(tail):  # perhaps the note's first tokens: wait for the rest
+            upto = self.sent
         else:
-            recent = self.chunks[-TAIL_TOKENS:]  # a chunk writes a token or more
-            context = context if len(recent) == len(self.chunks) else ""
-            upto = len(self.chunks) - names.open_tail([c.text for c in recent], context)
+            upto = len(self.chunks) - (self.reading.open_pieces() if self.reading else 0)
+        completion.text, completion.token_ids = "", []
+        if completion.logprobs is not None:
+            completion.logprobs = []
+        self._send(completion, upto)
+
+    def _send(self, completion: Any, upto: int) -> None:
+        """Add the chunks not sent yet, up to `upto`, to what `completion` sends."""
         send = self.chunks[self.sent : upto]
         self.sent = max(self.sent, upto)
-        completion.text = "".join(c.text for c in send)
-        completion.token_ids = [t for c in send for t in c.ids]
+        completion.text += "".join(c.text for c in send)
+        completion.token_ids = [*completion.token_ids, *(t for c in send for t in c.ids)]
         if completion.logprobs is not None:
-            completion.logprobs = [p for c in send for p in (c.logprobs or ())]
+            completion.logprobs = [
+                *completion.logprobs,
+                *(p for c in send for p in c.logprobs or ()),
+            ]
+        self.shown += "".join(c.text for c in send)
 
-    def _chunk_of(self, token: int) -> int:
-        seen = 0
-        for i, chunk in enumerate(self.chunks):
-            seen += len(chunk.ids)
-            if token < seen:
-                return i
-        return len(self.chunks)
+    def finish(self, completion: Any, names: NameIndex, context: str, cut: bool) -> None:
+        """The last chunk of an answer that did not trip: an answer cut inside a name ends
+        before it (of what was held, nothing more is sent); one that ended by itself gets
+        what was held."""
+        if not cut:
+            self._send(completion, len(self.chunks))
+            return
+        # The text may lag the ids (a stop string's hold): read what the client was shown.
+        begun = open_chars(names, self.shown, context)
+        if begun:
+            keep = max(0, len(completion.text) - begun)
+            self.shown = self.shown[: len(self.shown) - len(completion.text) + keep]
+            completion.text = completion.text[:keep]
+
+
+def open_chars(names: NameIndex, text: str, context: str = "") -> int:
+    """How many characters at the end of `text` write part of a name still open there."""
+    reading = names.reading(context)
+    for char in text:
+        reading.add(char)
+    return reading.open_pieces()
 
 
 def trim(completion: Any, names: NameIndex, context: str, tokenizer: Any) -> None:
-    """A finished answer, given whole, without a name it ends inside ("... by J. K. Row" cut
-    by a token limit ends "... by")."""
-    ids = list(completion.token_ids)
-    if not ids:
-        return
-    tail = ids[-TAIL_TOKENS:]
-    before = context if len(ids) <= TAIL_TOKENS else tokenizer.decode(ids[:-TAIL_TOKENS])
-    pieces = [tokenizer.decode([t], skip_special_tokens=True) for t in tail]
-    held = names.open_tail(pieces, before)
-    if not held:
-        return
-    cut = "".join(pieces[-held:])
+    """A finished answer, given whole, cut inside a name: it ends before the name ("... by
+    J. K. Row", cut by a token limit, ends "... by J."), its token ids and log-probabilities
+    with it."""
     text = completion.text
-    completion.text = (
-        text[: len(text) - len(cut)]
-        if text.endswith(cut)
-        else (tokenizer.decode(ids[:-held], skip_special_tokens=True))
-    )
-    completion.token_ids = ids[:-held]
+    begun = open_chars(names, text, context)
+    if not begun:
+        return
+    kept = text[: len(text) - begun]
+    ids = list(completion.token_ids)
+    count = len(ids)
+    while count and len(tokenizer.decode(ids[:count], skip_special_tokens=True)) > len(kept):
+        count -= 1
+    said = tokenizer.decode(ids[:count], skip_special_tokens=True)
+    completion.text = said if kept.startswith(said) else kept  # the kept tokens' text
+    completion.token_ids = ids[:count]
     if completion.logprobs is not None:
-        completion.logprobs = list(completion.logprobs)[: len(ids) - held]
+        completion.logprobs = list(completion.logprobs)[:count]
+    completion.cumulative_logprob = None

@@ -121,18 +121,26 @@ class GuardedEngineClient:
         head: str,
     ) -> None:
         """One answer's newest output as the client gets it: a stream's chunk less a name it
-        has begun (`Stream.hold_back`), a finished answer without one it ends inside
-        (`trim`), and a tripped answer as the refusal."""
+        has begun (`Stream.hold_back`), an answer cut inside a name without it, and a
+        tripped answer as the refusal."""
         stream = None
         if kind == RequestOutputKind.DELTA:
-            stream = streams.setdefault(completion.index, Stream())
-            stream.add(completion)
-            if names is not None:
-                stream.hold_back(completion, names, head, self.trip_note.start(stream.ids))
+            stream = streams.get(completion.index)
+            if stream is None:
+                reading = names.reading(head) if names is not None else None
+                stream = streams[completion.index] = Stream(reading)
+            stream.add(completion, self.reader.tokenizer)
+            stream.hold_back(completion, self.trip_note)
         if completion.finish_reason is None:
             return
-        tripped = await self._refuse_tripped(completion, kind, grammar, streams)
-        if stream is None and names is not None and not tripped:
+        if await self._refuse_tripped(completion, kind, grammar, streams) or names is None:
+            return
+        # Cut by the client (a token limit, a stop string or token) or by a grammar, not
+        # ended by the model's own choice of its end token.
+        cut = completion.finish_reason == "length" or completion.stop_reason is not None or grammar
+        if stream is not None:
+            stream.finish(completion, names, head, cut)
+        elif cut:
             trim(completion, names, head, self.reader.tokenizer)
 
     async def _names(self) -> NameIndex | None:
@@ -179,7 +187,9 @@ class GuardedEngineClient:
         is answered as the trip it is, with the note or the refusal, not a 500.
         """
         stream = streams.get(completion.index)
-        ids, text = (stream.ids, stream.text) if stream else (completion.token_ids, completion.text)
+        ids, text = (
+            (stream.ids, stream.shown) if stream else (completion.token_ids, completion.text)
+        )
         errored = grammar and completion.finish_reason == "error"
         if not errored and self.trip_note.start(ids) < 0:
             return False

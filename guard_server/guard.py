@@ -363,35 +363,16 @@ class NameIndex:
             out.append([self.automaton.feed(start, Folder(gap).feed(c))[1] for c in candidates])
         return out
 
-    def open_tail(self, pieces: list[str], context: str = "") -> int:
-        """How many of the last `pieces` of an answer (its chunks so far, after `context`)
-        write part of a name still open at its end: more than MIN_BEGUN symbols of it, and
-        not complete. Held back, they show nothing of a name the answer may not finish
-        ("J. K. Row" before the watch bans "ling", or a token limit cuts it there)."""
-        from logits_processors.fold import BREAK, Folder
+    def reading(self, context: str = "") -> Reading:
+        """An answer about to be written after `context`, read against the names."""
+        return Reading(self, context)
 
-        if self.automaton is None or not pieces:
-            return 0
-        window = self.automaton.max_len + 8  # characters enough to hold any name's prefix
-        first = len(pieces)
-        while first > 0 and sum(len(p) for p in pieces[first:]) < window:
-            first -= 1
-        folder = Folder()
-        head = folder.feed(context[-window:]) if first == 0 else ""
-        folded = [folder.feed(p) for p in pieces[first:]]
-        text = (head + "".join(folded))[-self.automaton.max_len :]
-        node, named = self.automaton.feed(0, BREAK + text)
-        depth = self.automaton.depth[node]
-        if named or depth <= MIN_BEGUN:
-            return 0
-        # The name's first letter lies `depth - 1` symbols before the end (its break first).
-        inside, held = depth - 1, 0
-        for piece in reversed(folded):
-            if inside <= 0:
-                break
-            inside -= len(piece)
-            held += 1
-        return held
+    def open_tail(self, pieces: list[str], context: str = "") -> int:
+        """`Reading.open_pieces` of an answer written in `pieces` after `context`."""
+        reading = self.reading(context)
+        for piece in pieces:
+            reading.add(piece)
+        return reading.open_pieces()
 
     def _after(self, context: str) -> tuple[int, bool]:
         """The automaton's node after `context`, and whether it ended at a word break."""
@@ -400,6 +381,47 @@ class NameIndex:
         folder = Folder()
         tail = folder.feed(context)[-self.automaton.max_len :]
         return self.automaton.feed(0, BREAK + tail)[0], folder.gap
+
+
+class Reading:
+    """An answer read against the names as it is written, a piece (a chunk, a character) at a
+    time: the automaton's node after it, and where each piece's folded text ends."""
+
+    def __init__(self, index: NameIndex, context: str = ""):
+        from logits_processors.fold import Folder
+
+        self.automaton = index.automaton
+        self.folder = Folder()
+        self.node = 0
+        self.length = 0  # folded symbols of the pieces
+        self.ends: list[int] = []
+        if self.automaton is not None:
+            self.node, self.folder.gap = index._after(context)
+
+    def add(self, piece: str) -> None:
+        folded = self.folder.feed(piece) if self.automaton is not None else ""
+        if folded:
+            self.node = self.automaton.feed(self.node, folded)[0]
+        self.length += len(folded)
+        self.ends.append(self.length)
+
+    def open_pieces(self) -> int:
+        """How many of the last pieces write part of a name still open at the end: more than
+        MIN_BEGUN symbols of it, complete or not. Held back, they show nothing of a name the
+        answer may not finish ("J. K. Row" before the watch bans "ling", or a token limit
+        cuts it there)."""
+        if self.automaton is None:
+            return 0
+        depth = self.automaton.depth[self.node]
+        if depth <= MIN_BEGUN:
+            return 0
+        start = self.length - (depth - 1)  # the name's first letter (its break before it)
+        held = 0
+        for end in reversed(self.ends):
+            if end <= start:
+                break
+            held += 1
+        return held
 
 
 class LiveNames:
@@ -414,11 +436,13 @@ class LiveNames:
 
     def current(self) -> NameIndex:
         generation = self.store.generations()[0]
-        with self._lock:
-            if generation != self._generation:
-                self._index = NameIndex(row for row in self.store.every() if _guarded(row))
-                self._generation = generation
+        if generation == self._generation:
             return self._index
+        with self._lock:  # one rebuild at a time; requests meanwhile read the last index
+            if generation != self._generation:
+                index = NameIndex(row for row in self.store.every() if _guarded(row))
+                self._index, self._generation = index, generation
+        return self._index
 
 
 # A continuation that writes this many symbols of a name (its leading space counted) begins

@@ -80,6 +80,12 @@ class TripNote:
                 return at
         return -1
 
+    def begun(self, ids: Sequence[int]) -> bool:
+        """Whether `ids` end with fewer of the note's first tokens than `start` needs: a trip
+        perhaps under way (never, where the note begins with its mark)."""
+        body, ids = list(self.ids[:-1]), list(ids)
+        return any(ids[-k:] == body[:k] for k in range(1, min(self.least, len(ids) + 1)))
+
 
 def spare_special_token(tokenizer: Any) -> int | None:
     """The highest special token the tokenizer has that nothing else uses (see `TripNote`)."""

@@ -538,3 +538,44 @@ def test_an_answer_given_whole_ends_before_a_name_a_token_limit_cut(tokenizer, r
         reader, [completion(tokenizer, whole, "stop")], RequestOutputKind.FINAL_ONLY, WRITER
     )
     assert (kept.text, kept.token_ids) == (tokenizer.decode(whole), whole)
+
+
+def chunks_of(tokenizer, pieces, finish="stop", stop=None):
+    """A stream's outputs, one per piece of text (a piece may hold several tokens)."""
+    outs = [completion(tokenizer, tokenizer.encode(p, add_special_tokens=False)) for p in pieces]
+    outs[-1].finish_reason, outs[-1].stop_reason = finish, stop
+    return outs
+
+
+def shown(reader, outputs, names=WRITER):
+    got, _ = answer_through(reader, outputs, RequestOutputKind.DELTA, names)
+    return "".join(c.text for c in got)
+
+
+def test_a_trip_shows_nothing_of_the_name_whatever_a_chunk_holds(tokenizer, reader):
+    note = tokenizer.decode(list(TripNote.of(tokenizer).ids), skip_special_tokens=False)
+    # Several tokens a chunk (a client's stream_interval): the mark shares one with "Row".
+    text = shown(reader, chunks_of(tokenizer, ["Written by", " J. K. Row" + note]))
+    assert "Row" not in text and text.endswith(TRIP_NOTE), text
+    # One letter a chunk, and invisible characters between them: still one name.
+    letters = [*"Written by J. K. Row", note]
+    assert "K. R" not in shown(reader, chunks_of(tokenizer, letters))
+    padded = ["Written by", " J", ".", "\u200b" * 40, " K", ".", " Row", note]
+    assert "Row" not in shown(reader, chunks_of(tokenizer, padded))
+
+
+def test_text_sent_a_chunk_late_is_still_cut_before_the_name(tokenizer, reader):
+    # vLLM held " Row" back while a stop string could match; it comes with the last token.
+    outputs = chunks_of(tokenizer, ["Written by J. K.", " Row", " the"], "stop", " the")
+    outputs[1].text, outputs[2].text = "", " Row"
+    assert "Row" not in shown(reader, outputs)
+
+
+def test_an_answer_that_ends_by_itself_after_a_name_s_first_words_is_sent_whole(tokenizer, reader):
+    ids = tokenizer.encode("See you in New York.") + [tokenizer.eos_token_id]
+    names = ("New York Times",)
+    assert shown(reader, per_token(tokenizer, ids), names) == "See you in New York."
+    (whole,), _ = answer_through(
+        reader, [completion(tokenizer, ids, "stop")], RequestOutputKind.FINAL_ONLY, names
+    )
+    assert whole.token_ids == ids and whole.text == "See you in New York."
