@@ -227,3 +227,12 @@ def test_a_saved_vocabulary_loads_as_it_was_built_and_folds_without_icu(
         assert fold("Hоgwarts") == fold("Hogwarts")  # Cyrillic о, a vocabulary character
     finally:
         folding.fold_char.cache_clear()
+
+
+def test_a_note_without_a_mark_is_perhaps_under_way_from_its_first_token():
+    from logits_processors.watch import TripNote
+
+    unmarked = TripNote((5, 6, 7, 2), least=3)  # its first words, then the end token
+    assert unmarked.begun([1, 5]) and unmarked.begun([1, 5, 6])
+    assert not unmarked.begun([1, 6]) and not unmarked.begun([])
+    assert not TripNote((9, 5, 6, 2), least=1).begun([1, 9])  # a mark: `start` sees it at once
