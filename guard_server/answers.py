@@ -21,14 +21,15 @@ if TYPE_CHECKING:
 @dataclass
 class _Chunk:
     text: str
-    ids: list[int]
-    logprobs: list[Any] | None
+    start: int  # its first token's place in the answer
+    end: int
 
 
 @dataclass
 class Stream:
     """A streamed answer: every chunk the engine sent (a stream's outputs carry what is new),
-    how many of them the client has been sent, and the text it has been shown.
+    its tokens and their log-probabilities, how many chunks the client has been sent, and the
+    text it has been shown.
 
     Holds are decided from each chunk's token ids, decoded: vLLM may send a token's text a
     chunk later than the token (it holds text back while a stop string may still match).
@@ -36,52 +37,66 @@ class Stream:
 
     reading: Reading | None = None
     chunks: list[_Chunk] = field(default_factory=list)
-    ids: list[int] = field(default_factory=list)  # every chunk's, in order
+    ids: list[int] = field(default_factory=list)
+    logprobs: list[Any] = field(default_factory=list)
     sent: int = 0
+    done: int = 0  # tokens sent or dropped
+    trip: int = -1  # where the watch's note starts, once it has
     shown: str = ""
-    tripped: bool = False
 
     def add(self, completion: Any, tokenizer: Any) -> None:
-        logprobs = list(completion.logprobs) if completion.logprobs is not None else None
-        self.chunks.append(_Chunk(completion.text, list(completion.token_ids), logprobs))
-        self.ids.extend(completion.token_ids)
+        ids = list(completion.token_ids)
+        self.chunks.append(_Chunk(completion.text, len(self.ids), len(self.ids) + len(ids)))
+        self.ids.extend(ids)
+        self.logprobs.extend(completion.logprobs or [None] * len(ids))
         if self.reading is not None:
-            self.reading.add(tokenizer.decode(completion.token_ids, skip_special_tokens=True))
+            self.reading.add(tokenizer.decode(ids, skip_special_tokens=True))
 
     @property
     def text(self) -> str:
         return "".join(c.text for c in self.chunks)
 
-    def hold_back(self, completion: Any, note: TripNote) -> None:
+    def hold_back(self, completion: Any, note: TripNote, tokenizer: Any) -> None:
         """Set `completion` (the newest chunk) to what may be sent now: every chunk not sent
         yet, less those that write a name still open at the answer's end. Once the watch
-        trips (its note begins), nothing more of the answer is sent: what was held began
-        the name it refused, and the note is written whole when the answer ends."""
+        trips, only the note is sent (its tokens, read from the ids): what was held began
+        the name it refused."""
         tail = self.ids[-len(note.ids) - 4 :]
-        if self.tripped or note.start(tail) >= 0:
-            self.tripped = True
-            upto = self.sent = len(self.chunks)
-        elif note.begun(tail):  # perhaps the note's first tokens: wait for the rest
+        if self.trip < 0 and (at := note.start(tail)) >= 0:
+            self.trip = len(self.ids) - len(tail) + at
+        if self.trip >= 0:
+            first = max(self.trip, self.done)
+            self.sent, self.done = len(self.chunks), len(self.ids)
+            text = tokenizer.decode(self.ids[first:], skip_special_tokens=True)
+            self._set(completion, text, first, len(self.ids))
+            return
+        if note.begun(tail):  # perhaps the note's first tokens: wait for the rest
             upto = self.sent
         else:
             upto = len(self.chunks) - (self.reading.open_pieces() if self.reading else 0)
-        completion.text, completion.token_ids = "", []
-        if completion.logprobs is not None:
-            completion.logprobs = []
+        self._set(completion, "", self.done, self.done)
         self._send(completion, upto)
+
+    def _set(self, completion: Any, text: str, start: int, end: int) -> None:
+        completion.text, completion.token_ids = text, self.ids[start:end]
+        if completion.logprobs is not None:
+            completion.logprobs = self.logprobs[start:end]
+        self.shown += text
 
     def _send(self, completion: Any, upto: int) -> None:
         """Add the chunks not sent yet, up to `upto`, to what `completion` sends."""
         send = self.chunks[self.sent : upto]
-        self.sent = max(self.sent, upto)
-        completion.text += "".join(c.text for c in send)
-        completion.token_ids = [*completion.token_ids, *(t for c in send for t in c.ids)]
+        if not send:
+            return
+        self.sent = upto
+        text = "".join(c.text for c in send)
+        start, end = send[0].start, send[-1].end
+        completion.text += text
+        completion.token_ids = [*completion.token_ids, *self.ids[start:end]]
         if completion.logprobs is not None:
-            completion.logprobs = [
-                *completion.logprobs,
-                *(p for c in send for p in c.logprobs or ()),
-            ]
-        self.shown += "".join(c.text for c in send)
+            completion.logprobs = [*completion.logprobs, *self.logprobs[start:end]]
+        self.done = end
+        self.shown += text
 
     def finish(self, completion: Any, names: NameIndex, context: str, cut: bool) -> None:
         """The last chunk of an answer that did not trip: an answer cut inside a name ends

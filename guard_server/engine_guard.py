@@ -130,7 +130,7 @@ class GuardedEngineClient:
                 reading = names.reading(head) if names is not None else None
                 stream = streams[completion.index] = Stream(reading)
             stream.add(completion, self.reader.tokenizer)
-            stream.hold_back(completion, self.trip_note)
+            stream.hold_back(completion, self.trip_note, self.reader.tokenizer)
         if completion.finish_reason is None:
             return
         if await self._refuse_tripped(completion, kind, grammar, streams) or names is None:
