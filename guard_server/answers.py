@@ -106,19 +106,11 @@ class Stream:
             self._send(completion, len(self.chunks))
             return
         # The text may lag the ids (a stop string's hold): read what the client was shown.
-        begun = open_chars(names, self.shown, context)
+        begun = names.open_tail(self.shown, context)  # a character a piece
         if begun:
             keep = max(0, len(completion.text) - begun)
             self.shown = self.shown[: len(self.shown) - len(completion.text) + keep]
             completion.text = completion.text[:keep]
-
-
-def open_chars(names: NameIndex, text: str, context: str = "") -> int:
-    """How many characters at the end of `text` write part of a name still open there."""
-    reading = names.reading(context)
-    for char in text:
-        reading.add(char)
-    return reading.open_pieces()
 
 
 def trim(completion: Any, names: NameIndex, context: str, tokenizer: Any) -> None:
@@ -126,7 +118,7 @@ def trim(completion: Any, names: NameIndex, context: str, tokenizer: Any) -> Non
     J. K. Row", cut by a token limit, ends "... by J."), its token ids and log-probabilities
     with it."""
     text = completion.text
-    begun = open_chars(names, text, context)
+    begun = names.open_tail(text, context)  # a character a piece
     if not begun:
         return
     kept = text[: len(text) - begun]

@@ -102,11 +102,11 @@ class GuardedEngineClient:
         # Answers a client reads (beam search reads its steps' log-probabilities only).
         names = await self._names() if getattr(params, "detokenize", True) else None
         streams: dict[int, Stream] = {}
-        head = None
+        head = None  # the prompt's end, as context for what the answer writes
         async for output in self._inner.generate(prompt, sampling_params, request_id, **kwargs):
-            await self._withhold_logprobs(output, streams)
             if head is None:
                 head = self._tail(getattr(output, "prompt_token_ids", None) or ())
+            await self._withhold_logprobs(output, streams, head)
             for completion in output.outputs:
                 await self._deliver(completion, kind, grammar, streams, names, head)
             yield output
@@ -149,7 +149,7 @@ class GuardedEngineClient:
             return None
         return await asyncio.to_thread(self.names.current)
 
-    async def _withhold_logprobs(self, output: Any, streams: dict[int, Stream]) -> None:
+    async def _withhold_logprobs(self, output: Any, streams: dict[int, Stream], head: str) -> None:
         """No log-probabilities of tokens the answer watch bans (`guard_server.logprobs`):
         of the prompt's positions, and of each answer's after the prompt and what a stream
         has already sent."""
@@ -165,7 +165,6 @@ class GuardedEngineClient:
             )
         if not answers:
             return
-        head = self._tail(prompt_ids)
         for completion in answers:
             stream = streams.get(completion.index)
             before = head + (stream.text if stream else "")
@@ -254,14 +253,14 @@ class GuardedEngineClient:
         """The prompt's verdict, and the prompt to run: a partial verdict's asks only the
         clauses of its last turn that match no target, or, where that turn cannot be cut
         out of the prompt, the verdict is a refusal (never a weaker restrict)."""
-        ids, _, _ = _prompt_parts(prompt)
-        texts = await self._texts(prompt)
+        ids, text, shape = _prompt_parts(prompt)
+        texts = await self._texts(ids, text, shape)
         verdict = await self.batcher.screen(texts) if texts else Verdict()
         if verdict.action != "partial":
             return prompt, verdict
         if ids is None:  # a text prompt is one turn: it becomes the other clauses
-            kept, texts = " ".join(verdict.keep), [" ".join(verdict.keep)]
-            cut = _with_text(prompt, kept)
+            texts = [" ".join(verdict.keep)]
+            cut = _with_text(prompt, texts[0])
         else:
             ids = self.reader.asking_only(list(ids), verdict.keep)
             if ids is None:
@@ -290,8 +289,8 @@ class GuardedEngineClient:
         """The end of a prompt, as context for what its next tokens would write."""
         return self.reader.tokenizer.decode(list(prompt_ids)[-CONTEXT_TOKENS:])
 
-    async def _texts(self, prompt: Any) -> list[str]:
-        ids, text, shape = _prompt_parts(prompt)
+    async def _texts(self, ids: Any, text: str | None, shape: str | None) -> list[str]:
+        """What a prompt's parts (`_prompt_parts`) ask: its turns, or its text."""
         if shape is not None:
             if await asyncio.to_thread(self.guard.has_targets):
                 raise VLLMValidationError(ERR_UNSCREENABLE.format(shape=shape), parameter="prompt")

@@ -367,8 +367,9 @@ class NameIndex:
         """An answer about to be written after `context`, read against the names."""
         return Reading(self, context)
 
-    def open_tail(self, pieces: list[str], context: str = "") -> int:
-        """`Reading.open_pieces` of an answer written in `pieces` after `context`."""
+    def open_tail(self, pieces: Iterable[str], context: str = "") -> int:
+        """`Reading.open_pieces` of an answer written in `pieces` after `context` (a text's
+        pieces are its characters)."""
         reading = self.reading(context)
         for piece in pieces:
             reading.add(piece)

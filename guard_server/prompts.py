@@ -36,15 +36,9 @@ class PromptReader:
         words of a question do not cut it into harmless fragments. Where a prompt still
         falls into several tiny turns, their whole text is screened once more as one.
         """
-        pieces: list[list[int]] = [[]]
-        for token in token_ids:
-            if token in self.special:
-                pieces.append([])
-            else:
-                pieces[-1].append(token)
         turns: list[str] = []
-        for i, ids in enumerate(pieces):
-            text = self.tokenizer.decode(ids) if ids else ""
+        for i, (start, end) in enumerate(self._pieces(token_ids)):
+            text = self.tokenizer.decode(token_ids[start:end]) if end > start else ""
             if i == 0:
                 turns.append(text)
             elif _ROLE_LINE.match(text):
@@ -67,9 +61,8 @@ class PromptReader:
         open the same piece ("<|im_start|>user\n...") or one of its own
         ("<|start_header_id|>user<|end_header_id|>"); the piece must read as the whole turn.
         """
-        pieces = self._pieces(token_ids)
         turns = self.texts(token_ids)
-        for start, end in reversed(pieces):
+        for start, end in reversed(self._pieces(token_ids)):
             text = self.tokenizer.decode(token_ids[start:end])
             role = _ROLE_LINE.match(text)
             body = text[role.end() :] if role else text
@@ -84,14 +77,15 @@ class PromptReader:
         return None
 
     def _pieces(self, token_ids: list[int]) -> list[tuple[int, int]]:
-        """(start, end) of each run of ordinary tokens between special ones."""
+        """(start, end) of the run of ordinary tokens before the first special token and
+        after each one (empty where two special tokens meet)."""
         pieces, start = [], 0
         for i, token in enumerate(token_ids):
             if token in self.special:
                 pieces.append((start, i))
                 start = i + 1
         pieces.append((start, len(token_ids)))
-        return [(a, b) for a, b in pieces if b > a]
+        return pieces
 
     def _boilerplate(self) -> frozenset[str]:
         if getattr(self.tokenizer, "chat_template", None) is None:
