@@ -143,6 +143,18 @@ class GuardedEngineClient:
         elif cut:
             trim(completion, names, head, self.reader.tokenizer)
 
+    async def end_beams(self, output: Any) -> None:
+        """Beam search's answers, which vLLM decodes from its beams itself: a beam cut by the
+        token limit inside a name ends before it (`trim`), as any other answer so cut. Each
+        step ran through `generate`, whose log-probabilities held no token the watch bans."""
+        names = await self._names()
+        if names is None:
+            return
+        head = self._tail(getattr(output, "prompt_token_ids", None) or ())
+        for completion in output.outputs:
+            if completion.finish_reason == "length":
+                trim(completion, names, head, self.reader.tokenizer)
+
     async def _names(self) -> NameIndex | None:
         """The registered names as this request's answers are read against them."""
         if self.names is None:
@@ -298,6 +310,27 @@ class GuardedEngineClient:
         if ids is not None:
             return self.reader.texts(list(ids))
         return [text] if text and text.strip() else []
+
+
+def guard_beam_search(servers: Any) -> None:
+    """Route each of `servers` (vLLM's serving objects) that runs beam search through
+    `GuardedEngineClient.end_beams`: its steps reach the engine client, its final text does not."""
+    from vllm.entrypoints.generate.beam_search.online import BeamSearchOnlineMixin
+
+    for server in servers:
+        if isinstance(server, BeamSearchOnlineMixin) and isinstance(
+            server.engine_client, GuardedEngineClient
+        ):
+            server.beam_search = _ended_beams(server.beam_search, server.engine_client)
+
+
+def _ended_beams(search: Any, engine: GuardedEngineClient) -> Any:
+    async def beam_search(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:
+        async for output in search(*args, **kwargs):
+            await engine.end_beams(output)
+            yield output
+
+    return beam_search
 
 
 def unsent_note(text: str) -> str:

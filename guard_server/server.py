@@ -12,7 +12,7 @@ from guard_server import admin, limits, reporting, routes, surface
 from guard_server.adapters import AdapterManager
 from guard_server.batcher import ScreenBatcher
 from guard_server.detection import DetectionProcess, build_guard
-from guard_server.engine_guard import GuardedEngineClient
+from guard_server.engine_guard import GuardedEngineClient, guard_beam_search
 from guard_server.guard import LiveNames
 from guard_server.learner import Learner
 from guard_server.priority import lower_engine_priority
@@ -50,6 +50,7 @@ async def build_guard_app(engine_client: EngineClient, args: argparse.Namespace)
         LiveNames(store),
     )
     await init_app_state(guarded, app.state, args, supported_tasks)
+    guard_beam_search(app.state._state.values())  # Starlette keeps the state's values there
     base = app.state.openai_serving_models.base_model_paths[0].name
     max_loras = args.max_loras if args.enable_lora else None
     app.state.guard_adapters = AdapterManager(

@@ -184,8 +184,36 @@ def unguarded_logprobs(client, baselines) -> dict[str, list[str]]:
     return baselines.of("logprobs", lambda: {n: ask(client) for n, ask in LOGPROB_ASKS.items()})
 
 
+# Beam search cut by its token limit inside a name: vLLM decodes the final beams itself, so
+# the begun name ("J. K. Row") must be taken out of them there.
+BEGUN = "Famous British author J. K."
+
+
+def beams_after(client, prompt: str, route: str) -> list[str]:
+    """Each beam's answer after `prompt`, one token long, with the prompt before it."""
+    extra = {"temperature": 0, "max_tokens": 1, "n": 3, "extra_body": {"use_beam_search": True}}
+    if route == "completions":
+        out = client.completions.create(model=MODEL, prompt=prompt, **extra)
+        return [prompt + c.text for c in out.choices]
+    body = {"continue_final_message": True, "add_generation_prompt": False}
+    extra["extra_body"].update(body)
+    messages = [
+        {"role": "user", "content": "Name a famous author."},
+        {"role": "assistant", "content": prompt},
+    ]
+    out = client.chat.completions.create(model=MODEL, messages=messages, **extra)
+    return [prompt + (c.message.content or "") for c in out.choices]
+
+
 @pytest.fixture(scope="module")
-def targets(server, admin_headers, unguarded, everyday_before, unguarded_logprobs):
+def unguarded_beams(client, baselines) -> dict[str, list[str]]:
+    return baselines.of(
+        "beams", lambda: {r: beams_after(client, BEGUN, r) for r in ("completions", "chat")}
+    )
+
+
+@pytest.fixture(scope="module")
+def targets(server, admin_headers, unguarded, everyday_before, unguarded_logprobs, unguarded_beams):
     ids = []
     for spec in (EINSTEIN, POTTER):
         r = httpx.post(f"{server.base_url}/v1/forget-targets", json=spec, headers=admin_headers)
@@ -334,3 +362,13 @@ def test_log_probabilities_never_show_a_token_the_watch_bans(
     assert any(named(t, "Einstein") for t in unguarded_logprobs[name]), unguarded_logprobs[name]
     shown = LOGPROB_ASKS[name](client)
     assert shown and not any(named(t, "Einstein") for t in shown), shown
+
+
+@pytest.mark.parametrize("route", ["completions", "chat"])
+def test_a_beam_cut_inside_a_name_ends_before_it(route, client, unguarded_beams, targets):
+    """Beam search's last step may write the first part of a name ("Row" after "J. K."): the
+    token limit ends the beam there, and the begun name is not shown."""
+    begun = [b for b in unguarded_beams[route] if named(b, "K. Row")]
+    assert begun, f"no beam begins the name unguarded: {unguarded_beams[route]}"
+    shown = beams_after(client, BEGUN, route)
+    assert shown and not any(named(b, "K. Row") for b in shown), shown

@@ -7,12 +7,13 @@ from types import SimpleNamespace
 
 import pytest
 from vllm import SamplingParams
+from vllm.entrypoints.generate.beam_search.online import BeamSearchOnlineMixin
 from vllm.exceptions import VLLMValidationError
 from vllm.outputs import CompletionOutput
 from vllm.sampling_params import RequestOutputKind
 
 from guard_server import outcome
-from guard_server.engine_guard import GuardedEngineClient
+from guard_server.engine_guard import GuardedEngineClient, guard_beam_search
 from guard_server.guard import Flag, NameIndex, Verdict
 from guard_server.prompts import PromptReader
 from logits_processors.params import ACTION_KEY, TARGETS_KEY, parse_guard_params
@@ -579,3 +580,31 @@ def test_an_answer_that_ends_by_itself_after_a_name_s_first_words_is_sent_whole(
         reader, [completion(tokenizer, ids, "stop")], RequestOutputKind.FINAL_ONLY, names
     )
     assert whole.token_ids == ids and whole.text == "See you in New York."
+
+
+class FakeBeamServing(BeamSearchOnlineMixin):
+    """A vLLM serving object whose beam search decoded these beams itself."""
+
+    def __init__(self, engine_client, output):
+        self.engine_client, self.output = engine_client, output
+
+    async def beam_search(self, prompt, request_id, params, **kwargs):
+        yield self.output
+
+
+def test_beam_search_s_own_answers_end_before_a_name_its_token_limit_cut(tokenizer, reader):
+    prompt = tokenizer.encode("Famous British author J. K.")
+    cut, ended = (tokenizer.encode(t, add_special_tokens=False) for t in (" Row", " Rowan."))
+    beams = [completion(tokenizer, cut, "length"), completion(tokenizer, ended, "stop")]
+    serving = FakeBeamServing(
+        seam(reader, names=WRITER),
+        SimpleNamespace(outputs=beams, prompt_token_ids=prompt, finished=True),
+    )
+    guard_beam_search([serving, object()])
+
+    async def go():
+        return [o async for o in serving.beam_search(prompt, "r1", None)]
+
+    (out,) = asyncio.run(go())
+    assert (out.outputs[0].text, out.outputs[0].token_ids) == ("", [])
+    assert (out.outputs[1].text, out.outputs[1].token_ids) == (tokenizer.decode(ended), ended)
