@@ -63,6 +63,11 @@ _TAG = re.compile(
 # the text also holds a part of the target's name: a rare one, or its last word ("Swift's
 # album" for Taylor Swift; a first name, "Mark" or "Danny", is too common to count).
 MIN_DESCRIPTION_WORDS = 50
+# The first pass (`Detector.needs_vectors`): a text is encoded only when a vector could match
+# it. A target whose classifier needs a part of its name in the text, and whose probes all
+# name it, matches by vector only a text that writes a word of its names; read here with one
+# edit allowed from this many letters ("Kign" for King: a typo the encoder still matches).
+FIRST_PASS_FUZZY_CHARS = 4
 
 
 def classifier_decides_alone(spec: dict[str, Any]) -> bool:
@@ -96,7 +101,10 @@ class Detector:
         # every name, which lets a target's classifier speak when `alone` is False.
         self.name_words = LexicalMatcher(FUZZY_PART_CHARS)
         self.mentions = LexicalMatcher(FUZZY_PART_CHARS)
+        # Every word of every name, each a phrase of its own (the first pass).
+        self.name_any = LexicalMatcher(FIRST_PASS_FUZZY_CHARS)
         self.targets: dict[str, TargetInfo] = {}
+        self._alone: tuple[dict[str, TargetInfo], bool] = (self.targets, False)
         # What points at a target without naming it (set whole by the guard's sync).
         self.associations = AssociationIndex({})
         self._negatives = encoder.encode(list(shipped_negatives()))
@@ -144,12 +152,13 @@ class Detector:
                 distinct, surnames = name_parts([spec["name"], *spec.get("aliases", [])])
                 self.name_words.add(target_id, distinct)
                 self.mentions.add(target_id, [*phrases, *distinct, *surnames])
+                self.name_any.add(target_id, sorted({w for n in names for w in normalize(n)}))
                 policy, alone = spec.get("policy", "refuse"), classifier_decides_alone(spec)
                 own = frozenset(normalize(" ".join([spec["name"], *spec.get("aliases", [])])))
                 info = TargetInfo(target_id, version, threshold, policy, alone, own, spec["name"])
                 infos.append(info)
             # Readers take `self.targets` once per screen: swap in a new dict, never mutate.
-            self.targets = {**self.targets, **{i.target_id: i for i in infos}}
+            self._swap({**self.targets, **{i.target_id: i for i in infos}})
         # Thousands of targets are millions of long-lived objects; without this, a full
         # collection scanning them lands inside some request (measured: p99 597 ms at 10k).
         gc.freeze()
@@ -166,12 +175,29 @@ class Detector:
 
     def remove_target(self, target_id: str) -> None:
         with self._lock:
-            self.targets = {k: v for k, v in self.targets.items() if k != target_id}
+            self._swap({k: v for k, v in self.targets.items() if k != target_id})
             self.classifier.remove(target_id)
             self.semantic.remove(target_id)
             self.lexical.remove(target_id)
             self.name_words.remove(target_id)
             self.mentions.remove(target_id)
+            self.name_any.remove(target_id)
+
+    def _swap(self, targets: dict[str, TargetInfo]) -> None:
+        """Readers take `self.targets` once per screen: a new dict, never a mutated one."""
+        self.targets = targets
+        self._alone = (targets, any(info.alone for info in targets.values()))
+
+    def needs_vectors(self, text: str, targets: dict[str, TargetInfo]) -> bool:
+        """The first pass: whether any of `targets` could match `text` by its vector (its
+        classifier or its probes). One whose classifier speaks alone could match any text;
+        the others (`alone` False), only a text that writes a word of their names: their
+        classifiers need a part of the name (`_score`), and their probes all name them. A
+        text this says no to gets every lexical check and no encoder pass."""
+        view, alone = self._alone
+        if alone or view is not targets:  # a documented target, or registration just moved
+            return True
+        return bool(self.name_any.match(text))
 
     def screen(self, texts: list[str]) -> tuple[list[Match], list[str]]:
         """Matches for a conversation (oldest turn first) and what else its last turn asks."""
@@ -195,14 +221,15 @@ class Detector:
         targets = self.targets  # a snapshot: registration swaps the dict, never mutates it
         if not targets or not flat:
             return [([], []) for _ in conversations]
+        read_all = [u for u in flat if self.needs_vectors(u.text, targets)]
         vectors, span_vectors = self.encoder.encode_spans(
-            [u.text for u in flat], [u.spans for u in flat]
+            [u.text for u in read_all], [u.spans for u in read_all]
         )
+        by_unit = {
+            id(u): np.vstack([vectors[i : i + 1], span_vectors[i]]) for i, u in enumerate(read_all)
+        }
         with self._lock:
-            scored = [
-                self._score(u, np.vstack([vectors[i : i + 1], span_vectors[i]]), targets)
-                for i, u in enumerate(flat)
-            ]
+            scored = [self._score(u, by_unit.get(id(u)), targets) for u in flat]
         results, at = [], 0
         for plan, texts, was in zip(plans, read, conversations, strict=True):
             per_plan, at = scored[at : at + len(plan)], at + len(plan)
@@ -244,11 +271,11 @@ class Detector:
         ]
 
     def _score(
-        self, units: Units, vecs: np.ndarray, targets: dict[str, TargetInfo]
+        self, units: Units, vecs: np.ndarray | None, targets: dict[str, TargetInfo]
     ) -> list[list[Match]]:
-        """Matches per row of `units.texts`, given their vectors."""
+        """Matches per row of `units.texts`, given their vectors (None: lexical checks only,
+        for units the first pass let by)."""
         texts = units.texts
-        ids, scores, thresholds = self.classifier.scores(vecs)
         found: list[list[Match]] = [[] for _ in texts]
 
         def offer(row: int, target_id: str, score: float, evidence: str) -> None:
@@ -257,6 +284,7 @@ class Detector:
                 match = Match(target_id, info.version, score, evidence, info.policy, info.name)
                 found[row].append(match)
 
+        ids, scores, thresholds = self.classifier.scores(vecs) if vecs is not None else ([], 0, 0)
         if ids:
             margins = scores - thresholds[None, :]
             for r in range(len(texts)):
@@ -267,7 +295,7 @@ class Detector:
                     hits = np.asarray([c for c in hits if c not in thin or ids[c] in mentioned])
                 for c in _top_hits(margins[r], hits):
                     offer(r, ids[c], float(scores[r, c]), "classifier")
-        for row, sims in enumerate(self.semantic.search(vecs)):
+        for row, sims in enumerate(self.semantic.search(vecs) if vecs is not None else []):
             for target_id, sim in sims.items():
                 if sim >= SEMANTIC_THRESHOLD:
                     offer(row, target_id, sim, "semantic")
