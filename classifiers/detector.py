@@ -66,8 +66,8 @@ MIN_DESCRIPTION_WORDS = 50
 # The first pass (`Detector.needs_vectors`): a text is encoded only when a vector could match
 # it. A target whose classifier needs a part of its name in the text, and whose probes all
 # name it, matches by vector only a text that writes a word of its names; read here with one
-# edit allowed from this many letters ("Kign" for King: a typo the encoder still matches).
-FIRST_PASS_FUZZY_CHARS = 4
+# edit allowed from this many letters, as the phrase matcher reads them ("Stehpen" for Stephen).
+FIRST_PASS_FUZZY_CHARS = 5
 
 
 def classifier_decides_alone(spec: dict[str, Any]) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import defaultdict
+from functools import lru_cache
 
 from logits_processors.fold import words as folded_words
 
@@ -68,6 +69,13 @@ def disguised_words(text: str) -> list[str]:
             forms = folded_words(token)
         out += [w for w in forms if w not in plain]
     return out
+
+
+@lru_cache(maxsize=1024)
+def text_words(text: str) -> tuple[str, ...]:
+    """A text's words as matchers read them, plain then disguised: read once for the several
+    matchers one screen asks about the same text."""
+    return (*normalize(text), *disguised_words(text))
 
 
 def deletes(word: str) -> set[str]:
@@ -142,7 +150,7 @@ class LexicalMatcher:
     def match(self, text: str) -> dict[str, str]:
         """Target id -> the phrase that fired, for every target whose phrase is present,
         plainly or disguised (`disguised_words`)."""
-        present = self._present(normalize(text) + disguised_words(text))
+        present = self._present(list(text_words(text)))
         candidates = {key for word in present for key in self._exact.get(word, ())}
         hits: dict[str, str] = {}
         for key in sorted(candidates):
