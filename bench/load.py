@@ -39,6 +39,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--requests", type=int, default=512)
     p.add_argument("--clients", type=int, default=64)
     p.add_argument("--max-tokens", type=int, default=1)
+    p.add_argument(
+        "--stream", action="store_true", help="stream each answer (what the held-back names cost)"
+    )
     p.add_argument("--targets", type=int, default=50, help="RWKU targets registered first")
     p.add_argument("--rwku", default=str(DEFAULT_ROOT))
     p.add_argument("--port", type=int, default=8130)
@@ -87,14 +90,19 @@ async def _load(
     max_tokens: int,
     rate: float | None = None,
     scrape: bool = False,
+    stream: bool = False,
 ):
     """One chat per prompt, from at most `clients` clients at once. Without `rate`, a burst:
     every client starts at once and sends its next chat when its last is answered. With a
     `rate` (requests/s), chats arrive as a Poisson process (vLLM's `benchmark_serving`
     arrivals) and wait for a free client. Latency runs from a chat's send to its answer.
     With `scrape`, the server's /metrics text is read when the first wave (as many requests
-    as clients) has been answered: what follows it is the steady state."""
+    as clients) has been answered: what follows it is the steady state. With `stream`, each
+    answer is streamed: latency runs to its last chunk, and the first chunk's time and the
+    answers' tokens a second are reported too."""
     latencies: list[float] = []
+    firsts: list[float] = []
+    tokens = 0
     flagged = 0
     wave: list[str] = []
     slots = asyncio.Semaphore(clients)
@@ -109,12 +117,34 @@ async def _load(
         }
         async with slots:
             start = time.perf_counter()
-            r = await http.post("/v1/chat/completions", json=body)
+            if stream:
+                r, first = await streamed(http, body, start)
+                firsts.append(first)
+            else:
+                r = await http.post("/v1/chat/completions", json=body)
             latencies.append(time.perf_counter() - start)
         if scrape and len(latencies) == clients:
             wave.append((await http.get("/metrics")).text)
         r.raise_for_status()
         flagged += r.headers.get("x-guard-action", "none") != "none"
+
+    async def streamed(
+        http: httpx.AsyncClient, body: dict, start: float
+    ) -> tuple[httpx.Response, float]:
+        """The response, and when its first chunk with a choice came."""
+        nonlocal tokens
+        body = body | {"stream": True, "stream_options": {"include_usage": True}}
+        first = 0.0
+        async with http.stream("POST", "/v1/chat/completions", json=body) as r:
+            async for line in r.aiter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                chunk = json.loads(line.removeprefix("data: "))
+                if chunk.get("usage"):
+                    tokens += chunk["usage"]["completion_tokens"]
+                if not first and chunk.get("choices"):
+                    first = time.perf_counter() - start
+        return r, first
 
     limits = httpx.Limits(max_connections=clients + 1)
     async with httpx.AsyncClient(base_url=base, timeout=300, limits=limits) as http:
@@ -143,7 +173,17 @@ async def _load(
         "latency_p50_ms": float(np.percentile(ms, 50)),
         "latency_p99_ms": float(np.percentile(ms, 99)),
         "flagged": flagged,
+        **(streamed_row(firsts, tokens, wall) if stream else {}),
     }, (wave[0] if wave else None)
+
+
+def streamed_row(firsts: list[float], tokens: int, wall: float) -> dict[str, float]:
+    ms = np.asarray(firsts) * 1000
+    return {
+        "first_chunk_p50_ms": float(np.percentile(ms, 50)),
+        "first_chunk_p99_ms": float(np.percentile(ms, 99)),
+        "tokens_per_s": tokens / wall,
+    }
 
 
 def _buckets(metrics_text: str) -> list[tuple[float, float]]:
@@ -240,7 +280,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             before = cpu_seconds(server.proc.pid)
             poisson = rate if phase == "poisson" else None
             row, wave = asyncio.run(
-                _load(server.base_url, prompts, args.clients, args.max_tokens, poisson, True)
+                _load(
+                    server.base_url,
+                    prompts,
+                    args.clients,
+                    args.max_tokens,
+                    poisson,
+                    True,
+                    args.stream,
+                )
             )
             rate = rate or args.load * row["req_per_s"]
             after = cpu_seconds(server.proc.pid)
@@ -386,6 +434,15 @@ def compare(
         "req_per_s_ratio": guarded["req_per_s"] / plain["req_per_s"],
         "latency_p50_ratio": plain["latency_p50_ms"] / guarded["latency_p50_ms"],
         "latency_p99_ratio": plain["latency_p99_ms"] / guarded["latency_p99_ms"],
+        **(
+            {
+                "tokens_per_s_ratio": guarded["tokens_per_s"] / plain["tokens_per_s"],
+                "first_chunk_p50_ratio": plain["first_chunk_p50_ms"]
+                / guarded["first_chunk_p50_ms"],
+            }
+            if "tokens_per_s" in plain
+            else {}
+        ),
         "detection_p50_ms": detection["p50_ms"],
         "detection_p99_ms": detection["p99_ms"],
         "detection_steady_p50_ms": steady["p50_ms"],
