@@ -87,6 +87,12 @@ def test_a_round_compares_the_guard_with_plain_vllm_so_that_above_one_is_the_gua
     assert out["latency_p50_ratio"] == pytest.approx(0.9)
     assert out["latency_p99_ratio"] == pytest.approx(1.0)
     assert out["detection_steady_p99_ms"] == out["detection_p99_ms"] <= 10.0  # no wave: all
+    assert "tokens_per_s_ratio" not in out  # answers not streamed: no tokens counted
+    streams = ({"tokens_per_s": 300.0, "first_chunk_p50_ms": 50.0}, {"tokens_per_s": 270.0})
+    guarded |= streams[1] | {"first_chunk_p50_ms": 100.0}
+    out = compare(plain | streams[0], guarded, hist(0), None, hist(10))
+    assert out["tokens_per_s_ratio"] == pytest.approx(0.9)
+    assert out["first_chunk_p50_ratio"] == pytest.approx(0.5)
 
 
 def test_batch_means_count_only_the_batches_between_two_scrapes():
