@@ -40,6 +40,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clients", type=int, default=64)
     p.add_argument("--max-tokens", type=int, default=1)
     p.add_argument(
+        "--engine-nice",
+        type=int,
+        default=None,
+        help="the guard server's --engine-nice (default: the server's own default)",
+    )
+    p.add_argument(
         "--stream", action="store_true", help="stream each answer (what the held-back names cost)"
     )
     p.add_argument("--targets", type=int, default=50, help="RWKU targets registered first")
@@ -309,7 +315,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             server.stop()
         rate = plain[-1][0]["rate"]
-        server = start_server(args.port, root / f"guard{round_}.db", root / "guard.log")
+        nice = () if args.engine_nice is None else ("--engine-nice", str(args.engine_nice))
+        server = start_server(args.port, root / f"guard{round_}.db", root / "guard.log", *nice)
         try:
             headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
             for spec in rwku_targets(Path(args.rwku), args.targets):
