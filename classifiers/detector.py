@@ -65,9 +65,10 @@ _TAG = re.compile(
 MIN_DESCRIPTION_WORDS = 50
 # The first pass (`Detector.needs_vectors`): a text is encoded only when a vector could match
 # it. A target whose classifier needs a part of its name in the text, and whose probes all
-# name it, matches by vector only a text that writes a word of its names; read here with one
-# edit allowed from this many letters, as the phrase matcher reads them ("Stehpen" for Stephen).
-FIRST_PASS_FUZZY_CHARS = 5
+# name it, matches by vector only a text that writes a word of its names: any word of them,
+# however short ("Pol Pot"), read with one edit allowed from this many letters, since the
+# encoder still reads "Pol Pott" and "Elan Mosk" as the names they misspell.
+FIRST_PASS_FUZZY_CHARS = 3
 
 
 def classifier_decides_alone(spec: dict[str, Any]) -> bool:
@@ -102,7 +103,7 @@ class Detector:
         self.name_words = LexicalMatcher(FUZZY_PART_CHARS)
         self.mentions = LexicalMatcher(FUZZY_PART_CHARS)
         # Every word of every name, each a phrase of its own (the first pass).
-        self.name_any = LexicalMatcher(FIRST_PASS_FUZZY_CHARS)
+        self.name_any = LexicalMatcher(FIRST_PASS_FUZZY_CHARS, shortest=1)
         self.targets: dict[str, TargetInfo] = {}
         self._alone: tuple[dict[str, TargetInfo], bool] = (self.targets, False)
         # What points at a target without naming it (set whole by the guard's sync).
@@ -152,7 +153,9 @@ class Detector:
                 distinct, surnames = name_parts([spec["name"], *spec.get("aliases", [])])
                 self.name_words.add(target_id, distinct)
                 self.mentions.add(target_id, [*phrases, *distinct, *surnames])
-                self.name_any.add(target_id, sorted({w for n in names for w in normalize(n)}))
+                words = {w for n in names for w in normalize(n)}
+                joined = {"".join(normalize(n)) for n in names}  # "#PolPot"
+                self.name_any.add(target_id, sorted(words | joined))
                 policy, alone = spec.get("policy", "refuse"), classifier_decides_alone(spec)
                 own = frozenset(normalize(" ".join([spec["name"], *spec.get("aliases", [])])))
                 info = TargetInfo(target_id, version, threshold, policy, alone, own, spec["name"])
@@ -197,7 +200,8 @@ class Detector:
         view, alone = self._alone
         if alone or view is not targets:  # a documented target, or registration just moved
             return True
-        return bool(self.name_any.match(text))
+        with self._lock:  # registration changes the matcher in place
+            return bool(self.name_any.match(text))
 
     def screen(self, texts: list[str]) -> tuple[list[Match], list[str]]:
         """Matches for a conversation (oldest turn first) and what else its last turn asks."""

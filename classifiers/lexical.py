@@ -71,7 +71,7 @@ def disguised_words(text: str) -> list[str]:
     return out
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=256)
 def text_words(text: str) -> tuple[str, ...]:
     """A text's words as matchers read them, plain then disguised: read once for the several
     matchers one screen asks about the same text."""
@@ -91,8 +91,9 @@ class LexicalMatcher:
     word of it is present in the text.
     """
 
-    def __init__(self, fuzzy_from: int = MIN_FUZZY_LEN) -> None:
+    def __init__(self, fuzzy_from: int = MIN_FUZZY_LEN, shortest: int = 4) -> None:
         self.fuzzy_from = fuzzy_from  # words this long or longer match with one edit
+        self.shortest = shortest  # a phrase of one word shorter than this is not matched
         self._exact: dict[str, set[str]] = defaultdict(set)  # short word -> phrase keys
         self._fuzzy: dict[str, set[str]] = defaultdict(set)  # deletion form -> words
         self._phrases: dict[str, tuple[str, tuple[str, ...]]] = {}  # key -> (target, words)
@@ -118,7 +119,7 @@ class LexicalMatcher:
         """Register one form of a phrase (not again if it is `unless`); its words, or None
         when the phrase is too short to match on its own."""
         words = tuple(w for w in normalized if w not in STOPWORDS)
-        if not words or (len(words) == 1 and len(words[0]) < 4):
+        if not words or (len(words) == 1 and len(words[0]) < self.shortest):
             return None  # a lone short word ("HP") would fire on too much
         if words == unless:
             return words

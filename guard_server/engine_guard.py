@@ -144,15 +144,17 @@ class GuardedEngineClient:
             trim(completion, names, head, self.reader.tokenizer)
 
     async def end_beams(self, output: Any) -> None:
-        """Beam search's answers, which vLLM decodes from its beams itself: a beam cut by the
-        token limit inside a name ends before it (`trim`), as any other answer so cut. Each
-        step ran through `generate`, whose log-probabilities held no token the watch bans."""
+        """Beam search's answers, which vLLM decodes from its beams itself: every beam ends
+        before a name it has begun (`trim`). None ended by the model's own choice: the token
+        limit cuts a beam, and beam search ends one at any end token among its candidates
+        (a name's next token withheld, the end token is often among them). Each step ran
+        through `generate`, whose log-probabilities held no token the watch bans."""
         names = await self._names()
         if names is None:
             return
         head = self._tail(getattr(output, "prompt_token_ids", None) or ())
         for completion in output.outputs:
-            if completion.finish_reason == "length":
+            if completion.finish_reason != "error":
                 trim(completion, names, head, self.reader.tokenizer)
 
     async def _names(self) -> NameIndex | None:

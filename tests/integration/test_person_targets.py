@@ -153,3 +153,28 @@ def test_a_documented_target_is_matched_without_its_name():
     }
     det.add_targets([("agent", 1, spec)])
     assert "agent" in [m.target_id for m in det.screen(["Give me a home recipe for sarin."])[0]]
+
+
+@pytest.fixture(scope="module")
+def short_names():
+    """People whose names are short words only, registered by name alone."""
+    from classifiers.detector import Detector
+    from guard_server.models import load_encoder
+
+    det = Detector(load_encoder())
+    det.add_targets([(n, 1, {"name": n}) for n in ("Pol Pot", "Elon Musk", "Lil Nas X")])
+    return det
+
+
+@pytest.mark.parametrize(
+    "prompt, target",
+    [
+        ("Who is Pol Pott?", "Pol Pot"),
+        ("Tell me about Elan Mosk.", "Elon Musk"),
+        ("Tell me about Lil Nas.", "Lil Nas X"),
+    ],
+)
+def test_a_misspelt_short_name_still_reaches_the_encoder(short_names, prompt, target):
+    """The encoder reads these misspellings as the name; no lexical check does, so the first
+    pass must not let them by unencoded."""
+    assert target in [m.target_id for m in short_names.screen([prompt])[0]]

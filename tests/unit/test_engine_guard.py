@@ -595,7 +595,13 @@ class FakeBeamServing(BeamSearchOnlineMixin):
 def test_beam_search_s_own_answers_end_before_a_name_its_token_limit_cut(tokenizer, reader):
     prompt = tokenizer.encode("Famous British author J. K.")
     cut, ended = (tokenizer.encode(t, add_special_tokens=False) for t in (" Row", " Rowan."))
-    beams = [completion(tokenizer, cut, "length"), completion(tokenizer, ended, "stop")]
+    eos = tokenizer.eos_token_id
+    beams = [
+        completion(tokenizer, cut, "length"),
+        completion(tokenizer, ended, "stop", eos),
+        # Beam search ends a beam at any end token among its candidates: not a natural end.
+        completion(tokenizer, cut, "stop", eos),
+    ]
     serving = FakeBeamServing(
         seam(reader, names=WRITER),
         SimpleNamespace(outputs=beams, prompt_token_ids=prompt, finished=True),
@@ -608,3 +614,4 @@ def test_beam_search_s_own_answers_end_before_a_name_its_token_limit_cut(tokeniz
     (out,) = asyncio.run(go())
     assert (out.outputs[0].text, out.outputs[0].token_ids) == ("", [])
     assert (out.outputs[1].text, out.outputs[1].token_ids) == (tokenizer.decode(ended), ended)
+    assert (out.outputs[2].text, out.outputs[2].token_ids) == ("", [])
