@@ -149,13 +149,13 @@ class Detector:
                 threshold = self.classifier.fit(target_id, positives, self._negatives, contrast)
                 self.semantic.add(target_id, probe_vecs)
                 # Written as one word too: "#HenryKissinger", "H e n r y K i s s i n g e r".
-                self.lexical.add(target_id, [*phrases, *("".join(normalize(n)) for n in names)])
+                read = [normalize(n) for n in names]
+                joined = ["".join(words) for words in read]
+                self.lexical.add(target_id, [*phrases, *joined])
                 distinct, surnames = name_parts([spec["name"], *spec.get("aliases", [])])
                 self.name_words.add(target_id, distinct)
                 self.mentions.add(target_id, [*phrases, *distinct, *surnames])
-                words = {w for n in names for w in normalize(n)}
-                joined = {"".join(normalize(n)) for n in names}  # "#PolPot"
-                self.name_any.add(target_id, sorted(words | joined))
+                self.name_any.add(target_id, sorted({*joined, *(w for ws in read for w in ws)}))
                 policy, alone = spec.get("policy", "refuse"), classifier_decides_alone(spec)
                 own = frozenset(normalize(" ".join([spec["name"], *spec.get("aliases", [])])))
                 info = TargetInfo(target_id, version, threshold, policy, alone, own, spec["name"])
