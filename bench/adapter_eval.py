@@ -67,9 +67,13 @@ def probe_scores(lm: LM, folders: list[Path]) -> dict[str, Any]:
     return out
 
 
-def utility_scores(lm: LM, root: Path, limit: int = 0) -> dict[str, Any]:
-    """5-shot MMLU accuracy (and the letters picked), TriviaQA accuracy, fluency."""
+def utility_scores(lm: LM, root: Path, limit: int = 0, mmlu_count: int = 0) -> dict[str, Any]:
+    """5-shot MMLU accuracy (and the letters picked), TriviaQA accuracy, fluency. MMLU is
+    `limit` questions, or `mmlu_count` spread evenly over the pool (every subject in its
+    share), or the whole pool."""
     mmlu = utility_items(root, MMLU_SET, limit)
+    if mmlu_count and mmlu_count < len(mmlu):
+        mmlu = [mmlu[i * len(mmlu) // mmlu_count] for i in range(mmlu_count)]
     picks = lm.choices([mmlu_parts(m) for m in mmlu])
     trivia = trivia_probes(root, limit)
     said = lm.answers([p.prompt for p in trivia], MAX_NEW_TOKENS, [p.answer_prefix for p in trivia])

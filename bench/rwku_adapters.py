@@ -279,8 +279,9 @@ def scored(folders: list[Path], adapter: str | None, args) -> dict[str, Any]:
     (MMLU, TriviaQA, fluency: the same for any targets) cached by the model alone."""
     from bench.adapter_eval import utility_scores
 
-    key = _slug([str(f.name) for f in folders] + [adapter, args.utility, EVALUATION])
-    utility = _work() / "utility" / f"{_slug(['utility', adapter, args.utility, EVALUATION])}.json"
+    sizes = [args.utility] + ([args.mmlu] if getattr(args, "mmlu", 0) else [])
+    key = _slug([str(f.name) for f in folders] + [adapter, *sizes, EVALUATION])
+    utility = _work() / "utility" / f"{_slug(['utility', adapter, *sizes, EVALUATION])}.json"
 
     def make() -> dict[str, Any]:
         lm = _lm(adapter)
@@ -289,7 +290,10 @@ def scored(folders: list[Path], adapter: str | None, args) -> dict[str, Any]:
             folders,
             Path(args.rwku),
             args.utility,
-            lambda: cached(utility, lambda: utility_scores(lm, Path(args.rwku), args.utility)),
+            lambda: cached(
+                utility,
+                lambda: utility_scores(lm, Path(args.rwku), args.utility, getattr(args, "mmlu", 0)),
+            ),
         )
 
     scores = cached(_work() / "scores" / f"{key}.json", make)

@@ -37,6 +37,9 @@ from guard_server.unlearn.presets import PRESETS
 RECIPE = "idk-kl-fast"
 GROUPS = ("forget_fb", "forget_qa", "forget_aa", "neighbor_fb", "neighbor_qa")
 GOAL = {"forget": 0.5, "neighbor": 0.9, "mmlu_points": 2.0}
+# One question is 0.1 point: the issue's bound, at a sixth of the pool's scoring time (the
+# whole pool takes ~9 min a model on this 2-core VM).
+MMLU_QUESTIONS = 1000
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -54,17 +57,44 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, default=2)
     p.add_argument("--tolerance", type=float, default=0.05, help="held-out loss rise allowed")
     p.add_argument("--utility", type=int, default=0, help="utility items per set (0: all)")
+    p.add_argument(
+        "--mmlu",
+        type=int,
+        default=MMLU_QUESTIONS,
+        help="MMLU questions, evenly spaced over the pool (0: all 5,758)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one of the recipe's settings (to try a recipe on targets 1-10)",
+    )
     p.add_argument("--name", default="adapters")
+
+
+def overrides(items: list[str]) -> dict[str, Any]:
+    """`--set` items as settings, each value read as JSON where it is ("3e-4", "true")."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
 
 
 def row(units: list[list[Path]], before: list[dict], after: list[dict]) -> dict[str, Any]:
     """RWKU's ratios over the units' probes together (sum after over sum before: one
     person's recall before can be half a probe), each group's recall before, MMLU's change."""
     out: dict[str, Any] = dict(ratios(pooled(before), pooled(after)))
-    both = pooled(before)
-    for group in FILES:
-        out[f"{group}_before"] = round(sum(p["recall"] for p in both["probes"][group]), 3)
-        out[f"{group}_probes"] = len(both["probes"][group])
+    for group in FILES:  # recall summed over the probes, before and after
+        for when, scores in (("before", pooled(before)), ("after", pooled(after))):
+            out[f"{group}_{when}"] = round(sum(p["recall"] for p in scores["probes"][group]), 3)
+        out[f"{group}_probes"] = len(pooled(before)["probes"][group])
     out["mmlu_delta"] = (
         100
         * sum(
@@ -97,7 +127,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     folders = {int(f.name.split("_")[0]): f for f in targets(Path(args.rwku))}
     retain = [folders[n] for n in numbers(args.retain_people) if n not in NEIGHBOURS]
     preset = PRESETS[args.recipe]
-    point = {**preset.settings, **preset.spec}
+    point = {**preset.settings, **preset.spec, **overrides(args.set)}
     units = [[folders[n]] for n in numbers(args.single)]
     if args.batch:
         units.append([folders[n] for n in numbers(args.batch)])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.rwku_data import FILES
-from bench.rwku_heldout import meets, row, summary
+from bench.rwku_heldout import meets, overrides, row, summary
 
 
 def scores(recalls: dict[str, list[float]], mmlu: float) -> dict:
@@ -21,6 +21,7 @@ def test_people_are_pooled_by_recall_summed_not_by_averaging_their_ratios():
     got = row([[], []], before, after)
     assert got["forget_fb_ratio"] == pytest.approx(3 / 4.5)
     assert got["forget_fb_before"] == pytest.approx(4.5)
+    assert got["forget_fb_after"] == pytest.approx(3.0)  # the same unit as before: summed
     assert got["forget_fb_probes"] == 5
     assert got["mmlu_delta"] == pytest.approx(-0.5)  # points, averaged over the units
 
@@ -45,3 +46,41 @@ def test_the_worst_person_is_the_one_who_forgot_least_or_kept_least():
     assert got["forget_fb_ratio_worst"] == 0.7 and got["neighbor_fb_ratio_worst"] == 0.8
     assert got["forget_fb_ratio_mean"] == pytest.approx(0.4)
     assert "forget_qa_ratio_mean" not in got  # no person had a ratio there
+
+
+def test_a_recipe_setting_is_read_as_the_number_or_word_it_is():
+    got = overrides(["lr=3e-4", "steps=60", "retain_loss=kl", "keep_related=6"])
+    assert got == {"lr": 3e-4, "steps": 60, "retain_loss": "kl", "keep_related": 6}
+    with pytest.raises(ValueError, match="key=value"):
+        overrides(["lr"])
+
+
+def test_mmlu_questions_are_spread_over_the_pool_not_its_first_subjects(tmp_path):
+    import json
+
+    from bench.adapter_eval import utility_scores
+
+    class Picks:  # an LM that picks A for every question; nothing else is asked of it here
+        def choices(self, prompts):
+            self.asked = prompts
+            return [0] * len(prompts)
+
+        def answers(self, prompts, *args):
+            return [""] * len(prompts)
+
+    pool = [
+        {"task": f"subject_{i // 10}", "question": f"q{i}", "choices": ["a", "b", "c", "d"]}
+        | {"answer": i % 4, "examples": []}
+        for i in range(100)
+    ]
+    (tmp_path / "utility").mkdir()
+    (tmp_path / "utility" / "mmlu_pool.json").write_text(json.dumps(pool))
+    trivia = [{"question": "Capital of France?", "answers": ["Paris"]}]
+    (tmp_path / "utility" / "triviaqa.json").write_text(json.dumps(trivia))
+    (tmp_path / "utility" / "fluency.json").write_text(json.dumps([{"instruction": "Write."}]))
+    lm = Picks()
+    got = utility_scores(lm, tmp_path, mmlu_count=20)
+    assert got["mmlu_questions"] == 20
+    subjects = {prefix.split("about ")[1].split(".")[0] for prefix, _ in lm.asked}
+    assert len(subjects) == 10  # every subject, two questions each
+    assert got["mmlu"] == pytest.approx(sum(q["answer"] == 0 for q in pool[::5]) / 20)
