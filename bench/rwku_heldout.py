@@ -40,6 +40,15 @@ GOAL = {"forget": 0.5, "neighbor": 0.9, "mmlu_points": 2.0}
 # One question is 0.1 point: the bound, at a sixth of the pool's scoring time (the
 # whole pool takes ~9 min a model on this 2-core VM).
 MMLU_QUESTIONS = 1000
+# Beside MMLU, what RWKU reports of a weight edit: membership inference on its own member /
+# non-member texts (AUC of the loss, 0.5: forget texts look like unseen ones), fluency (n-gram
+# entropy of answers to its 50 instructions), and how many of those the model declines.
+UTILITY_KEPT = (
+    ("mia", "mia_auc_loss"),
+    ("utility", "fluency"),
+    ("utility", "fluency_refused"),
+    ("utility", "triviaqa"),
+)
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -95,15 +104,20 @@ def row(units: list[list[Path]], before: list[dict], after: list[dict]) -> dict[
         for when, scores in (("before", pooled(before)), ("after", pooled(after))):
             out[f"{group}_{when}"] = round(sum(p["recall"] for p in scores["probes"][group]), 3)
         out[f"{group}_probes"] = len(pooled(before)["probes"][group])
-    out["mmlu_delta"] = (
-        100
-        * sum(
-            a["utility"]["mmlu"] - b["utility"]["mmlu"] for a, b in zip(after, before, strict=True)
-        )
-        / len(after)
-    )
+    out["mmlu_delta"] = _mean_change(before, after, "utility", "mmlu", 100)
     out["mmlu_questions"] = after[0]["utility"]["mmlu_questions"]
+    for part, key in UTILITY_KEPT:  # each unit's value before and after, averaged over units
+        for when, scores in (("before", before), ("after", after)):
+            out[f"{key}_{when}"] = sum(s[part][key] for s in scores) / len(scores)
+    if len(after) == 1:  # the interval is one unit's (RWKU's member and non-member texts)
+        out["mia_auc_loss_ci_after"] = after[0]["mia"]["mia_auc_loss_ci"]
+        out["mia_texts"] = after[0]["mia"]["mia_texts"]
     return out
+
+
+def _mean_change(before: list[dict], after: list[dict], part: str, key: str, scale: float) -> float:
+    pairs = zip(after, before, strict=True)
+    return scale * sum(a[part][key] - b[part][key] for a, b in pairs) / len(after)
 
 
 def meets(r: dict[str, Any]) -> bool:

@@ -8,9 +8,12 @@ from bench.rwku_data import FILES
 from bench.rwku_heldout import meets, overrides, row, summary
 
 
-def scores(recalls: dict[str, list[float]], mmlu: float) -> dict:
+def scores(recalls: dict[str, list[float]], mmlu: float, fluency: float = 5.0) -> dict:
     probes = {g: [{"recall": r, "answer": str(r)} for r in recalls.get(g, [1.0])] for g in FILES}
-    return {"probes": probes, "utility": {"mmlu": mmlu, "mmlu_questions": 5758}}
+    utility = {"mmlu": mmlu, "mmlu_questions": 5758, "fluency": fluency}
+    utility |= {"fluency_refused": 0.0, "triviaqa": 0.2}
+    mia = {"mia_auc_loss": 0.5, "mia_auc_loss_ci": [0.4, 0.6], "mia_texts": [25, 39]}
+    return {"probes": probes, "utility": utility, "mia": mia}
 
 
 def test_people_are_pooled_by_recall_summed_not_by_averaging_their_ratios():
@@ -24,6 +27,14 @@ def test_people_are_pooled_by_recall_summed_not_by_averaging_their_ratios():
     assert got["forget_fb_after"] == pytest.approx(3.0)  # the same unit as before: summed
     assert got["forget_fb_probes"] == 5
     assert got["mmlu_delta"] == pytest.approx(-0.5)  # points, averaged over the units
+    assert "mia_auc_loss_ci_after" not in got  # an interval is one unit's
+
+
+def test_a_persons_row_carries_what_rwku_reports_beside_mmlu():
+    got = row([[]], [scores({}, 0.4, fluency=5.0)], [scores({}, 0.4, fluency=4.0)])
+    assert (got["fluency_before"], got["fluency_after"]) == (5.0, 4.0)
+    assert got["mia_auc_loss_after"] == 0.5 and got["mia_auc_loss_ci_after"] == [0.4, 0.6]
+    assert got["fluency_refused_after"] == 0.0 and got["triviaqa_before"] == 0.2
 
 
 @pytest.mark.parametrize(
