@@ -34,12 +34,13 @@ from bench.rwku_data import DEFAULT_ROOT, targets
 from bench.rwku_frontier import pooled
 from guard_server.unlearn.presets import PRESETS
 
-RECIPE = "idk-kl-fast"
+RECIPE = "idk-kl-early-stop"
 GROUPS = ("forget_fb", "forget_qa", "forget_aa", "neighbor_fb", "neighbor_qa")
 GOAL = {"forget": 0.5, "neighbor": 0.9, "mmlu_points": 2.0}
 # One question is 0.1 point: the issue's bound, at a sixth of the pool's scoring time (the
 # whole pool takes ~9 min a model on this 2-core VM).
 MMLU_QUESTIONS = 1000
+EARLY_STOP = {"every": 10, "patience": 2}  # a recipe's own settings take precedence
 # Beside MMLU, what RWKU reports of a weight edit: membership inference on its own member /
 # non-member texts (AUC of the loss, 0.5: forget texts look like unseen ones), fluency (n-gram
 # entropy of answers to its 50 instructions), and how many of those the model declines.
@@ -61,9 +62,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
         default="21-50",
         help="RWKU targets the edit must keep (less the early-stopping texts' other people)",
     )
-    p.add_argument("--steps", type=int, default=40, help="most optimizer steps")
-    p.add_argument("--eval-every", type=int, default=10)
-    p.add_argument("--patience", type=int, default=2)
+    p.add_argument("--steps", type=int, help="most optimizer steps (default: the recipe's)")
+    p.add_argument("--eval-every", type=int, help="judge every N steps (default: the recipe's)")
+    p.add_argument("--patience", type=int, help="judgings without a better step before stopping")
     p.add_argument("--tolerance", type=float, default=0.05, help="held-out loss rise allowed")
     p.add_argument("--utility", type=int, default=0, help="utility items per set (0: all)")
     p.add_argument(
@@ -142,6 +143,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     retain = [folders[n] for n in numbers(args.retain_people) if n not in NEIGHBOURS]
     preset = PRESETS[args.recipe]
     point = {**preset.settings, **preset.spec, **overrides(args.set)}
+    stop = {**EARLY_STOP, **preset.early_stop}
+    args.steps = args.steps or point.get("steps", 40)
+    args.eval_every = args.eval_every or stop["every"]
+    args.patience = args.patience or stop["patience"]
     units = [[folders[n]] for n in numbers(args.single)]
     if args.batch:
         units.append([folders[n] for n in numbers(args.batch)])
@@ -149,6 +154,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "scoring": "rwku",
         "recipe": {"preset": args.recipe, "method": preset.method, **point},
+        "early_stop": {
+            "every": args.eval_every,
+            "patience": args.patience,
+            "most_steps": args.steps,
+        }
+        | {"tolerance": args.tolerance},
         "retain_people": sorted(int(f.name.split("_")[0]) for f in retain),
         "goal": GOAL,
         "rows": [],

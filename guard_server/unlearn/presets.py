@@ -20,6 +20,9 @@ class Preset:
     settings: dict[str, Any]  # the method's config fields
     spec: dict[str, Any] = field(default_factory=dict)  # fields added to the target's spec
     about: str = ""
+    # Early stopping as the recipe was measured with ({"every": N, "patience": N}): every N
+    # steps the adapter is judged (`guard_server.unlearn.monitor`) and the best step is kept.
+    early_stop: dict[str, int] = field(default_factory=dict)
 
 
 # IdkNLL with a KL retain term: the target's questions are taught "I don't know.", while the
@@ -51,6 +54,23 @@ PRESETS: dict[str, Preset] = {
             "max_length": 80,
         },
         about="idk-kl in 40 short steps",
+    ),
+    # idk-kl-fast given the steps to learn whom not to refuse, judged every 10 steps to the
+    # end: fixed on RWKU targets 2-4, where by step 10 the adapter declined other people's
+    # questions too and by steps 20-50 only the target's (idk-kl-fast's early stopping gave
+    # up at step 20 with patience 2, keeping step 0 for people it was not tuned on).
+    "idk-kl-early-stop": Preset(
+        "idk",
+        {
+            **IDK_KL,
+            "batch_size": 4,
+            "retain_batch_size": 8,
+            "general_retain": 4,
+            "steps": 80,
+            "max_length": 80,
+        },
+        about="idk-kl-fast in up to 80 steps, the best judged step kept",
+        early_stop={"every": 10, "patience": 8},
     ),
 }
 
