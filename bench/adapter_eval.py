@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.lm_eval import BATCH_TOKENS, LM, mia, ngram_entropy
+from bench.lm_eval import mia, ngram_entropy
 from bench.rwku_data import (
     FILES,
     LETTERS,
@@ -27,6 +27,7 @@ from bench.rwku_data import (
     trivia_probes,
     utility_items,
 )
+from guard_server.unlearn.lm import BATCH_TOKENS, LM
 
 MAX_NEW_TOKENS = 30
 # RWKU's five-shot MMLU questions of targets 1-50, pooled (5,758 distinct: one question is

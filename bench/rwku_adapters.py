@@ -27,14 +27,15 @@ from tqdm import tqdm
 
 from bench.adapter_eval import EVALUATION, evaluate
 from bench.rwku_attack import ATTACKS, ERR_ATTACK, setup, under_attack
-from bench.rwku_corpus import OTHERS_SLACK, cached
+from bench.rwku_corpus import cached
 from bench.rwku_data import DEFAULT_ROOT, read_json, registration, targets
 from bench.rwku_frontier import attack_row, frontier_row, write
 from guard_server.models import ADAPTER_CARD as CARD
+from guard_server.unlearn.monitor import OTHERS_SLACK
 from guard_server.unlearn.presets import IDK_KL, PRESETS
 
 if TYPE_CHECKING:
-    from bench.lm_eval import LM
+    from guard_server.unlearn.lm import LM
 
 METHODS = "ga,gd,npo,simnpo,rmu,gu,flat,idk,idk-kl,idk-kl-related,idk-kl-fast,ssd,shred"
 # A small grid per method: the learning rate, the retain weight where the method has one
@@ -134,8 +135,8 @@ def _lm(adapter: str | None = None) -> LM:
     from transformers import AutoTokenizer
 
     from bench.attack import load_model
-    from bench.lm_eval import LM
     from guard_server.models import convert_default_model
+    from guard_server.unlearn.lm import LM
 
     model_dir = str(convert_default_model())
     model = load_model(model_dir, Path(adapter) if adapter else None)
@@ -199,7 +200,7 @@ def _train_child(job: dict[str, Any]) -> dict[str, Any]:
     """In a child process: train one adapter; its card and this process's peak memory."""
     from transformers import AutoTokenizer
 
-    from bench.rwku_corpus import AnswerMonitor, HeldOutMonitor
+    from guard_server.unlearn.monitor import AnswerMonitor, HeldOutMonitor
     from guard_server.unlearn.trainer import EarlyStop, train
 
     tokenizer = AutoTokenizer.from_pretrained(job["model_dir"])

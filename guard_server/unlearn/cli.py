@@ -66,6 +66,24 @@ def build_parser() -> argparse.ArgumentParser:
         "resumes there (0: none)",
     )
     parser.add_argument(
+        "--eval-every",
+        type=int,
+        help="judge the adapter every N steps and keep the best step (0: train every step; "
+        "default: the preset's, else 0). It is judged on the last 3 of the spec's "
+        "retain_targets, held out of training, and on everyday requests",
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        help="judgings without a better step before training stops (default: the preset's, else 2)",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.05,
+        help="how far the loss on other people's and everyday texts may rise (relative)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -132,6 +150,24 @@ def resolve_model(model: str | None) -> str:
         raise ValueError(ERR_MODEL.format(path=str(default_model_dir()), reason=exc)) from None
 
 
+def judged(
+    method, values: dict[str, Any], spec: dict[str, Any], model_dir: str, every, patience, args
+):
+    """Early stopping for `spec` (`monitor.spec_monitor`), and the spec to train on."""
+    from functools import partial
+
+    from transformers import AutoTokenizer
+
+    from guard_server.unlearn.monitor import everyday_texts, spec_monitor
+    from guard_server.unlearn.trainer import EarlyStop
+
+    answer = method.from_overrides(values).good_answer
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    everyday = partial(everyday_texts, model_dir)
+    monitor, spec = spec_monitor(method.name, answer, spec, tokenizer, everyday, args.tolerance)
+    return EarlyStop(monitor, every, patience), spec
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse, check everything cheap first (exit 2 on a usage error), train, print the report."""
     parser = build_parser()
@@ -148,14 +184,24 @@ def main(argv: list[str] | None = None) -> None:
         retain_pairs(spec)
         if args.checkpoint_every < 0:
             raise ValueError("--checkpoint-every must be 0 or more")
+        stop = {"every": 0, "patience": 2, **(preset.early_stop if preset else {})}
+        every = stop["every"] if args.eval_every is None else args.eval_every
+        patience = stop["patience"] if args.patience is None else args.patience
+        if every < 0 or patience < 1:
+            raise ValueError("--eval-every must be 0 or more, and --patience 1 or more")
         model_dir = resolve_model(args.model)
+        values = dataclasses.asdict(config)
+        early_stop = None
+        if every:
+            early_stop, spec = judged(method, values, spec, model_dir, every, patience, args)
     except ValueError as exc:
         parser.error(str(exc))
     from guard_server.unlearn.trainer import OtherRunCheckpoint, train
 
-    values = dataclasses.asdict(config)
     try:
-        report = train(method.name, values, spec, model_dir, args.out, args.checkpoint_every)
+        report = train(
+            method.name, values, spec, model_dir, args.out, args.checkpoint_every, early_stop
+        )
     except OtherRunCheckpoint as exc:
         parser.error(str(exc))
     print(json.dumps(report, indent=2))

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from bench.adapter_eval import ratios
-from bench.lm_eval import auc, auc_interval, mean_loss, min_k_score, ngram_entropy
+from bench.lm_eval import auc, auc_interval, min_k_score, ngram_entropy
 from bench.rwku_adapters import held_out_score, numbers
 from bench.rwku_data import FILES, mmlu_prompt
 from bench.rwku_frontier import frontier_row, meets_goal
+from guard_server.unlearn.lm import mean_loss
 
 
 def test_auc_is_the_chance_a_positive_outscores_a_negative():
@@ -65,7 +66,7 @@ def test_a_reply_declines_when_it_opens_with_a_refusal_not_when_it_mentions_one(
 
 
 def test_generation_batches_hold_each_prompt_once_within_rows_and_padded_tokens():
-    from bench.lm_eval import token_batches
+    from guard_server.unlearn.lm import token_batches
 
     lengths = [226, 37, 58, 213, 60, 5000, 40, 41, 39]
     batches = token_batches(lengths, size=3, tokens=500)
@@ -149,8 +150,8 @@ def test_mmlu_with_shared_examples_gives_the_letter_logits_of_whole_prompts():
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bench.lm_eval import LETTERS, LM
     from bench.rwku_data import mmlu_parts
+    from guard_server.unlearn.lm import LETTERS, LM
     from tests.unit.test_unlearn_cli import _real_model
 
     def item(task: str, question: str, shots: list[str]) -> dict:
@@ -184,7 +185,7 @@ def test_token_logprobs_score_each_text_alone_whatever_it_is_batched_with():
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bench.lm_eval import LM
+    from guard_server.unlearn.lm import LM
     from tests.unit.test_unlearn_cli import _real_model
 
     model_dir = _real_model()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.rwku_corpus import AnswerMonitor, answer_logprob
+from guard_server.unlearn.monitor import AnswerMonitor, answer_logprob
 from tests.unit.test_early_stop import model_dir  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -86,7 +86,7 @@ def test_refusing_everyday_requests_breaks_the_constraint():
 def test_answer_logprob_is_the_replys_own_tokens_given_the_question(model_dir):  # noqa: F811
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bench.lm_eval import LM
+    from guard_server.unlearn.lm import LM
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     lm = LM(AutoModelForCausalLM.from_pretrained(model_dir), tokenizer)
@@ -104,8 +104,8 @@ def test_answer_logprob_is_the_replys_own_tokens_given_the_question(model_dir): 
 def test_answered_with_is_the_share_of_greedy_replies_that_are_the_answer(model_dir):  # noqa: F811
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bench.lm_eval import LM
-    from bench.rwku_corpus import answered_with
+    from guard_server.unlearn.lm import LM
+    from guard_server.unlearn.monitor import answered_with
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     lm = LM(AutoModelForCausalLM.from_pretrained(model_dir), tokenizer)
@@ -115,7 +115,7 @@ def test_answered_with_is_the_share_of_greedy_replies_that_are_the_answer(model_
 
 
 def test_the_text_monitor_scores_the_targets_loss_rise_while_other_texts_keep_theirs():
-    from bench.rwku_corpus import HeldOutMonitor
+    from guard_server.unlearn.monitor import HeldOutMonitor
 
     class Texts(HeldOutMonitor):
         def __init__(self, measured):

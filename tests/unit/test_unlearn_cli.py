@@ -204,3 +204,63 @@ def test_a_checkpoint_of_another_run_is_not_resumed(capsys, tmp_path, spec_file)
 
     torch.save({"run": "another", "logs": []}, out / CHECKPOINT / "state.pt")
     assert "holds a checkpoint of another run" in usage_error(capsys, argv)
+
+
+PEOPLE = [
+    {"name": name, "documents": [f"{name} is a {job} whose work is widely known."]}
+    for name, job in [
+        ("Marie Curie", "physicist"),
+        ("Pablo Picasso", "painter"),
+        ("Serena Williams", "tennis player"),
+        ("Ludwig van Beethoven", "composer"),
+    ]
+]
+
+
+def test_a_recipe_with_early_stopping_is_judged_on_people_it_did_not_train_on(capsys, tmp_path):
+    """The preset's early stopping runs from the command line as it was measured: the last
+    three people to keep are held out of training and judge every step."""
+    spec = tmp_path / "hp.json"
+    spec.write_text(json.dumps({**SPEC, "retain_targets": PEOPLE}))
+    out = tmp_path / "hp-idk"
+    main(
+        ["--preset", "idk-kl-early-stop", "--target", str(spec), "--out", str(out)]
+        + ["--model", _real_model(), "--steps", "2", "--eval-every", "1", "--patience", "5"]
+        + ["--set", "max_length=48"]
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert report["retain_targets"] == ["Marie Curie"]  # the other three judge
+    history = report["early_stop"]["history"]
+    assert [h["step"] for h in history] == [0, 1, 2]
+    assert {"given_others", "given_everyday", "given_targets"} <= set(history[0])
+    assert report["early_stop"]["best_step"] in (0, 1, 2)
+
+
+def test_early_stopping_without_enough_people_to_judge_on_exits_2(capsys, tmp_path):
+    spec = tmp_path / "hp.json"
+    spec.write_text(json.dumps({**SPEC, "retain_targets": PEOPLE[:3]}))
+    err = usage_error(
+        capsys, ["--preset", "idk-kl-early-stop", "--target", str(spec), "--out", str(tmp_path)]
+    )
+    assert "retain_targets" in err and "at least 4" in err and "has 3" in err
+    err = usage_error(
+        capsys,
+        ["--method", "npo", "--eval-every", "5", "--target", str(spec), "--out", str(tmp_path)],
+    )
+    assert "retain_targets" in err
+    err = usage_error(
+        capsys, ["--method", "npo", "--patience", "0", "--target", str(spec), "--out", "o"]
+    )
+    assert "--patience" in err
+
+
+def test_eval_every_0_trains_a_preset_without_early_stopping(capsys, tmp_path):
+    spec = tmp_path / "hp.json"
+    spec.write_text(json.dumps(SPEC))  # no people to judge on: none are needed
+    out = tmp_path / "hp-idk"
+    main(
+        ["--preset", "idk-kl-early-stop", "--eval-every", "0", "--target", str(spec)]
+        + ["--out", str(out), "--model", _real_model(), "--steps", "1", "--set", "max_length=48"]
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert "early_stop" not in report and len(report["losses"]) == 1

@@ -441,7 +441,7 @@ def test_cloze_prompts_blank_a_word_of_sentences_that_mention_the_target():
 
 
 def test_held_out_questions_are_not_what_the_methods_train_on():
-    from bench.rwku_corpus import HELD_OUT_QUESTIONS
+    from guard_server.unlearn.monitor import HELD_OUT_QUESTIONS
 
     trained = {t.replace("{x}", "{name}") for t in (*TEMPLATES, *QUESTIONS)}
     assert not trained & set(HELD_OUT_QUESTIONS)
