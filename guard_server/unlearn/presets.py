@@ -56,9 +56,10 @@ PRESETS: dict[str, Preset] = {
         about="idk-kl in 40 short steps",
     ),
     # idk-kl-fast given the steps to learn whom not to refuse, judged every 10 steps to the
-    # end: fixed on RWKU targets 2-4, where by step 10 the adapter declined other people's
-    # questions too and by steps 20-50 only the target's (idk-kl-fast's early stopping gave
-    # up at step 20 with patience 2, keeping step 0 for people it was not tuned on).
+    # end: fixed on RWKU targets 2 and 3 (bench/results/recipe-trials), where by step 10 the
+    # adapter declined other people's questions too and by steps 20-50 only the target's
+    # (idk-kl-fast's early stopping gave up at step 20 with patience 2, keeping step 0 for
+    # people it was not tuned on).
     "idk-kl-early-stop": Preset(
         "idk",
         {
