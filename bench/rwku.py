@@ -47,6 +47,12 @@ MODEL = "SmolLM2-135M-Instruct"
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rwku", default=str(DEFAULT_ROOT))
     p.add_argument("--counts", default="10,50", help="targets registered at once, per run")
+    p.add_argument(
+        "--start",
+        type=int,
+        default=1,
+        help="the RWKU target registered first (11: people an adapter recipe was not tuned on)",
+    )
     p.add_argument("--per-group", type=int, default=0, help="probes per target and group (0: all)")
     p.add_argument("--utility", type=int, default=0, help="TriviaQA and MMLU items (0: all)")
     p.add_argument("--max-tokens", type=int, default=30)
@@ -249,7 +255,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             },
         )
         return {"summary": rates}
-    folders = targets(root)
+    folders = targets(root)[args.start - 1 :]
     counts = sorted(int(c) for c in args.counts.split(","))
     suite = [p for f in folders[: counts[-1]] for p in probes(f, args.per_group)]
     general = utility(root, args.utility)
