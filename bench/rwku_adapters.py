@@ -78,7 +78,7 @@ GRID: dict[str, list[dict[str, Any]]] = {
 # Grid keys that shape the training data (the spec), not the method's hyper-parameters.
 DATA_KEYS = ("keep_related",)
 # Grid entries that are a variant of another registered method (its own row in the frontier).
-VARIANT_OF = {"idk-kl": "idk", "idk-kl-related": "idk", "idk-kl-fast": "idk"}
+VARIANT_OF = {name: preset.method for name, preset in PRESETS.items()}
 NEIGHBOURS = (41, 42, 43)  # RWKU targets whose generated texts stand for "other people"
 HELD_PER_TARGET = 3  # held-out texts per target the monitor scores (each scoring is a pass)
 
