@@ -132,3 +132,13 @@ def trim(completion: Any, names: NameIndex, context: str, tokenizer: Any) -> Non
     if completion.logprobs is not None:
         completion.logprobs = list(completion.logprobs)[:count]
     completion.cumulative_logprob = None
+
+
+def hide_stop(completion: Any, names: NameIndex, context: str, written: str) -> None:
+    """A stop string that writes part of a name after what the model wrote (`written`: "J. K."
+    stopped at "Row") is not reported: vLLM leaves the stop string out of the text, but
+    returns it as `stop_reason` (Anthropic's `stop_sequence`), and the client would read
+    the name's start there."""
+    stop = completion.stop_reason
+    if isinstance(stop, str) and names.open_tail(written + stop, context):
+        completion.stop_reason = None

@@ -21,7 +21,7 @@ from vllm.exceptions import VLLMValidationError
 from vllm.sampling_params import RequestOutputKind
 
 from guard_server import outcome
-from guard_server.answers import Stream, trim
+from guard_server.answers import Stream, hide_stop, trim
 from guard_server.guard import Verdict, apply_verdict, count, merge
 from guard_server.logprobs import withhold
 from guard_server.prompts import PromptReader
@@ -138,10 +138,12 @@ class GuardedEngineClient:
         # Cut by the client (a token limit, a stop string or token) or by a grammar, not
         # ended by the model's own choice of its end token.
         cut = completion.finish_reason == "length" or completion.stop_reason is not None or grammar
+        written = stream.text if stream is not None else completion.text
         if stream is not None:
             stream.finish(completion, names, head, cut)
         elif cut:
             trim(completion, names, head, self.reader.tokenizer)
+        hide_stop(completion, names, head, written)
 
     async def end_beams(self, output: Any) -> None:
         """Beam search's answers, which vLLM decodes from its beams itself: every beam ends

@@ -13,7 +13,7 @@ import numpy as np
 
 from logits_processors.fold import Folder, fold_char, load_table
 
-FORMAT = 2  # of the saved index: bump when folding or the index changes
+FORMAT = 3  # of the saved index: bump when folding or the index changes
 
 _SENTINEL = "\x7f"  # sorts after every folded symbol
 
@@ -47,18 +47,27 @@ def token_bytes(tokenizer: Any) -> list[bytes]:
     return out
 
 
+def special_ids(tokenizer: Any) -> set[int]:
+    """The tokenizer's special tokens: an answer's end token among them."""
+    return set(getattr(tokenizer, "all_special_ids", ()) or ())
+
+
 class VocabIndex:
     """Each token's folded text after a word (`gap` False) and after a break (`gap` True),
-    sorted per case so that "the tokens whose folded text begins with X" is one slice."""
+    sorted per case so that "the tokens whose folded text begins with X" is one slice.
 
-    def __init__(self, pieces: list[bytes]):
+    The tokens in `breaks` (the special tokens: the end token, a turn's end) write no text
+    but end the word before them: "Cher" then the end token names Cher, as "Cher." does.
+    """
+
+    def __init__(self, pieces: list[bytes], breaks: set[int] | frozenset[int] = frozenset()):
         self.pieces = pieces
         size = len(pieces)
         self.clean = np.zeros(size, dtype=bool)  # decodes alone (not part of a character)
         self.emit: tuple[list[tuple[str, bool]], list[tuple[str, bool]]] = ([], [])
-        for piece in pieces:
+        for token_id, piece in enumerate(pieces):
             try:
-                text = piece.decode("utf-8")
+                text = " " if token_id in breaks else piece.decode("utf-8")
                 ok = True
             except UnicodeDecodeError:
                 text, ok = "", False

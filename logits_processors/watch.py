@@ -29,7 +29,8 @@ from logits_processors.watch_automaton import FoldedAutomaton
 # has not sent the answer yet replaces the answer whole with the refusal.
 REFUSAL = "I'm sorry, I can't share information about that."
 TRIP_NOTE = "\n\n" + REFUSAL
-# Names this short match only as whole words: "Cher" names nobody in "Cherokee".
+# Names this short match only as whole words: "Cher" names nobody in "Cherokee". "Cher's"
+# and "Chers" are the whole word too (the apostrophe joins: "cher's" reads "chers").
 WHOLE_WORD_BELOW = 5
 PROMPT_TAIL_TOKENS = 32
 MAX_CACHED = 1 << 18
@@ -108,7 +109,10 @@ def watch_patterns(phrases: list[str], refuse: bool) -> list[tuple[str, bool]]:
     for phrase in phrases:
         for pattern in phrase_patterns(phrase):
             letters = len(pattern.replace(BREAK, ""))
-            out.append((pattern + BREAK if letters < WHOLE_WORD_BELOW else pattern, refuse))
+            if letters < WHOLE_WORD_BELOW:
+                out += [(pattern + BREAK, refuse), (pattern + "s" + BREAK, refuse)]
+            else:
+                out.append((pattern, refuse))
     return out
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from logits_processors.reader import CompiledReader, open_reader
-from logits_processors.vocab import VocabIndex, index_path, token_bytes
+from logits_processors.vocab import VocabIndex, index_path, special_ids, token_bytes
 from logits_processors.watch import TripNote, Watch, WatchRow, watch_patterns
 from logits_processors.watch_automaton import FoldedAutomaton
 
@@ -101,7 +101,7 @@ def build_vocabulary(tokenizer_dir: str, trust_remote_code: bool = False):
     tokenizer: Any = AutoTokenizer.from_pretrained(
         tokenizer_dir, trust_remote_code=trust_remote_code
     )
-    return VocabIndex(token_bytes(tokenizer)), TripNote.of(tokenizer).ids
+    return VocabIndex(token_bytes(tokenizer), special_ids(tokenizer)), TripNote.of(tokenizer).ids
 
 
 def prepare_vocabulary(tokenizer_dir: str, cache: Path, trust_remote_code: bool = False) -> Path:

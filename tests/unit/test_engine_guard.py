@@ -582,6 +582,23 @@ def test_an_answer_that_ends_by_itself_after_a_name_s_first_words_is_sent_whole(
     assert whole.token_ids == ids and whole.text == "See you in New York."
 
 
+@pytest.mark.parametrize("kind", [RequestOutputKind.FINAL_ONLY, RequestOutputKind.DELTA])
+@pytest.mark.parametrize("stop", ["Row", "Rowl", " Row"])
+def test_a_stop_string_that_writes_part_of_a_name_is_not_reported(tokenizer, reader, kind, stop):
+    """vLLM leaves the stop string out of the text but reports it as `stop_reason`: stopped
+    at "Row" after "J. K. ", the client would read the name's start there."""
+    ids = tokenizer.encode("The books were written by J. K. ")
+    outputs = per_token(tokenizer, ids) if kind == RequestOutputKind.DELTA else []
+    outputs = outputs or [completion(tokenizer, ids, "stop")]
+    outputs[-1].stop_reason = stop
+    got, _ = answer_through(reader, outputs, kind, WRITER)
+    assert got[-1].finish_reason == "stop" and got[-1].stop_reason is None
+    (plain,), _ = answer_through(
+        reader, [completion(tokenizer, ids, "stop", stop=" the")], RequestOutputKind.FINAL_ONLY
+    )
+    assert plain.stop_reason == " the"  # a stop string that writes no name is reported
+
+
 class FakeBeamServing(BeamSearchOnlineMixin):
     """A vLLM serving object whose beam search decoded these beams itself."""
 

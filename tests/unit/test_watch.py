@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from logits_processors.fold import fold, phrase_patterns
-from logits_processors.vocab import VocabIndex, token_bytes
+from logits_processors.vocab import VocabIndex, special_ids, token_bytes
 from logits_processors.watch import REFUSAL, TRIP_NOTE, TripNote, Watch, WatchRow, watch_patterns
 from logits_processors.watch_automaton import FoldedAutomaton
 
@@ -28,7 +28,8 @@ def tokenizer(model_dir):
 def watch(tokenizer):
     patterns = [p for name, refuse in NAMES.items() for p in watch_patterns([name], refuse)]
     note = TripNote.of(tokenizer).ids
-    return Watch(FoldedAutomaton(patterns), VocabIndex(token_bytes(tokenizer)), note)
+    vocab = VocabIndex(token_bytes(tokenizer), special_ids(tokenizer))
+    return Watch(FoldedAutomaton(patterns), vocab, note)
 
 
 def random_split(tokenizer, text: str, rng: random.Random) -> list[int]:
@@ -106,6 +107,26 @@ def test_a_short_name_is_matched_as_a_whole_word_only(tokenizer, watch):
     assert first_banned(watch, [], tokenizer.encode("Cherokee and cherries")) is None
     stopped = first_banned(watch, [], tokenizer.encode("I like Cher and Sonny"))
     assert stopped is not None and "Cher" in tokenizer.decode(tokenizer.encode("I like Cher"))
+
+
+@pytest.mark.parametrize("end", ["eos", "im_end"])
+def test_a_short_name_cannot_end_an_answer_by_the_end_token(tokenizer, watch, end):
+    """ "Cher" then the end token names Cher as "Cher." does: the end token is banned there
+    (an answer that ended on a short name was sent whole: the name wanted a break after it)."""
+    token = (
+        tokenizer.eos_token_id if end == "eos" else tokenizer.convert_tokens_to_ids("<|im_end|>")
+    )
+    assert token in special_ids(tokenizer)
+    for text in ("She is Cher", "She is Cher.", "She is CHER"):
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        assert first_banned(watch, [], [*ids, token]) == len(ids), text
+    ids = tokenizer.encode("She loves cherries", add_special_tokens=False)
+    assert first_banned(watch, [], [*ids, token]) is None
+
+
+@pytest.mark.parametrize("text", ["Cher's songs", "Cher’s songs", "Chers sang"])
+def test_a_short_name_with_an_s_after_it_is_the_name(tokenizer, watch, text):
+    assert first_banned(watch, [], tokenizer.encode(text, add_special_tokens=False)) is not None
 
 
 def test_act_trips_a_row_whose_model_chooses_a_refused_name_and_forces_the_note(tokenizer, watch):
