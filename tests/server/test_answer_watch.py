@@ -5,6 +5,8 @@ it makes the unguarded server write the name."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -372,3 +374,26 @@ def test_a_beam_cut_inside_a_name_ends_before_it(route, client, unguarded_beams,
     assert begun, f"no beam begins the name unguarded: {unguarded_beams[route]}"
     shown = beams_after(client, BEGUN, route)
     assert shown and not any(named(b, "K. Row") for b in shown), shown
+
+
+@pytest.mark.parametrize("route", ["completions", "chat"])
+def test_a_stop_string_that_begins_a_name_is_not_reported(route, client, server, targets):
+    """A client forces " Row" after "J. K." (logit_bias) and stops there: vLLM leaves the stop
+    string out of the text but reports it as `stop_reason`, which would show the name's
+    start. It is not reported, on any route."""
+    extra = {"temperature": 0, "max_tokens": 4, "stop": [" Row"]}
+    extra["extra_body"] = {"logit_bias": bias_for(server, " Row")}
+    if route == "completions":
+        raw = client.completions.with_raw_response.create(model=MODEL, prompt=BEGUN, **extra)
+    else:
+        messages = [
+            {"role": "user", "content": "Name a famous author."},
+            {"role": "assistant", "content": BEGUN},
+        ]
+        extra["extra_body"] |= {"continue_final_message": True, "add_generation_prompt": False}
+        raw = client.chat.completions.with_raw_response.create(
+            model=MODEL, messages=messages, **extra
+        )
+    choice = raw.parse().choices[0]
+    assert choice.finish_reason == "stop"
+    assert "Row" not in json.dumps(raw.http_response.json()), raw.http_response.text
