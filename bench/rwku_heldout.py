@@ -197,3 +197,62 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def _write(name: str, results: dict[str, Any]) -> None:
     out = report.out_dir(name)
     (out / "heldout.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    (out / "heldout.md").write_text(markdown(results))
+
+
+COLUMNS = (
+    ("forget FB", "forget_fb"),
+    ("forget QA", "forget_qa"),
+    ("forget AA", "forget_aa"),
+    ("neighbour FB", "neighbor_fb"),
+    ("neighbour QA", "neighbor_qa"),
+)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """Every person's row, the pooled row and the batch: each group's ratio after/before with
+    its recall before (probes' worth), MMLU's change, the step kept and the training time."""
+    head = [
+        "unit",
+        *(c for c, _ in COLUMNS),
+        "MMLU (points)",
+        "declined (of 50)",
+        "step",
+        "train s",
+    ]
+    lines = [
+        f"Command: `{results.get('command', '')}`",
+        "",
+        f"Recipe: `{results['recipe']['preset']}`; early stopping {results.get('early_stop')}.",
+        "A cell is recall after over before, pooled as sums; in brackets the recall before, in "
+        "probes' worth. Goal: forget <= 0.5, neighbours >= 0.9, MMLU within 2 points.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    units = [(str(r["target"]), r) for r in results["rows"]]
+    if "pooled" in results:
+        units.append(
+            ("pooled: " + ", ".join(map(str, results["pooled"]["targets"])), results["pooled"])
+        )
+    if "batch" in results:
+        units.append(("one adapter: " + _span(results["batch"]["targets"]), results["batch"]))
+    for label, r in units:
+        cells = [label]
+        for _, group in COLUMNS:
+            ratio = r.get(f"{group}_ratio")
+            shown = "-" if ratio is None else f"{ratio:.2f}"
+            cells.append(f"{shown} ({r.get(f'{group}_before', 0):.1f})")
+        declined = [r.get(f"fluency_refused_{w}") for w in ("before", "after")]
+        cells.append(f"{r['mmlu_delta']:+.1f}")
+        cells.append(
+            "-" if None in declined else f"{50 * declined[0]:.0f} -> {50 * declined[1]:.0f}"
+        )
+        cells += [str(r.get("best_step", "")), f"{r['train_s']:.0f}" if "train_s" in r else ""]
+        cells.append("met" if r.get("meets_goal") else "missed")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _span(numbers: list[int]) -> str:
+    return f"{min(numbers)}-{max(numbers)}" if numbers else ""

@@ -95,3 +95,19 @@ def test_mmlu_questions_are_spread_over_the_pool_not_its_first_subjects(tmp_path
     subjects = {prefix.split("about ")[1].split(".")[0] for prefix, _ in lm.asked}
     assert len(subjects) == 10  # every subject, two questions each
     assert got["mmlu"] == pytest.approx(sum(q["answer"] == 0 for q in pool[::5]) / 20)
+
+
+def test_the_table_shows_every_person_the_pool_and_the_batch():
+    from bench.rwku_heldout import markdown
+
+    one = {f"{g}_ratio": 0.4 for g in FILES} | {f"{g}_before": 2.0 for g in FILES}
+    one |= {"mmlu_delta": -0.3, "fluency_refused_before": 0.04, "fluency_refused_after": 0.1}
+    results = {
+        "recipe": {"preset": "idk-kl-early-stop"},
+        "rows": [{"target": 11, **one, "best_step": 40, "train_s": 300.0, "meets_goal": True}],
+        "pooled": {**one, "targets": [11], "meets_goal": True},
+        "batch": {**one, "targets": list(range(11, 21)), "meets_goal": False},
+    }
+    table = markdown(results)
+    assert "| 11 | 0.40 (2.0) |" in table and "2 -> 5" in table and "| 40 | 300 | met |" in table
+    assert "pooled: 11" in table and "one adapter: 11-20" in table and "missed" in table
