@@ -219,6 +219,7 @@ def markdown(results: dict[str, Any]) -> str:
         "declined (of 50)",
         "step",
         "train s",
+        "goal",
     ]
     lines = [
         f"Command: `{results.get('command', '')}`",

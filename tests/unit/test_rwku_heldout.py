@@ -110,4 +110,5 @@ def test_the_table_shows_every_person_the_pool_and_the_batch():
     }
     table = markdown(results)
     assert "| 11 | 0.40 (2.0) |" in table and "2 -> 5" in table and "| 40 | 300 | met |" in table
+    assert table.count("| goal |") == 1
     assert "pooled: 11" in table and "one adapter: 11-20" in table and "missed" in table
