@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from bench import report
@@ -105,6 +106,10 @@ def row(units: list[list[Path]], before: list[dict], after: list[dict]) -> dict[
         for when, scores in (("before", pooled(before)), ("after", pooled(after))):
             out[f"{group}_{when}"] = round(sum(p["recall"] for p in scores["probes"][group]), 3)
         out[f"{group}_probes"] = len(pooled(before)["probes"][group])
+        out[f"{group}_ratio_ci"] = ratio_interval(
+            [p["recall"] for p in pooled(before)["probes"][group]],
+            [p["recall"] for p in pooled(after)["probes"][group]],
+        )
     out["mmlu_delta"] = _mean_change(before, after, "utility", "mmlu", 100)
     out["mmlu_questions"] = after[0]["utility"]["mmlu_questions"]
     for part, key in UTILITY_KEPT:  # each unit's value before and after, averaged over units
@@ -114,6 +119,21 @@ def row(units: list[list[Path]], before: list[dict], after: list[dict]) -> dict[
         out["mia_auc_loss_ci_after"] = after[0]["mia"]["mia_auc_loss_ci"]
         out["mia_texts"] = after[0]["mia"]["mia_texts"]
     return out
+
+
+def ratio_interval(
+    before: list[float], after: list[float], resamples: int = 2000
+) -> list[float] | None:
+    """A 95% percentile bootstrap interval of sum(after) / sum(before), the probes resampled
+    in pairs (a fixed seed: a rerun gives the same interval); None without recall before.
+    With a few probes' worth of recall before, it is wide: that is the point of showing it."""
+    b, a = np.asarray(before, float), np.asarray(after, float)
+    if not b.sum():
+        return None
+    picks = np.random.default_rng(0).integers(0, len(b), (resamples, len(b)))
+    sums = b[picks].sum(axis=1)
+    ratios = a[picks].sum(axis=1)[sums > 0] / sums[sums > 0]
+    return [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]
 
 
 def _mean_change(before: list[dict], after: list[dict], part: str, key: str, scale: float) -> float:
@@ -225,8 +245,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"Command: `{results.get('command', '')}`",
         "",
         f"Recipe: `{results['recipe']['preset']}`; early stopping {results.get('early_stop')}.",
-        "A cell is recall after over before, pooled as sums; in brackets the recall before, in "
-        "probes' worth. Goal: forget <= 0.5, neighbours >= 0.9, MMLU within 2 points.",
+        "A cell is recall after over before, pooled as sums, with its 95% bootstrap interval over "
+        "the probes; in brackets the recall before, in probes' worth. Goal: forget <= 0.5, "
+        "neighbours >= 0.9, MMLU within 2 points.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -243,6 +264,8 @@ def markdown(results: dict[str, Any]) -> str:
         for _, group in COLUMNS:
             ratio = r.get(f"{group}_ratio")
             shown = "-" if ratio is None else f"{ratio:.2f}"
+            ci = r.get(f"{group}_ratio_ci")
+            shown += f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
             cells.append(f"{shown} ({r.get(f'{group}_before', 0):.1f})")
         declined = [r.get(f"fluency_refused_{w}") for w in ("before", "after")]
         cells.append(f"{r['mmlu_delta']:+.1f}")

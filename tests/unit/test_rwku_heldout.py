@@ -112,3 +112,13 @@ def test_the_table_shows_every_person_the_pool_and_the_batch():
     assert "| 11 | 0.40 (2.0) |" in table and "2 -> 5" in table and "| 40 | 300 | met |" in table
     assert table.count("| goal |") == 1
     assert "pooled: 11" in table and "one adapter: 11-20" in table and "missed" in table
+
+
+def test_a_ratio_s_interval_holds_it_and_widens_with_fewer_probes():
+    from bench.rwku_heldout import ratio_interval
+
+    many = ratio_interval([1.0] * 40, [1.0] * 10 + [0.0] * 30)
+    few = ratio_interval([1.0] * 4, [1.0] + [0.0] * 3)
+    assert many[0] < 0.25 < many[1] and few[0] < 0.25 < few[1]
+    assert few[1] - few[0] > many[1] - many[0]
+    assert ratio_interval([0.0, 0.0], [0.0, 1.0]) is None  # no recall before: no ratio
