@@ -122,3 +122,23 @@ def test_a_ratio_s_interval_holds_it_and_widens_with_fewer_probes():
     assert many[0] < 0.25 < many[1] and few[0] < 0.25 < few[1]
     assert few[1] - few[0] > many[1] - many[0]
     assert ratio_interval([0.0, 0.0], [0.0, 1.0]) is None  # no recall before: no ratio
+
+
+def _child_peak(_):
+    from bench.rwku_adapters import peak_rss_gib
+
+    return peak_rss_gib()
+
+
+def test_a_training_process_reports_its_own_peak_memory_not_its_parent_s():
+    """Linux keeps ru_maxrss across execve: a spawned child reported its parent's peak."""
+    import multiprocessing
+
+    from bench.rwku_adapters import peak_rss_gib
+
+    held = bytearray(600 * 2**20)
+    for i in range(0, len(held), 4096):
+        held[i] = 1
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        child = pool.apply(_child_peak, (0,))
+    assert peak_rss_gib() > 0.55 and child < peak_rss_gib() - 0.4, (child, peak_rss_gib())
