@@ -151,9 +151,14 @@ def resolve_model(model: str | None) -> str:
 
 
 def judged(
-    method, values: dict[str, Any], spec: dict[str, Any], model_dir: str, every, patience, args
-):
-    """Early stopping for `spec` (`monitor.spec_monitor`), and the spec to train on."""
+    method: Any,
+    values: dict[str, Any],
+    spec: dict[str, Any],
+    model_dir: str,
+    stop: tuple[int, int, float],
+) -> tuple[Any, dict[str, Any]]:
+    """Early stopping for `spec` (`monitor.spec_monitor`), judged every `stop[0]` steps with
+    patience `stop[1]` and loss tolerance `stop[2]`, and the spec to train on."""
     from functools import partial
 
     from transformers import AutoTokenizer
@@ -164,7 +169,8 @@ def judged(
     answer = method.from_overrides(values).good_answer
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     everyday = partial(everyday_texts, model_dir)
-    monitor, spec = spec_monitor(method.name, answer, spec, tokenizer, everyday, args.tolerance)
+    every, patience, tolerance = stop
+    monitor, spec = spec_monitor(method.name, answer, spec, tokenizer, everyday, tolerance)
     return EarlyStop(monitor, every, patience), spec
 
 
@@ -193,7 +199,8 @@ def main(argv: list[str] | None = None) -> None:
         values = dataclasses.asdict(config)
         early_stop = None
         if every:
-            early_stop, spec = judged(method, values, spec, model_dir, every, patience, args)
+            stop_at = (every, patience, args.tolerance)
+            early_stop, spec = judged(method, values, spec, model_dir, stop_at)
     except ValueError as exc:
         parser.error(str(exc))
     from guard_server.unlearn.trainer import OtherRunCheckpoint, train
