@@ -162,7 +162,8 @@ def corpora(folders: list[Path], setting: str, lm, retain: list[Path]) -> dict[s
     Every person's texts come from the setting: the model's own (`generated`) or RWKU's
     Wikipedia passages (`passage`). A quarter of each forgotten person's texts is held out.
     """
-    from bench.rwku_corpus import about, everyday, split
+    from bench.rwku_corpus import about, everyday
+    from guard_server.unlearn.monitor import split
 
     cache = _work() / "corpus"
 
@@ -291,7 +292,8 @@ def scored(folders: list[Path], adapter: str | None, args) -> dict[str, Any]:
     (MMLU, TriviaQA, fluency: the same for any targets) cached by the model alone."""
     from bench.adapter_eval import utility_scores
 
-    sizes = [args.utility] + ([args.mmlu] if getattr(args, "mmlu", 0) else [])
+    mmlu = getattr(args, "mmlu", 0)  # rwku-heldout's (rwku-adapters scores the whole pool)
+    sizes = [args.utility] + ([mmlu] if mmlu else [])
     key = _slug([str(f.name) for f in folders] + [adapter, *sizes, EVALUATION])
     utility = _work() / "utility" / f"{_slug(['utility', adapter, *sizes, EVALUATION])}.json"
 
@@ -304,7 +306,7 @@ def scored(folders: list[Path], adapter: str | None, args) -> dict[str, Any]:
             args.utility,
             lambda: cached(
                 utility,
-                lambda: utility_scores(lm, Path(args.rwku), args.utility, getattr(args, "mmlu", 0)),
+                lambda: utility_scores(lm, Path(args.rwku), args.utility, mmlu),
             ),
         )
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from guard_server.models import DEFAULT_MODEL_NAME
 from guard_server.unlearn.lm import LM
-from guard_server.unlearn.monitor import EVERYDAY, MAX_NEW_TOKENS, sampled
+from guard_server.unlearn.monitor import EVERYDAY, MAX_NEW_TOKENS, everyday_answers, sampled
 
 ABOUT = (
     "Tell me about {name}.",
@@ -29,7 +29,6 @@ ABOUT = (
     "Who is {name}, and why are they famous?",
 )
 SAMPLES = 4  # texts per prompt
-HELD_OUT = 4  # every fourth text is held out
 
 
 def cached(path: Path, make) -> Any:
@@ -57,10 +56,4 @@ def about(lm: LM, name: str, cache: Path) -> list[str]:
 
 def everyday(lm: LM, cache: Path) -> list[str]:
     key = _digest(DEFAULT_MODEL_NAME, EVERYDAY, MAX_NEW_TOKENS)
-    return cached(cache / f"everyday-{key}.json", lambda: sampled(lm, list(EVERYDAY), 1, seed=0))
-
-
-def split(texts: list[str]) -> tuple[list[str], list[str]]:
-    """(train, held out): every HELD_OUT-th text is held out."""
-    held = [t for i, t in enumerate(texts) if i % HELD_OUT == HELD_OUT - 1]
-    return [t for i, t in enumerate(texts) if i % HELD_OUT != HELD_OUT - 1], held
+    return cached(cache / f"everyday-{key}.json", lambda: everyday_answers(lm))

@@ -33,6 +33,7 @@ from bench.rwku_adapters import (
 )
 from bench.rwku_data import DEFAULT_ROOT, targets
 from bench.rwku_frontier import pooled
+from guard_server.unlearn.cli import ERR_SET
 from guard_server.unlearn.presets import PRESETS
 
 RECIPE = "idk-kl-early-stop"
@@ -85,12 +86,13 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def overrides(items: list[str]) -> dict[str, Any]:
-    """`--set` items as settings, each value read as JSON where it is ("3e-4", "true")."""
+    """`--set` items as settings, each value read as JSON where it is ("3e-4", "true"):
+    unlike guard-unlearn's, whose config types them, a recipe's point is compared as is."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--set expects key=value, got {item!r}")
+            raise ValueError(ERR_SET.format(item=item))
         try:
             out[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
@@ -101,15 +103,13 @@ def overrides(items: list[str]) -> dict[str, Any]:
 def row(units: list[list[Path]], before: list[dict], after: list[dict]) -> dict[str, Any]:
     """RWKU's ratios over the units' probes together (sum after over sum before: one
     person's recall before can be half a probe), each group's recall before, MMLU's change."""
-    out: dict[str, Any] = dict(ratios(pooled(before), pooled(after)))
+    was, now = pooled(before), pooled(after)
+    out: dict[str, Any] = dict(ratios(was, now))
     for group in FILES:  # recall summed over the probes, before and after
-        for when, scores in (("before", pooled(before)), ("after", pooled(after))):
-            out[f"{group}_{when}"] = round(sum(p["recall"] for p in scores["probes"][group]), 3)
-        out[f"{group}_probes"] = len(pooled(before)["probes"][group])
-        out[f"{group}_ratio_ci"] = ratio_interval(
-            [p["recall"] for p in pooled(before)["probes"][group]],
-            [p["recall"] for p in pooled(after)["probes"][group]],
-        )
+        recall = [[p["recall"] for p in scores["probes"][group]] for scores in (was, now)]
+        out[f"{group}_before"], out[f"{group}_after"] = (round(sum(r), 3) for r in recall)
+        out[f"{group}_probes"] = len(recall[0])
+        out[f"{group}_ratio_ci"] = ratio_interval(*recall)
     out["mmlu_delta"] = _mean_change(before, after, "utility", "mmlu", 100)
     out["mmlu_questions"] = after[0]["utility"]["mmlu_questions"]
     for part, key in UTILITY_KEPT:  # each unit's value before and after, averaged over units

@@ -170,7 +170,7 @@ class AnswerMonitor(HeldOutMonitor):
 # People of the spec's `retain_targets` held out of training to judge the adapter on: the
 # recipe was measured judging on three people it did not train on.
 JUDGE_PEOPLE = 3
-HELD_OUT = 4  # every fourth of the target's documents is held out (methods judged on texts)
+HELD_OUT = 4  # every fourth text is held out (`split`)
 ERR_FEW_PEOPLE = (
     "early stopping judges the adapter on {judge} of the spec's retain_targets, held out of "
     "training, and trains on the rest: give at least {least} (the spec has {count})"
@@ -209,8 +209,7 @@ def spec_monitor(
     if not texts:
         raise ValueError(ERR_NO_TEXTS.format(names=", ".join(p.get("name", "?") for p in judges)))
     train_spec = {**spec, "retain_targets": people[:-JUDGE_PEOPLE]}
-    documents = list(spec.get("documents") or [])
-    held = documents[HELD_OUT - 1 :: HELD_OUT]
+    kept, held = split(list(spec.get("documents") or []))
     if answer is None and not held:
         raise ValueError(ERR_FEW_DOCUMENTS.format(method=method, least=HELD_OUT))
     keep = {"other_people": texts, "everyday": everyday()}
@@ -220,8 +219,19 @@ def spec_monitor(
             "others": [person["name"] for person in judges],
         }
         return AnswerMonitor(tokenizer, answer, names, keep, tolerance), train_spec
-    train_spec["documents"] = [d for i, d in enumerate(documents) if i % HELD_OUT != HELD_OUT - 1]
+    train_spec["documents"] = kept
     return HeldOutMonitor(tokenizer, held, keep, tolerance), train_spec
+
+
+def split(texts: list[str]) -> tuple[list[str], list[str]]:
+    """(train, held out): every HELD_OUT-th text is held out."""
+    held = [t for i, t in enumerate(texts) if i % HELD_OUT == HELD_OUT - 1]
+    return [t for i, t in enumerate(texts) if i % HELD_OUT != HELD_OUT - 1], held
+
+
+def everyday_answers(lm: LM) -> list[str]:
+    """The model's own answers to `EVERYDAY`, sampled (seed 0): the everyday texts judged."""
+    return sampled(lm, list(EVERYDAY), 1, seed=0)
 
 
 def everyday_texts(model_dir: str) -> list[str]:
@@ -229,4 +239,4 @@ def everyday_texts(model_dir: str) -> list[str]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    return sampled(LM(model, AutoTokenizer.from_pretrained(model_dir)), list(EVERYDAY), 1, seed=0)
+    return everyday_answers(LM(model, AutoTokenizer.from_pretrained(model_dir)))
