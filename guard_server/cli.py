@@ -190,12 +190,14 @@ def serve(argv: list[str]) -> None:
 
     from guard_server.server import run_server
     from guard_server.store import open_store
+    from guard_server.surface import refuse_response_store
     from logits_processors.lifeline import SERVER_PID_ENV, server_pid_value
     from logits_processors.location import absolute
     from logits_processors.snapshot import SNAPSHOT_DB_ENV
     from logits_processors.watcher import WATCH_VOCAB_ENV, prepare_vocabulary
 
     cli_env_setup()
+    refuse_response_store(os.environ)
     args = finalize_args(make_parser().parse_args(argv))
     if args.embedded_model:
         # The embedded default is on disk; a model named by its hub id is fetched as

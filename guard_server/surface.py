@@ -9,6 +9,7 @@ checked it and written its test (`tests/server/test_every_route.py`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from fastapi.routing import APIRoute
@@ -48,9 +49,30 @@ NO_ENGINE_ROUTES = frozenset(
         "/v1/responses/{response_id}/cancel",
     }
 )
+# Read-only routes someone has checked: they describe the server and its models, and none
+# returns text the model wrote. `/v1/responses/{response_id}` returns a stored response, and
+# none is stored (`refuse_response_store`): one stored before its target was forgotten would
+# be served after it.
+READ_ROUTES = frozenset(
+    {
+        "/openapi.json",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        "/load",
+        "/version",
+        "/kv_event_sources",
+        "/health",
+        "/metrics",
+        "/v1/models",
+        "/ping",
+        "/v1/responses/{response_id}",
+    }
+)
 # The guard's own admin API (admin key, never the client API key).
 ADMIN_PREFIXES = ("/v1/forget-targets", "/v1/adapters")
-_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_READ_METHODS = frozenset({"GET", "HEAD"})
+RESPONSE_STORE_ENV = "VLLM_ENABLE_RESPONSES_API_STORE"
 ADMIN_HEADER = "x-guard-admin-key"
 
 
@@ -63,19 +85,31 @@ CHECKED_MOUNTS = frozenset({"/metrics"})
 
 
 def checked(route: object) -> bool:
-    """Whether a route may be served: a read-only route, the admin API, or a checked one.
-    Anything else is not served: websockets, mounts nobody checked (a sub-application's
-    routes are not listed here), and a route declared without methods (it answers every
-    method)."""
+    """Whether a route may be served: the admin API, or a route listed as checked for its
+    methods (a read route for GET and HEAD). Anything else is not served: websockets, mounts
+    nobody checked (a sub-application's routes are not listed here), a route declared without
+    methods (it answers every method), and a GET route nobody listed (a GET can generate as
+    well as a POST)."""
     if isinstance(route, Mount):
         return route.path in CHECKED_MOUNTS
     if not isinstance(route, APIRoute | Route) or route.methods is None:
         return False
-    if not set(route.methods) - _SAFE_METHODS:
+    if is_admin_path(route.path):
         return True
-    return (
-        route.path in ENGINE_ROUTES or route.path in NO_ENGINE_ROUTES or is_admin_path(route.path)
-    )
+    if not set(route.methods) - _READ_METHODS:
+        return route.path in READ_ROUTES
+    return route.path in ENGINE_ROUTES or route.path in NO_ENGINE_ROUTES
+
+
+def refuse_response_store(environ: Mapping[str, str]) -> None:
+    """vLLM's store of Responses (`VLLM_ENABLE_RESPONSES_API_STORE=1`) keeps every answer in
+    memory and serves it again by id, screened by nobody: an answer stored before its target
+    was forgotten would be served after. The guard does not run with it."""
+    if environ.get(RESPONSE_STORE_ENV, "0").strip() not in ("", "0"):
+        raise SystemExit(
+            f"guard-server: {RESPONSE_STORE_ENV} must be unset or 0: stored responses are "
+            "served again by id after their target is forgotten, and kept only in memory"
+        )
 
 
 def restrict_routes(app: FastAPI) -> list[str]:

@@ -35,12 +35,12 @@ def test_every_served_route_that_can_reach_the_engine_is_checked(vllm_app):
     unchecked = [r for r in app.router.routes if not surface.checked(r)]
     assert unchecked == []
     for path, method in served(app):
-        if method not in ("GET", "HEAD", "OPTIONS"):
-            assert (
-                path in surface.ENGINE_ROUTES
-                or path in surface.NO_ENGINE_ROUTES
-                or surface.is_admin_path(path)
-            ), path
+        if surface.is_admin_path(path):
+            continue
+        if method in ("GET", "HEAD"):
+            assert path in surface.READ_ROUTES, path
+        else:
+            assert path in surface.ENGINE_ROUTES or path in surface.NO_ENGINE_ROUTES, path
     # vLLM serves these; nobody has checked that the guard screens them, so they go.
     for gone in ("/scale_elastic_ep", "/v1/systemone", "/inference/v1/generate"):
         assert gone not in {p for p, _ in served(app)}
@@ -50,6 +50,37 @@ def test_the_checked_table_names_routes_vllm_really_has(vllm_app):
     _, app, _ = vllm_app
     posts = {p for p, m in served(app) if m == "POST"}
     assert posts >= (surface.ENGINE_ROUTES | surface.NO_ENGINE_ROUTES)
+    gets = {r.path for r in app.router.routes if "GET" in (getattr(r, "methods", None) or ())}
+    assert gets >= surface.READ_ROUTES
+
+
+def test_a_get_route_a_later_vllm_adds_is_not_served():
+    """A GET can make the model speak as well as a POST ("GET /v1/generate?prompt=...")."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/v1/generate")
+    async def generate(prompt: str):  # pragma: no cover - must never be reachable
+        return {}
+
+    @app.get("/v1/models")
+    async def models():  # pragma: no cover - never called here
+        return {}
+
+    assert surface.restrict_routes(app) == ["/v1/generate"]
+
+
+def test_the_guard_does_not_run_with_a_store_that_serves_old_answers(monkeypatch, capsys):
+    """A Responses store serves an answer again by id, after its target was forgotten."""
+    from guard_server.cli import main
+
+    monkeypatch.setenv(surface.RESPONSE_STORE_ENV, "1")
+    with pytest.raises(SystemExit) as stopped:
+        main(["serve"])
+    assert surface.RESPONSE_STORE_ENV in str(stopped.value.code)
+    surface.refuse_response_store({surface.RESPONSE_STORE_ENV: "0"})
+    surface.refuse_response_store({})
 
 
 def test_a_route_a_later_vllm_adds_is_not_served(vllm_app):
