@@ -144,6 +144,31 @@ def phrase_patterns(phrase: str) -> list[str]:
     return patterns
 
 
+SPELLED_PIECES = 4  # a phrase of more pieces is looked for spelled out whole only
+
+
+def spelled_patterns(phrase: str) -> list[str]:
+    """What the watch looks for to find `phrase` spelled out letter by letter, in some of its
+    pieces or all ("R o w l i n g", "H, a, r, r, y", a list of letters in JSON): each
+    spelled piece's letters apart ("J.K. R o w l i n g": " j k r o w i i n g"). Spelled
+    letters are words of one letter, which is how the fold reads them."""
+    pieces = _pieces(phrase)
+    spellable = [i for i, piece in enumerate(pieces) if len(piece) > 1]
+    if not spellable:
+        return []
+    if len(pieces) > SPELLED_PIECES:
+        choices = [set(spellable)]
+    else:
+        choices = [
+            {i for bit, i in enumerate(spellable) if mask >> bit & 1}
+            for mask in range(1, 1 << len(spellable))
+        ]
+    return [
+        BREAK + BREAK.join(BREAK.join(p) if i in chosen else p for i, p in enumerate(pieces))
+        for chosen in choices
+    ]
+
+
 def _pieces(phrase: str) -> list[str]:
     """The runs of letters of a phrase, split at every joiner and break."""
     pieces, current = [], []

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from logits_processors.automaton import EMPTY
-from logits_processors.fold import BREAK, Folder, phrase_patterns
+from logits_processors.fold import BREAK, Folder, phrase_patterns, spelled_patterns
 from logits_processors.vocab import VocabIndex
 from logits_processors.watch_automaton import FoldedAutomaton
 
@@ -104,10 +104,11 @@ def spare_special_token(tokenizer: Any) -> int | None:
 
 
 def watch_patterns(phrases: list[str], refuse: bool) -> list[tuple[str, bool]]:
-    """The folded patterns of a target's names (`phrase_patterns`), with its policy."""
+    """The folded patterns of a target's names (`phrase_patterns`), spelled out too
+    (`spelled_patterns`), with its policy."""
     out = []
     for phrase in phrases:
-        for pattern in phrase_patterns(phrase):
+        for pattern in phrase_patterns(phrase) + spelled_patterns(phrase):
             letters = len(pattern.replace(BREAK, ""))
             if letters < WHOLE_WORD_BELOW:
                 out += [(pattern + BREAK, refuse), (pattern + "s" + BREAK, refuse)]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from logits_processors.fold import fold, phrase_patterns
+from logits_processors.fold import fold, phrase_patterns, spelled_patterns
 from logits_processors.vocab import VocabIndex, special_ids, token_bytes
 from logits_processors.watch import REFUSAL, TRIP_NOTE, TripNote, Watch, WatchRow, watch_patterns
 from logits_processors.watch_automaton import FoldedAutomaton
@@ -69,6 +69,13 @@ DISGUISES = [
     "Meet HarryPotter today",
     "Meet 𝐇𝐚𝐫𝐫𝐲 𝐏𝐨𝐭𝐭𝐞𝐫 today",
     "written by J.K. Row1ing",
+    # spelled out, letter by letter
+    "written by J. K. R o w l i n g.",
+    "written by J K R O W L I N G",
+    "Meet H a r r y  P o t t e r today",
+    "Meet Harry P-o-t-t-e-r today",
+    'The school: ["H", "o", "g", "w", "a", "r", "t", "s"]',
+    "The school is H, o, g, w, a, r, t, s.",
 ]
 
 
@@ -95,6 +102,7 @@ def test_a_name_begun_in_the_prompt_cannot_be_ended_in_the_answer(tokenizer, wat
         "Rowing is a sport; hog warts are a disease.",
         "The capital of France is Paris.",
         "Harry Styles and Emma Watson",
+        "Grades go A, B, C, D; the letters h o g are three.",
     ],
 )
 def test_text_that_names_no_target_is_never_banned(tokenizer, watch, text):
@@ -198,6 +206,13 @@ def test_a_phrase_is_looked_for_with_and_without_each_gap():
         fold("j k rowling"),
         fold("jkrowling"),
         fold("j krowling"),
+    }
+    assert set(spelled_patterns("J.K. Rowling")) == {fold("j k r o w l i n g")}
+    assert fold("J. K. R-o-w-l-i-n-g") in phrase_patterns("J.K. Rowling")  # joined
+    assert set(spelled_patterns("Harry Potter")) == {
+        fold("h a r r y potter"),
+        fold("harry p o t t e r"),
+        fold("h a r r y p o t t e r"),
     }
 
 
