@@ -66,7 +66,7 @@ class ForgetLogitsProcessorV2(LogitsProcessor):
             return False
         if state is not None:
             self.states[req_idx] = state
-        self.rows[req_idx] = WatchRow(output)
+        self.rows[req_idx] = WatchRow(output, bias=sampling_params.logit_bias or None)
         self._unread.add(req_idx)
         return True
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import codecs
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -34,6 +34,21 @@ TRIP_NOTE = "\n\n" + REFUSAL
 WHOLE_WORD_BELOW = 5
 PROMPT_TAIL_TOKENS = 32
 MAX_CACHED = 1 << 18
+# A name this far written ("J. K. Row": at least half its letters, and four) is being
+# written: a client's constraint that rules out every way to finish it is steering the
+# answer away from the name, and the answer trips as if the model had chosen it.
+STEERED_LETTERS = 4
+
+
+class Bans(NamedTuple):
+    """What the watch bans before a row's next token."""
+
+    tokens: np.ndarray  # every token that would complete a name
+    refused: np.ndarray  # those that complete a refused target's name
+    steered: np.ndarray  # those of them that finish a name already half written
+
+
+EMPTY_BANS = Bans(EMPTY, EMPTY, EMPTY)
 
 
 @dataclass(frozen=True)
@@ -130,6 +145,7 @@ class WatchRow:
     consumed: int = 0
     pending: bytes = b""  # the start of a character split between tokens
     trip_from: int = -1  # where the refusal note started (-1: not tripped)
+    bias: dict[int, float] | None = None  # the client's logit_bias, taken out of the choice
     decoder: codecs.IncrementalDecoder | None = field(default=None, repr=False)
 
     @property
@@ -156,7 +172,7 @@ class Watch:
         self.note = note
         self.generation = generation
         self._steps: dict[tuple[int, bool, int], tuple[int, bool, bool]] = {}
-        self._banned: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray]] = {}
+        self._banned: dict[tuple[int, bool], Bans] = {}
         self._whole = [self._whole_names(gap) for gap in (False, True)]
 
     def _whole_names(self, gap: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -225,14 +241,13 @@ class Watch:
         row.gap = folder.gap
         return named
 
-    def banned(self, row: WatchRow) -> tuple[np.ndarray, np.ndarray]:
-        """(tokens, refused tokens): the next tokens that would complete a name, and those
-        of them that complete the name of a refused target."""
+    def banned(self, row: WatchRow) -> Bans:
+        """The next tokens that would complete a name (`Bans`)."""
         if row.pending:
             return self._banned_split(row)
         return self.banned_at(row.node, row.gap)
 
-    def banned_at(self, node: int, gap: bool) -> tuple[np.ndarray, np.ndarray]:
+    def banned_at(self, node: int, gap: bool) -> Bans:
         found = self._banned.get((node, gap))
         if found is None:
             found = self._banned_at(node, gap)
@@ -240,28 +255,31 @@ class Watch:
                 self._banned[(node, gap)] = found
         return found
 
-    def _banned_at(self, node: int, gap: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _banned_at(self, node: int, gap: bool) -> Bans:
         whole, whole_refused = self._whole[gap]
-        found, refused = [whole], [whole_refused]
+        found, refused, steered = [whole], [whole_refused], [EMPTY]
         for start in self.automaton.chain(node):
-            for rest, refuse in self.automaton.rests(start):
+            written = self.automaton.letters_at(start)
+            for rest, refuse, letters in self.automaton.rests(start):
                 if len(rest) <= self.vocab.max_len:
                     ids = self.vocab.starting_with(gap, rest)
                     if len(ids):
                         found.append(ids)
                         if refuse:
                             refused.append(ids)
+                            if written >= max(STEERED_LETTERS, (letters + 1) // 2):
+                                steered.append(ids)
         if len(found) == 1:
-            return whole, whole_refused
-        return np.unique(np.concatenate(found)), np.unique(np.concatenate(refused))
+            return Bans(whole, whole_refused, EMPTY)
+        return Bans(*(np.unique(np.concatenate(ids)) for ids in (found, refused, steered)))
 
-    def _banned_split(self, row: WatchRow) -> tuple[np.ndarray, np.ndarray]:
+    def _banned_split(self, row: WatchRow) -> Bans:
         """While a character is split between tokens: try every token that may end it. Any
         other token ends it as U+FFFD, a word break. A name found this way is refused
         whatever its target's policy (the slow path does not track which name it was)."""
         node = row.node if row.gap else self.automaton.feed(row.node, BREAK)[0]
-        after_break, after_break_refused = self.banned_at(node, True)
-        found, refused = [after_break], [after_break_refused]
+        after_break = self.banned_at(node, True)
+        found, refused = [after_break.tokens], [after_break.refused]
         for token in self.vocab.partial.tolist():
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             decoder.setstate((row.pending, 0))
@@ -269,17 +287,18 @@ class Watch:
             if self.automaton.feed(row.node, text)[1]:
                 found.append(np.asarray([token], np.int64))
         refused.extend(found[1:])
-        return np.unique(np.concatenate(found)), np.unique(np.concatenate(refused))
+        return Bans(np.unique(np.concatenate(found)), np.unique(np.concatenate(refused)), EMPTY)
 
     def act(
         self, logits: torch.Tensor, rows: dict[int, WatchRow], skip: set[int]
     ) -> dict[int, tuple[int, np.ndarray]]:
         """One step of the watch over a batch: for each row it acts on (its logits row),
         the token it must write (-1: none) and the tokens it may not. A row whose next
-        token could complete a refused target's name, and whose model chooses such a
-        token, trips. Rows in `skip` (already refused) are not read."""
+        token could complete a refused target's name trips when its model chooses such a
+        token, or when a client's constraint steers it away from a name half written
+        (`_chooses`). Rows in `skip` (already refused) are not read."""
         acts: dict[int, tuple[int, np.ndarray]] = {}
-        choosing: list[tuple[int, WatchRow, np.ndarray]] = []
+        choosing: list[tuple[int, WatchRow, Bans]] = []
         for index, row in rows.items():
             if index in skip:
                 continue
@@ -288,16 +307,14 @@ class Watch:
             if row.tripped:
                 acts[index] = (self.forced(row), EMPTY)
                 continue
-            bans, refused = self.banned(row)
-            if len(bans):
-                acts[index] = (-1, bans)
-                if len(refused):
-                    choosing.append((index, row, refused))
+            bans = self.banned(row)
+            if len(bans.tokens):
+                acts[index] = (-1, bans.tokens)
+                if len(bans.refused):
+                    choosing.append((index, row, bans))
         if choosing:
-            tops = logits[[index for index, _, _ in choosing]].argmax(dim=1).tolist()
-            for (index, row, refused), top in zip(choosing, tops, strict=True):
-                at = int(np.searchsorted(refused, top))
-                if at < len(refused) and refused[at] == top:
+            for index, row, bans in choosing:
+                if _chooses(logits[index], row.bias, bans):
                     row.trip()
                     acts[index] = (self.forced(row), EMPTY)
         return acts
@@ -309,4 +326,22 @@ class Watch:
         return self.note[min(len(row.output) - row.trip_from, len(self.note) - 1)]
 
 
-EMPTY_BANS = (EMPTY, EMPTY)
+def _chooses(logits: torch.Tensor, bias: dict[int, float] | None, bans: Bans) -> bool:
+    """Whether a row's answer would complete a refused name: its top token is one, with the
+    client's logit_bias or without it (the model's own choice); or a way to finish a name it
+    has half written is ruled out (-inf: `bad_words`, `allowed_token_ids` or a grammar;
+    nothing of the model's own is -inf), so the client steers it off the name ("J. K. Row"
+    then "ley")."""
+    tops = [int(logits.argmax())]
+    if bias:
+        ids = torch.tensor(list(bias), dtype=torch.long, device=logits.device)
+        values = torch.tensor(list(bias.values()), dtype=logits.dtype, device=logits.device)
+        tops.append(int(logits.index_add(0, ids, -values).argmax()))
+    for top in tops:
+        at = int(np.searchsorted(bans.refused, top))
+        if at < len(bans.refused) and bans.refused[at] == top:
+            return True
+    if not len(bans.steered):
+        return False
+    steered = torch.from_numpy(bans.steered).to(logits.device)
+    return bool(torch.isneginf(logits[steered]).any())

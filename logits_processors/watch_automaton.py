@@ -11,6 +11,8 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable
 
+from logits_processors.fold import BREAK
+
 SHIFT = 7  # symbols are ASCII
 
 
@@ -25,6 +27,7 @@ class FoldedAutomaton:
         self.patterns: list[str] = sorted(policy)
         self.refuse: list[bool] = [policy[p] for p in self.patterns]
         self.max_len = max(map(len, self.patterns), default=0)
+        self.letters = array("i", [len(p.replace(BREAK, "")) for p in self.patterns])
         self.index = {p: i for i, p in enumerate(self.patterns)}
         self.goto: dict[int, int] = {}
         # Per node: depth, first and end index of the patterns it begins, whether some
@@ -100,10 +103,17 @@ class FoldedAutomaton:
             yield node
             node = self.fail[node]
 
-    def rests(self, node: int) -> Iterable[tuple[str, bool]]:
-        """What completes each pattern that `node`'s path begins: (rest, refuse)."""
+    def rests(self, node: int) -> Iterable[tuple[str, bool, int]]:
+        """What completes each pattern that `node`'s path begins: (rest, refuse, how many
+        letters the whole pattern has)."""
         depth = self.depth[node]
         for i in range(self.lo[node], self.hi[node]):
             rest = self.patterns[i][depth:]
             if rest:
-                yield rest, self.refuse[i]
+                yield rest, self.refuse[i], self.letters[i]
+
+    def letters_at(self, node: int) -> int:
+        """How many letters `node`'s path has (its word breaks not counted)."""
+        if not node:
+            return 0
+        return len(self.patterns[self.lo[node]][: self.depth[node]].replace(BREAK, ""))

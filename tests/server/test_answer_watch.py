@@ -214,8 +214,35 @@ def unguarded_beams(client, baselines) -> dict[str, list[str]]:
     )
 
 
+# The model writes " Row" of "J. K. Rowling" by itself, then the client keeps it from "ling"
+# (a grammar that rules out the letter, or a logit bias against the token): the answer would
+# show the name's start ("J. K. Rowe.") with no name completed.
+STEERED = BEGUN
+STEERS = {
+    "grammar": lambda server: regex(r" [A-Z][a-z]{2}[a-km-z][a-z]{0,8}\."),
+    "bias": lambda server: {"logit_bias": {k: -100 for k in bias_for(server, "Rowling")}},
+}
+
+
+def steered(client, server, steer: str) -> str:
+    return STEERED + complete(client, STEERED, **STEERS[steer](server))
+
+
 @pytest.fixture(scope="module")
-def targets(server, admin_headers, unguarded, everyday_before, unguarded_logprobs, unguarded_beams):
+def unguarded_steered(client, server, baselines) -> dict[str, str]:
+    return baselines.of("steered", lambda: {s: steered(client, server, s) for s in STEERS})
+
+
+@pytest.fixture(scope="module")
+def targets(
+    server,
+    admin_headers,
+    unguarded,
+    everyday_before,
+    unguarded_logprobs,
+    unguarded_beams,
+    unguarded_steered,
+):
     ids = []
     for spec in (EINSTEIN, POTTER):
         r = httpx.post(f"{server.base_url}/v1/forget-targets", json=spec, headers=admin_headers)
@@ -232,6 +259,16 @@ def test_nothing_forces_the_answer_to_name_a_target(name, client, server, unguar
     assert named(unguarded[name], word), f"the attack does not work unguarded: {unguarded[name]!r}"
     answer = attack(name, client, server)
     assert not named(answer, word), answer
+
+
+@pytest.mark.parametrize("steer", list(STEERS))
+def test_a_client_cannot_steer_the_model_off_a_name_it_has_half_written(
+    steer, client, server, unguarded_steered, targets
+):
+    before = unguarded_steered[steer]
+    assert named(before, "K. Row") and not named(before, "Rowling"), before
+    after = steered(client, server, steer)
+    assert not named(after, "K. Row"), after
 
 
 def test_an_answer_sent_whole_is_replaced_by_the_refusal_and_says_so(client, server, targets):

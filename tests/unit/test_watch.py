@@ -46,7 +46,7 @@ def first_banned(watch: Watch, prompt: list[int], answer: list[int]) -> int | No
     row = WatchRow(output, prompt)
     watch.reread(row)
     for i, token in enumerate(answer):
-        bans, _ = watch.banned(row)
+        bans = watch.banned(row).tokens
         if token in set(bans.tolist()):
             return i
         output.append(token)
@@ -272,3 +272,59 @@ def test_a_note_without_a_mark_is_perhaps_under_way_from_its_first_token():
     assert unmarked.begun([1, 5]) and unmarked.begun([1, 5, 6])
     assert not unmarked.begun([1, 6]) and not unmarked.begun([])
     assert not TripNote((9, 5, 6, 2), least=1).begun([1, 9])  # a mark: `start` sees it at once
+
+
+def _row_after(tokenizer, watch, prompt: str, written: str) -> WatchRow:
+    row = WatchRow(tokenizer.encode(written, add_special_tokens=False), tokenizer.encode(prompt))
+    watch.reread(row)
+    return row
+
+
+@pytest.mark.parametrize("steer", ["bad_words", "negative_bias", "positive_bias"])
+def test_a_client_that_steers_the_model_off_a_half_written_name_trips(tokenizer, watch, steer):
+    """ "J. K. Row" then "ley": `bad_words`, `allowed_token_ids`, a grammar (all -inf) or a
+    `logit_bias` keep the model from finishing the name, and the answer would show its
+    start. The model was writing the name: the answer trips as if it had chosen it."""
+    row = _row_after(tokenizer, watch, "Who wrote the books?", " J. K. Row")
+    ling = tokenizer.encode("ling", add_special_tokens=False)[0]
+    other = tokenizer.encode("ley", add_special_tokens=False)[0]
+    assert ling in set(watch.banned(row).steered.tolist())
+    logits = torch.zeros(1, len(watch.vocab))
+    logits[0, ling], logits[0, other] = 5.0, 3.0  # the model's own choice: "ling"
+    if steer == "bad_words":
+        logits[0, ling] = float("-inf")
+    elif steer == "negative_bias":
+        row.bias = {ling: -100.0}
+        logits[0, ling] -= 100.0
+    else:
+        row.bias = {other: 100.0}
+        logits[0, other] += 100.0
+    forced, _ = watch.act(logits, {0: row}, set())[0]
+    assert row.tripped and forced == watch.note[0]
+
+
+def test_a_model_that_turns_off_a_name_by_itself_does_not_trip(tokenizer, watch):
+    """ "Rowan" is not "Rowling": unsteered, the model's own choice decides."""
+    row = _row_after(tokenizer, watch, "Who wrote the books?", " J. K. Row")
+    ling = tokenizer.encode("ling", add_special_tokens=False)[0]
+    other = tokenizer.encode("ley", add_special_tokens=False)[0]
+    logits = torch.zeros(1, len(watch.vocab))
+    logits[0, ling], logits[0, other] = 3.0, 5.0
+    row.bias = {ling: 1.0}  # a bias that does not change the model's choice
+    logits[0, ling] += 1.0
+    forced, bans = watch.act(logits, {0: row}, set())[0]
+    assert forced == -1 and not row.tripped and ling in set(bans.tolist())
+
+
+def test_a_grammar_that_rules_out_a_name_barely_begun_does_not_trip(tokenizer, watch):
+    """ "Harry" then a grammar that allows only " Styles": a first name is not half of
+    "Harry Potter", and the answer is not refused for it."""
+    row = _row_after(tokenizer, watch, "Name a singer.", " Harry")
+    potter = tokenizer.encode(" Potter", add_special_tokens=False)[0]
+    styles = tokenizer.encode(" Styles", add_special_tokens=False)[0]
+    bans = watch.banned(row)
+    assert potter in set(bans.refused.tolist()) and not len(bans.steered)
+    logits = torch.full((1, len(watch.vocab)), float("-inf"))
+    logits[0, styles] = 1.0
+    forced, _ = watch.act(logits, {0: row}, set())[0]
+    assert forced == -1 and not row.tripped
