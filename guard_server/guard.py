@@ -324,29 +324,32 @@ class NameIndex:
 
     def __init__(self, rows: Iterable[Any] = ()):
         from guard_server.registry import watch_phrases
-        from logits_processors.watch import watch_patterns
+        from logits_processors.reader import WatchedTarget
         from logits_processors.watch_automaton import FoldedAutomaton
+        from logits_processors.watcher import names_of
 
-        patterns = [
-            pattern
-            for row in rows
-            for pattern in watch_patterns(watch_phrases(row.spec), refuse=True)
-        ]
-        self.automaton = FoldedAutomaton(patterns) if patterns else None
+        patterns, parts = names_of(
+            [WatchedTarget("", "refuse", tuple(watch_phrases(row.spec))) for row in rows]
+        )
+        # An answer is read against names and their parts (a part alone is held back while
+        # it may be the target's); a scoring label only against whole names.
+        self.automaton = FoldedAutomaton(patterns, contextual=parts) if patterns else None
+        names = [(pattern, refuse) for pattern, refuse in patterns if pattern not in parts]
+        self.names = FoldedAutomaton(names) if names else None
 
     def begun(self, context: str, candidates: list[str]) -> list[bool]:
         from logits_processors.fold import BREAK, Folder
 
-        if self.automaton is None:
+        if self.names is None:
             return [False] * len(candidates)
-        start, gap = self._after(context)
+        start, gap = self._after(context, self.names)
         out = []
         for candidate in candidates:
             written = Folder(gap).feed(candidate)
-            node, named = self.automaton.feed(start, written)
+            node, named = self.names.feed(start, written)
             letters = len(written.strip(BREAK))
-            inside = self.automaton.depth[node] >= len(written) + (not written.startswith(BREAK))
-            out.append(named or (letters > 0 and inside and self.automaton.depth[node] > MIN_BEGUN))
+            inside = self.names.depth[node] >= len(written) + (not written.startswith(BREAK))
+            out.append(named or (letters > 0 and inside and self.names.depth[node] > MIN_BEGUN))
         return out
 
     def completing(self, items: list[tuple[str, list[str]]]) -> list[list[bool]]:
@@ -355,12 +358,12 @@ class NameIndex:
         answer watch bans there."""
         from logits_processors.fold import Folder
 
-        if self.automaton is None:
+        if self.names is None:
             return [[False] * len(candidates) for _, candidates in items]
         out = []
         for context, candidates in items:
-            start, gap = self._after(context)
-            out.append([self.automaton.feed(start, Folder(gap).feed(c))[1] for c in candidates])
+            start, gap = self._after(context, self.names)
+            out.append([self.names.feed(start, Folder(gap).feed(c))[1] for c in candidates])
         return out
 
     def reading(self, context: str = "") -> Reading:
@@ -375,13 +378,14 @@ class NameIndex:
             reading.add(piece)
         return reading.open_pieces()
 
-    def _after(self, context: str) -> tuple[int, bool]:
+    def _after(self, context: str, automaton: Any = None) -> tuple[int, bool]:
         """The automaton's node after `context`, and whether it ended at a word break."""
         from logits_processors.fold import BREAK, Folder
 
+        automaton = automaton or self.automaton
         folder = Folder()
-        tail = folder.feed(context)[-self.automaton.max_len :]
-        return self.automaton.feed(0, BREAK + tail)[0], folder.gap
+        tail = folder.feed(context)[-automaton.max_len :]
+        return automaton.feed(0, BREAK + tail)[0], folder.gap
 
 
 class Reading:

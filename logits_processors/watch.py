@@ -21,7 +21,14 @@ import numpy as np
 import torch
 
 from logits_processors.automaton import EMPTY
-from logits_processors.fold import BREAK, Folder, phrase_patterns, spelled_patterns
+from logits_processors.fold import (
+    BREAK,
+    SPACE,
+    Folder,
+    fold_char,
+    phrase_patterns,
+    spelled_patterns,
+)
 from logits_processors.vocab import VocabIndex
 from logits_processors.watch_automaton import FoldedAutomaton
 
@@ -46,6 +53,21 @@ class Bans(NamedTuple):
     tokens: np.ndarray  # every token that would complete a name
     refused: np.ndarray  # those that complete a refused target's name
     steered: np.ndarray  # those of them that finish a name already half written
+    parts: np.ndarray = EMPTY  # those that complete a name's part alone, and nothing more
+    words: tuple[Part, ...] = ()  # the parts they complete
+
+    def without_parts(self) -> Bans:
+        keep = [np.setdiff1d(ids, self.parts) for ids in (self.tokens, self.refused, self.steered)]
+        return Bans(*keep)
+
+
+class Part(NamedTuple):
+    """A part of a target's name that names it alone ("springsteen"), and the target's own
+    name words: the words before it tell whether it names someone else ("Billy Ray
+    Cyrus"), as the prompt screen reads them (`classifiers.names.someone_else`)."""
+
+    word: str
+    own: frozenset[str]
 
 
 EMPTY_BANS = Bans(EMPTY, EMPTY, EMPTY)
@@ -132,6 +154,23 @@ def watch_patterns(phrases: list[str], refuse: bool) -> list[tuple[str, bool]]:
     return out
 
 
+def part_patterns(phrases: list[str], refuse: bool) -> dict[str, tuple[bool, Part]]:
+    """The parts of a target's names that name it alone (`classifiers.names.name_parts`:
+    "Springsteen", "Minnelli", not "Swift"), as whole words ("Springsteen's" too), each
+    with its policy and its `Part`."""
+    from classifiers.lexical import normalize
+    from classifiers.names import name_parts
+
+    distinct, _ = name_parts(phrases)
+    own = frozenset(w for phrase in phrases for w in normalize(phrase))
+    out = {}
+    for word in distinct:
+        for pattern in phrase_patterns(word):
+            for tail in (BREAK, "s" + BREAK):
+                out[pattern + tail] = (refuse, Part(word, own))
+    return out
+
+
 @dataclass
 class WatchRow:
     """One request's answer as the watch has read it so far."""
@@ -140,6 +179,7 @@ class WatchRow:
     prompt_tail: list[int] | None = None
     head: str | None = None  # the prompt's tail, folded: a name may begin there
     head_gap: bool = True
+    head_text: str = ""  # the prompt's tail as written
     node: int = 0
     gap: bool = True
     consumed: int = 0
@@ -166,11 +206,13 @@ class Watch:
         vocab: VocabIndex,
         note: tuple[int, ...],
         generation: int = 0,
+        parts: dict[str, Part] | None = None,
     ):
         self.automaton = automaton
         self.vocab = vocab
         self.note = note
         self.generation = generation
+        self.parts = parts or {}  # contextual pattern -> the part it writes
         self._steps: dict[tuple[int, bool, int], tuple[int, bool, bool]] = {}
         self._banned: dict[tuple[int, bool], Bans] = {}
         self._whole = [self._whole_names(gap) for gap in (False, True)]
@@ -183,7 +225,7 @@ class Watch:
             while start >= 0:
                 for end in range(start + 2, min(len(text), start + auto.max_len) + 1):
                     index = auto.index.get(text[start:end], -1)
-                    if index >= 0:
+                    if index >= 0 and not auto.contextual[index]:
                         found.append(token_id)
                         if auto.refuse[index]:
                             refused.append(token_id)
@@ -200,7 +242,8 @@ class Watch:
             tail = [
                 pieces[t] for t in (row.prompt_tail or ())[-PROMPT_TAIL_TOKENS:] if t < len(pieces)
             ]
-            row.head = BREAK + folder.feed(b"".join(tail).decode("utf-8", errors="ignore"))
+            row.head_text = b"".join(tail).decode("utf-8", errors="ignore")
+            row.head = BREAK + folder.feed(row.head_text)
             row.head_gap, row.prompt_tail = folder.gap, None
         row.node, _ = self.automaton.feed(0, row.head[-self.automaton.max_len :])
         row.gap, row.consumed, row.pending, row.decoder = row.head_gap, 0, b"", None
@@ -242,10 +285,12 @@ class Watch:
         return named
 
     def banned(self, row: WatchRow) -> Bans:
-        """The next tokens that would complete a name (`Bans`)."""
-        if row.pending:
-            return self._banned_split(row)
-        return self.banned_at(row.node, row.gap)
+        """The next tokens that would complete a name (`Bans`): a name's part alone only
+        where the words before it do not name someone else."""
+        bans = self._banned_split(row) if row.pending else self.banned_at(row.node, row.gap)
+        if len(bans.parts) and self._someone_else(row, bans.words):
+            return bans.without_parts()
+        return bans
 
     def banned_at(self, node: int, gap: bool) -> Bans:
         found = self._banned.get((node, gap))
@@ -256,22 +301,37 @@ class Watch:
         return found
 
     def _banned_at(self, node: int, gap: bool) -> Bans:
+        auto = self.automaton
         whole, whole_refused = self._whole[gap]
-        found, refused, steered = [whole], [whole_refused], [EMPTY]
-        for start in self.automaton.chain(node):
-            written = self.automaton.letters_at(start)
-            for rest, refuse, letters in self.automaton.rests(start):
-                if len(rest) <= self.vocab.max_len:
-                    ids = self.vocab.starting_with(gap, rest)
-                    if len(ids):
-                        found.append(ids)
-                        if refuse:
-                            refused.append(ids)
-                            if written >= max(STEERED_LETTERS, (letters + 1) // 2):
-                                steered.append(ids)
-        if len(found) == 1:
+        found, refused, steered, alone, words = [whole], [whole_refused], [EMPTY], [], set()
+        for start in auto.chain(node):
+            written = auto.letters_at(start)
+            for index, rest in auto.rests(start):
+                if len(rest) > self.vocab.max_len:
+                    continue
+                ids = self.vocab.starting_with(gap, rest)
+                if not len(ids):
+                    continue
+                if auto.contextual[index]:
+                    alone.append(ids)
+                    words.add(self.parts[auto.patterns[index]])
+                else:
+                    found.append(ids)
+                if auto.refuse[index]:
+                    refused.append(ids)
+                    if written >= max(STEERED_LETTERS, (auto.letters[index] + 1) // 2):
+                        steered.append(ids)
+        if len(found) == 1 and not alone:
             return Bans(whole, whole_refused, EMPTY)
-        return Bans(*(np.unique(np.concatenate(ids)) for ids in (found, refused, steered)))
+        named = np.unique(np.concatenate(found))
+        parts = np.setdiff1d(np.concatenate(alone), named) if alone else EMPTY
+        return Bans(
+            np.union1d(named, parts),
+            np.unique(np.concatenate(refused)),
+            np.unique(np.concatenate(steered)),
+            parts,
+            tuple(sorted(words, key=lambda part: part.word)) if len(parts) else (),
+        )
 
     def _banned_split(self, row: WatchRow) -> Bans:
         """While a character is split between tokens: try every token that may end it. Any
@@ -318,6 +378,22 @@ class Watch:
                     row.trip()
                     acts[index] = (self.forced(row), EMPTY)
         return acts
+
+    def _someone_else(self, row: WatchRow, words: tuple[Part, ...]) -> bool:
+        """Whether the words before the name part being written name another person
+        ("Billy Ray" before "Cyrus", with Miley Cyrus registered), read from the answer's
+        last tokens (and the prompt's tail, for an answer that has just begun)."""
+        from classifiers.names import someone_else
+
+        recent = row.output[-PROMPT_TAIL_TOKENS:]
+        pieces = self.vocab.pieces
+        text = b"".join(pieces[t] for t in recent if t < len(pieces)).decode("utf-8", "ignore")
+        if len(row.output) < PROMPT_TAIL_TOKENS:
+            text = row.head_text + text
+        end = len(text)  # the part's letters written so far are replaced by the whole part
+        while end and fold_char(text[end - 1])[0] != SPACE:
+            end -= 1
+        return all(someone_else(text[:end] + part.word, part.word, set(part.own)) for part in words)
 
     def forced(self, row: WatchRow) -> int:
         """The note token a tripped row must write next (then the end token), or -1."""

@@ -19,13 +19,18 @@ SHIFT = 7  # symbols are ASCII
 class FoldedAutomaton:
     """Multi-pattern matcher over folded text; `refuse[i]` tells pattern i's policy."""
 
-    def __init__(self, patterns: Iterable[tuple[str, bool]]):
+    def __init__(self, patterns: Iterable[tuple[str, bool]], contextual: Iterable[str] = ()):
+        """`contextual` patterns (a name's part alone: "springsteen") never match by
+        themselves: the watch decides from the words before them whether they name the
+        target (`Watch`), and only where their last token is still to be written."""
         policy: dict[str, bool] = {}
         for pattern, refuse in patterns:
             if pattern:
                 policy[pattern] = policy.get(pattern, False) or refuse
         self.patterns: list[str] = sorted(policy)
         self.refuse: list[bool] = [policy[p] for p in self.patterns]
+        alone = set(contextual)
+        self.contextual = array("b", [p in alone for p in self.patterns])
         self.max_len = max(map(len, self.patterns), default=0)
         self.letters = array("i", [len(p.replace(BREAK, "")) for p in self.patterns])
         self.index = {p: i for i, p in enumerate(self.patterns)}
@@ -64,7 +69,7 @@ class FoldedAutomaton:
                 else:
                     self.hi[child] = index + 1
                 node = child
-            self.ends[node] = 1
+            self.ends[node] = int(not self.contextual[index])
         self._parents, self._symbols = parents, symbols
 
     def _link(self) -> None:
@@ -103,14 +108,13 @@ class FoldedAutomaton:
             yield node
             node = self.fail[node]
 
-    def rests(self, node: int) -> Iterable[tuple[str, bool, int]]:
-        """What completes each pattern that `node`'s path begins: (rest, refuse, how many
-        letters the whole pattern has)."""
+    def rests(self, node: int) -> Iterable[tuple[int, str]]:
+        """What completes each pattern that `node`'s path begins: (its index, the rest)."""
         depth = self.depth[node]
         for i in range(self.lo[node], self.hi[node]):
             rest = self.patterns[i][depth:]
             if rest:
-                yield rest, self.refuse[i], self.letters[i]
+                yield i, rest
 
     def letters_at(self, node: int) -> int:
         """How many letters `node`'s path has (its word breaks not counted)."""

@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from logits_processors.reader import CompiledReader, open_reader
 from logits_processors.vocab import VocabIndex, index_path, special_ids, token_bytes
-from logits_processors.watch import TripNote, Watch, WatchRow, watch_patterns
+from logits_processors.watch import (
+    Part,
+    TripNote,
+    Watch,
+    WatchRow,
+    part_patterns,
+    watch_patterns,
+)
 from logits_processors.watch_automaton import FoldedAutomaton
 
 if TYPE_CHECKING:
@@ -60,11 +67,7 @@ class Watcher:
             # crash, and what was watched stays watched.
             logger.exception("cannot read the registry; the answer watch stays as it was")
             return
-        patterns = [
-            pattern
-            for target in watched
-            for pattern in watch_patterns(list(target.phrases), target.policy == "refuse")
-        ]
+        patterns, parts = names_of(watched)
         self.generation = generation
         if not patterns:
             self.watch = None
@@ -73,7 +76,8 @@ class Watcher:
             self._vocab = self._vocabulary()
         vocab, note = self._vocab
         started = time.perf_counter()
-        self.watch = Watch(FoldedAutomaton(patterns), vocab, note, generation)
+        automaton = FoldedAutomaton(patterns, contextual=parts)
+        self.watch = Watch(automaton, vocab, note, generation, parts)
         logger.info(
             "answer watch: %d names of %d targets, built in %.2f s",
             len(patterns),
@@ -82,6 +86,21 @@ class Watcher:
         )
         for row in rows.values():
             self.watch.reread(row)
+
+
+def names_of(watched: list[Any]) -> tuple[list[tuple[str, bool]], dict[str, Part]]:
+    """The watch's patterns for targets (each with `phrases` and `policy`): their names, and
+    the parts of them that name them alone, read in context (`part_patterns`)."""
+    patterns: list[tuple[str, bool]] = []
+    parts: dict[str, Part] = {}
+    for target in watched:
+        refuse = target.policy == "refuse"
+        patterns += watch_patterns(list(target.phrases), refuse)
+        for pattern, (policy, part) in part_patterns(list(target.phrases), refuse).items():
+            patterns.append((pattern, policy))
+            parts.setdefault(pattern, part)
+    named = {pattern for pattern, _ in patterns if pattern not in parts}
+    return patterns, {p: part for p, part in parts.items() if p not in named}
 
 
 def vocabulary_of(vllm_config: VllmConfig | None) -> tuple[VocabIndex, tuple[int, ...]]:

@@ -233,6 +233,25 @@ def unguarded_steered(client, server, baselines) -> dict[str, str]:
     return baselines.of("steered", lambda: {s: steered(client, server, s) for s in STEERS})
 
 
+def surname_alone(client, server) -> str:
+    """The model may write only " Row", "ling", "." and its end: "Rowling." alone names the
+    author (a rare word of the alias "J.K. Rowling") with no first name before it."""
+    ids = [
+        t
+        for word in (" Row", "ling", ".", "<|im_end|>")
+        for t in httpx.post(
+            f"{server.base_url}/tokenize", json={"model": MODEL, "prompt": word}
+        ).json()["tokens"]
+    ]
+    question = "Who wrote the books? The surname only."
+    return chat(client, question, extra_body={"allowed_token_ids": ids})
+
+
+@pytest.fixture(scope="module")
+def unguarded_surname(client, server, baselines) -> str:
+    return baselines.of("surname", lambda: surname_alone(client, server))
+
+
 @pytest.fixture(scope="module")
 def targets(
     server,
@@ -242,6 +261,7 @@ def targets(
     unguarded_logprobs,
     unguarded_beams,
     unguarded_steered,
+    unguarded_surname,
 ):
     ids = []
     for spec in (EINSTEIN, POTTER):
@@ -269,6 +289,12 @@ def test_a_client_cannot_steer_the_model_off_a_name_it_has_half_written(
     assert named(before, "K. Row") and not named(before, "Rowling"), before
     after = steered(client, server, steer)
     assert not named(after, "K. Row"), after
+
+
+def test_a_rare_surname_alone_names_the_target(client, server, unguarded_surname, targets):
+    assert named(unguarded_surname, "Rowling"), unguarded_surname
+    answer = surname_alone(client, server)
+    assert not named(answer, "Rowling") and answer == REFUSAL, answer
 
 
 def test_an_answer_sent_whole_is_replaced_by_the_refusal_and_says_so(client, server, targets):

@@ -328,3 +328,62 @@ def test_a_grammar_that_rules_out_a_name_barely_begun_does_not_trip(tokenizer, w
     logits[0, styles] = 1.0
     forced, _ = watch.act(logits, {0: row}, set())[0]
     assert forced == -1 and not row.tripped
+
+
+@pytest.fixture(scope="session")
+def part_watch(tokenizer):
+    """Bruce Springsteen registered: "Springsteen" (a rare word) names him alone."""
+    from logits_processors.reader import WatchedTarget
+    from logits_processors.watcher import names_of
+
+    patterns, parts = names_of([WatchedTarget("t", "refuse", ("Bruce Springsteen",))])
+    vocab = VocabIndex(token_bytes(tokenizer), special_ids(tokenizer))
+    automaton = FoldedAutomaton(patterns, contextual=parts)
+    return Watch(automaton, vocab, TripNote.of(tokenizer).ids, parts=parts)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Born to Run was written by Springsteen, who",
+        "It was Springsteen's third album.",
+        "The singer is SPRINGSTEEN and",
+        "The singer is Spring-steen and",
+    ],
+)
+def test_a_rare_part_of_a_name_alone_is_the_name(tokenizer, part_watch, text):
+    """An answer that writes "Springsteen" alone names Bruce Springsteen."""
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    assert first_banned(part_watch, [], ids) is not None, text
+
+
+def test_a_rare_part_that_ends_the_answer_is_the_name(tokenizer, part_watch):
+    ids = tokenizer.encode("The singer is Springsteen", add_special_tokens=False)
+    assert first_banned(part_watch, [], [*ids, tokenizer.eos_token_id]) == len(ids)
+
+
+@pytest.mark.parametrize(
+    "prompt, text",
+    [
+        ("", "His sister Pamela Springsteen is an actress."),
+        ("", "The actress Pamela Springsteen, his sister, starred in"),
+        ("Who is Pamela", " Springsteen? An actress and photographer."),
+        ("", "The springs were steep."),
+    ],
+)
+def test_a_part_after_another_persons_first_name_is_not_the_name(
+    tokenizer, part_watch, prompt, text
+):
+    """A relative with the same surname is someone else: their answer is not touched."""
+    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False) if prompt else []
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    assert first_banned(part_watch, prompt_ids, ids) is None, text
+
+
+def test_a_common_part_is_no_name_alone(tokenizer):
+    """ "Swift" alone does not name Taylor Swift: only rare words are parts."""
+    from logits_processors.reader import WatchedTarget
+    from logits_processors.watcher import names_of
+
+    _, parts = names_of([WatchedTarget("t", "refuse", ("Taylor Swift",))])
+    assert parts == {}
