@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from bench import report
+from bench import report, rwku
 from bench.adapter_eval import FILES, ratios
 from bench.rwku_adapters import (
     NEIGHBOURS,
@@ -82,7 +82,55 @@ def add_args(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override one of the recipe's settings (to try a recipe on targets 1-10)",
     )
+    p.add_argument(
+        "--combined",
+        action="store_true",
+        help="also serve each person's adapter beside the guard, that person registered, and "
+        "score the guard, the adapter and both on the same probes (guard-bench rwku)",
+    )
+    p.add_argument(
+        "--combined-utility", type=int, default=40, help="TriviaQA and MMLU items, combined"
+    )
     p.add_argument("--name", default="adapters")
+
+
+COMBINED_MODES = ("guard", "adapter", "adapter + guard")
+
+
+def combined(target: int, adapter: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The guard, the adapter and both on one person's probes, through the server
+    (`guard-bench rwku --start N --counts 1 --adapter ...`; kept in
+    bench/results/<name>-combined/<N>, and read from there when it is)."""
+    name = f"{args.name}-combined/{target}"
+    out = report.RESULTS / name / "results.json"
+    if not out.exists():
+        p = argparse.ArgumentParser()
+        rwku.add_args(p)
+        rwku.run(
+            p.parse_args(
+                ["--rwku", args.rwku, "--start", str(target), "--counts", "1", "--no-learn"]
+                + ["--utility", str(args.combined_utility), "--adapter", adapter]
+                + ["--name", name]
+            )
+        )
+    run = json.loads(out.read_text())["runs"]["1"]
+    return {
+        mode: {g["group"]: g for g in run["groups" if mode == "guard" else mode]}
+        for mode in COMBINED_MODES
+    }
+
+
+def pooled_combined(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Each mode's after/before over the people, as sums of recall (probes' worth)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for mode in COMBINED_MODES:
+        out[mode] = {}
+        for group in GROUPS:
+            cells = [r["combined"][mode][group] for r in rows if group in r["combined"][mode]]
+            before = sum(c["before"] * c["probes"] for c in cells)
+            after = sum((c["after"] or 0) * c["probes"] for c in cells)
+            out[mode][group] = after / before if before else None
+    return out
 
 
 def overrides(items: list[str]) -> dict[str, Any]:
@@ -201,7 +249,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         numbers_in = [int(f.name.split("_")[0]) for f in unit]
         if len(unit) == 1:
+            if args.combined:
+                got["combined"] = combined(numbers_in[0], card["adapter_dir"], args)
             results["rows"].append({"target": numbers_in[0], **got, "meets_goal": meets(got)})
+            if args.combined:
+                results["combined"] = pooled_combined(results["rows"])
             for part, value in zip(singles, (before, after, unit), strict=True):
                 part.append(value)
             results["pooled"] = {**row(singles[2], singles[0], singles[1])}
@@ -275,7 +327,37 @@ def markdown(results: dict[str, Any]) -> str:
         cells += [str(r.get("best_step", "")), f"{r['train_s']:.0f}" if "train_s" in r else ""]
         cells.append("met" if r.get("meets_goal") else "missed")
         lines.append("| " + " | ".join(cells) + " |")
+    if "combined" in results:
+        lines += ["", *combined_markdown(results)]
     return "\n".join(lines) + "\n"
+
+
+def combined_markdown(results: dict[str, Any]) -> list[str]:
+    """Each person's and the pooled after/before of the guard, the adapter and both, scored
+    through the server on the same probes (its before-answers are the server's own)."""
+    head = ["unit", "mode", *(c for c, _ in COLUMNS)]
+    lines = [
+        "Combined mode (`--combined`): the person registered on the guard server, the "
+        "adapter served beside it, RWKU's scoring; recall after over before (before, in "
+        "probes' worth, from the server's plain answers).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for r in results["rows"]:
+        for mode in COMBINED_MODES:
+            cells = [str(r["target"]), mode]
+            for _, group in COLUMNS:
+                c = r["combined"][mode].get(group)
+                ratio = c and c["after_over_before"]
+                cells.append(
+                    "-" if ratio is None else f"{ratio:.2f} ({c['before'] * c['probes'] / 100:.1f})"
+                )
+            lines.append("| " + " | ".join(cells) + " |")
+    for mode, pool in results["combined"].items():
+        shown = [("-" if pool[g] is None else f"{pool[g]:.2f}") for _, g in COLUMNS]
+        lines.append("| pooled | " + mode + " | " + " | ".join(shown) + " |")
+    return lines
 
 
 def _span(numbers: list[int]) -> str:

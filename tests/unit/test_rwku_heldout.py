@@ -142,3 +142,24 @@ def test_a_training_process_reports_its_own_peak_memory_not_its_parent_s():
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         child = pool.apply(_child_peak, (0,))
     assert peak_rss_gib() > 0.55 and child < peak_rss_gib() - 0.4, (child, peak_rss_gib())
+
+
+def test_combined_modes_are_pooled_by_recall_summed():
+    """One person's guard kept 10 of 20 recall points over 2 probes, the other's 0 of 40 over
+    4: pooled, 0.2 probes' worth of 2.0 remain (0.1), not the mean of 0.5 and 0."""
+    from bench.rwku_heldout import COMBINED_MODES, combined_markdown, pooled_combined
+
+    def cell(probes, before, after):
+        ratio = after / before if before else None
+        return {"probes": probes, "before": before, "after": after, "after_over_before": ratio}
+
+    people = [(2, 20.0, 10.0), (4, 40.0, 0.0)]
+    rows = [
+        {"target": 11 + i, "combined": {m: {"forget_fb": cell(*p)} for m in COMBINED_MODES}}
+        for i, p in enumerate(people)
+    ]
+    pooled = pooled_combined(rows)
+    assert pooled["guard"]["forget_fb"] == pytest.approx((2 * 10.0) / (2 * 20.0 + 4 * 40.0))
+    assert pooled["adapter + guard"]["neighbor_qa"] is None  # no probe: no ratio
+    table = "\n".join(combined_markdown({"rows": rows, "combined": pooled}))
+    assert "| pooled | guard | 0.10 |" in table and "| 11 | adapter | 0.50 (0.4) |" in table
