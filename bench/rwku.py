@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,8 @@ from bench.rwku_data import (
     utility,
 )
 from bench.serverproc import ADMIN_KEY, load_adapter, start_server, wait_learned
-from classifiers.names import name_forms
+from classifiers.lexical import STOPWORDS, normalize
+from classifiers.names import MIN_PART_CHARS, SUFFIXES, TITLES, name_forms
 
 MODEL = "SmolLM2-135M-Instruct"
 
@@ -158,11 +160,20 @@ def answer_before(base: str, items: list[Probe], args: argparse.Namespace) -> li
 
 
 def about_registered(probe: Probe, names: list[str]) -> bool:
-    """Whether a neighbour probe, its blank filled with the answer, names a registered person:
-    with both registered, a question about Bruce Lee is a forget question, whoever's
-    neighbour RWKU lists it as."""
-    text = f"{probe.query.replace('___', probe.answer)} {probe.answer}".casefold()
-    return any(n.casefold() in text for n in names)
+    """Whether a neighbour probe, its blank filled with the answer, touches a registered name:
+    writes a word of it (with both registered, a question about Bruce Lee is a forget
+    question, whoever's neighbour RWKU lists it as; "Miley Stewart's alter ego" touches Miley
+    Cyrus). Words under three letters, stop words, titles and suffixes ("Duke", "Jr") name
+    no one."""
+    text = set(normalize(f"{probe.query.replace('___', probe.answer)} {probe.answer}"))
+    return not text.isdisjoint(_name_words(tuple(names)))
+
+
+@lru_cache(maxsize=8)
+def _name_words(names: tuple[str, ...]) -> frozenset[str]:
+    skip = STOPWORDS | TITLES | SUFFIXES
+    words = (w for name in names for w in normalize(name))
+    return frozenset(w for w in words if len(w) >= MIN_PART_CHARS and w not in skip)
 
 
 def summarize(items: list[Probe], before, after, key) -> list[dict[str, Any]]:

@@ -173,6 +173,11 @@ def test_a_neighbour_probe_about_another_registered_person_is_told_apart():
     assert about_registered(question, names)
     other = Probe("neighbor_qa", "neighbor_qa", "Sam Elliott", "When was 'Tombstone' made?", "1993")
     assert not about_registered(other, names)
+    # A word of a registered name touches it: the question is not about no one registered.
+    miley = Probe("neighbor_fb", "neighbor_fb", "Miley Cyrus", "Miley's wig is ___.", "blonde")
+    assert about_registered(miley, ["Miley Cyrus"])
+    duke = Probe("neighbor_qa", "neighbor_qa", "x", "Who was the Duke of York?", "Andrew")
+    assert not about_registered(duke, names)  # a title names no one
 
 
 def test_neighbours_are_judged_without_the_registered_people_among_them():
