@@ -40,8 +40,8 @@ from bench.rwku_data import (
     utility,
 )
 from bench.serverproc import ADMIN_KEY, load_adapter, start_server, wait_learned
-from classifiers.lexical import STOPWORDS, normalize
-from classifiers.names import MIN_PART_CHARS, SUFFIXES, TITLES, name_forms
+from classifiers.lexical import normalize
+from classifiers.names import name_forms, name_parts
 
 MODEL = "SmolLM2-135M-Instruct"
 
@@ -161,19 +161,19 @@ def answer_before(base: str, items: list[Probe], args: argparse.Namespace) -> li
 
 def about_registered(probe: Probe, names: list[str]) -> bool:
     """Whether a neighbour probe, its blank filled with the answer, touches a registered name:
-    writes a word of it (with both registered, a question about Bruce Lee is a forget
-    question, whoever's neighbour RWKU lists it as; "Miley Stewart's alter ego" touches Miley
-    Cyrus). Words under three letters, stop words, titles and suffixes ("Duke", "Jr") name
-    no one."""
-    text = set(normalize(f"{probe.query.replace('___', probe.answer)} {probe.answer}"))
-    return not text.isdisjoint(_name_words(tuple(names)))
+    writes it whole, or a word of it that names the person alone (a rare word: `name_parts`,
+    "Miley", "Springsteen"; not "John" or "Day"). With both registered, a question about Bruce
+    Lee is a forget question, whoever's neighbour RWKU lists it as; "Miley Stewart's alter
+    ego" touches Miley Cyrus."""
+    filled = f"{probe.query.replace('___', probe.answer)} {probe.answer}"
+    if any(n.casefold() in filled.casefold() for n in names):
+        return True
+    return not set(normalize(filled)).isdisjoint(_rare_words(tuple(names)))
 
 
 @lru_cache(maxsize=8)
-def _name_words(names: tuple[str, ...]) -> frozenset[str]:
-    skip = STOPWORDS | TITLES | SUFFIXES
-    words = (w for name in names for w in normalize(name))
-    return frozenset(w for w in words if len(w) >= MIN_PART_CHARS and w not in skip)
+def _rare_words(names: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(name_parts(list(names))[0])
 
 
 def summarize(items: list[Probe], before, after, key) -> list[dict[str, Any]]:

@@ -101,7 +101,7 @@ def _titles() -> frozenset[str]:
 
 
 @lru_cache(maxsize=1)
-def _given_names() -> frozenset[str]:
+def given_names() -> frozenset[str]:
     """First names of the 1990 US census (the `names` package's data)."""
     from importlib import resources
 
@@ -179,7 +179,7 @@ def _first_name(text: str, match: re.Match, word: str) -> bool:
         return True
     shouted = len(match.group()) > 1 and match.group().isupper()
     opens = shouted or _opens(text, match.start())
-    return not opens and zipf < COMMONEST and word in _given_names()
+    return not opens and zipf < COMMONEST and word in given_names()
 
 
 def _opens(text: str, start: int) -> bool:

@@ -149,24 +149,25 @@ SPELLED_PIECES = 4  # a phrase of more pieces is looked for spelled out whole on
 
 def spelled_patterns(phrase: str) -> list[str]:
     """What the watch looks for to find `phrase` spelled out letter by letter, in some of its
-    pieces or all ("R o w l i n g", "H, a, r, r, y", a list of letters in JSON): each
-    spelled piece's letters apart ("J.K. R o w l i n g": " j k r o w i i n g"). Spelled
-    letters are words of one letter, which is how the fold reads them."""
-    pieces = _pieces(phrase)
-    spellable = [i for i, piece in enumerate(pieces) if len(piece) > 1]
-    if not spellable:
-        return []
-    if len(pieces) > SPELLED_PIECES:
-        choices = [set(spellable)]
-    else:
-        choices = [
-            {i for bit, i in enumerate(spellable) if mask >> bit & 1}
-            for mask in range(1, 1 << len(spellable))
-        ]
-    return [
-        BREAK + BREAK.join(BREAK.join(p) if i in chosen else p for i, p in enumerate(pieces))
-        for chosen in choices
-    ]
+    words or all ("R o w l i n g", "H, a, r, r, y", a list of letters in JSON): each of
+    `phrase_patterns`' forms with some of its words' letters apart ("J.K. R o w l i n g":
+    " jk r o w i i n g"). Spelled letters are words of one letter, as the fold reads them."""
+    out: dict[str, None] = {}
+    plain = phrase_patterns(phrase)
+    for pattern in plain:
+        words = pattern.split()
+        spellable = [i for i, word in enumerate(words) if len(word) > 1]
+        if len(words) > SPELLED_PIECES:
+            choices = [set(spellable)]
+        else:
+            choices = [
+                {i for bit, i in enumerate(spellable) if mask >> bit & 1}
+                for mask in range(1, 1 << len(spellable))
+            ]
+        for chosen in choices:
+            spelled = (BREAK.join(w) if i in chosen else w for i, w in enumerate(words))
+            out[BREAK + BREAK.join(spelled)] = None
+    return [pattern for pattern in out if pattern not in plain]
 
 
 def _pieces(phrase: str) -> list[str]:

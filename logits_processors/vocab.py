@@ -13,7 +13,7 @@ import numpy as np
 
 from logits_processors.fold import Folder, fold_char, load_table
 
-FORMAT = 3  # of the saved index: bump when folding or the index changes
+FORMAT = 4  # of the saved index: bump when folding or the index changes
 
 _SENTINEL = "\x7f"  # sorts after every folded symbol
 
@@ -62,6 +62,7 @@ class VocabIndex:
 
     def __init__(self, pieces: list[bytes], breaks: set[int] | frozenset[int] = frozenset()):
         self.pieces = pieces
+        self.breaks = np.asarray(sorted(breaks), dtype=np.int64)
         size = len(pieces)
         self.clean = np.zeros(size, dtype=bool)  # decodes alone (not part of a character)
         self.emit: tuple[list[tuple[str, bool]], list[tuple[str, bool]]] = ([], [])

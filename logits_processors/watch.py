@@ -57,7 +57,8 @@ class Bans(NamedTuple):
     words: tuple[Part, ...] = ()  # the parts they complete
 
     def without_parts(self) -> Bans:
-        keep = [np.setdiff1d(ids, self.parts) for ids in (self.tokens, self.refused, self.steered)]
+        ids = (self.tokens, self.refused, self.steered)
+        keep = [np.setdiff1d(i, self.parts, assume_unique=True) for i in ids]
         return Bans(*keep)
 
 
@@ -155,17 +156,24 @@ def watch_patterns(phrases: list[str], refuse: bool) -> list[tuple[str, bool]]:
 
 
 def part_patterns(phrases: list[str], refuse: bool) -> dict[str, tuple[bool, Part]]:
-    """The parts of a target's names that name it alone (`classifiers.names.name_parts`:
-    "Springsteen", "Minnelli", not "Swift"), as whole words ("Springsteen's" too), each
-    with its policy and its `Part`."""
+    """The surnames of a target's names that name it alone: rare words
+    (`classifiers.names.name_parts`: "Springsteen", "Minnelli", not "Swift") that are no
+    one's given name (not "Rhea", "Miley"), as whole words ("Springsteen's" too) and spelled
+    out, each with its policy and its `Part`."""
     from classifiers.lexical import normalize
-    from classifiers.names import name_parts
+    from classifiers.names import SUFFIXES, given_names, name_parts
 
     distinct, _ = name_parts(phrases)
     own = frozenset(w for phrase in phrases for w in normalize(phrase))
+    last = set()
+    for phrase in phrases:
+        words = [w for w in normalize(phrase.split(",")[0]) if w not in SUFFIXES]
+        last.update(words[-1:])
     out = {}
     for word in distinct:
-        for pattern in phrase_patterns(word):
+        if word not in last or word in given_names():
+            continue
+        for pattern in phrase_patterns(word) + spelled_patterns(word):
             for tail in (BREAK, "s" + BREAK):
                 out[pattern + tail] = (refuse, Part(word, own))
     return out
@@ -215,6 +223,7 @@ class Watch:
         self.parts = parts or {}  # contextual pattern -> the part it writes
         self._steps: dict[tuple[int, bool, int], tuple[int, bool, bool]] = {}
         self._banned: dict[tuple[int, bool], Bans] = {}
+        self._without_parts: dict[tuple[int, bool], Bans] = {}
         self._whole = [self._whole_names(gap) for gap in (False, True)]
 
     def _whole_names(self, gap: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -285,12 +294,20 @@ class Watch:
         return named
 
     def banned(self, row: WatchRow) -> Bans:
-        """The next tokens that would complete a name (`Bans`): a name's part alone only
-        where the words before it do not name someone else."""
-        bans = self._banned_split(row) if row.pending else self.banned_at(row.node, row.gap)
-        if len(bans.parts) and self._someone_else(row, bans.words):
-            return bans.without_parts()
-        return bans
+        """The next tokens that would complete a name (`Bans`): a surname alone only where
+        the words before it do not name someone else."""
+        if row.pending:
+            return self._banned_split(row)
+        key = (row.node, row.gap)
+        bans = self.banned_at(*key)
+        if not len(bans.parts) or not self._someone_else(row, bans.words):
+            return bans
+        found = self._without_parts.get(key)
+        if found is None:
+            found = bans.without_parts()
+            if len(self._without_parts) < MAX_CACHED:
+                self._without_parts[key] = found
+        return found
 
     def banned_at(self, node: int, gap: bool) -> Bans:
         found = self._banned.get((node, gap))
@@ -325,10 +342,12 @@ class Watch:
             return Bans(whole, whole_refused, EMPTY)
         named = np.unique(np.concatenate(found))
         parts = np.setdiff1d(np.concatenate(alone), named) if alone else EMPTY
+        # `min_tokens` and a grammar inside a string rule out the end token by themselves.
+        steered_ids = np.setdiff1d(np.concatenate(steered), self.vocab.breaks)
         return Bans(
             np.union1d(named, parts),
             np.unique(np.concatenate(refused)),
-            np.unique(np.concatenate(steered)),
+            steered_ids,
             parts,
             tuple(sorted(words, key=lambda part: part.word)) if len(parts) else (),
         )
@@ -373,17 +392,21 @@ class Watch:
                 if len(bans.refused):
                     choosing.append((index, row, bans))
         if choosing:
-            for index, row, bans in choosing:
-                if _chooses(logits[index], row.bias, bans):
+            tops = logits[[index for index, _, _ in choosing]].argmax(dim=1).tolist()
+            for (index, row, bans), top in zip(choosing, tops, strict=True):
+                if _chooses(logits[index], top, row.bias, bans):
                     row.trip()
                     acts[index] = (self.forced(row), EMPTY)
         return acts
 
     def _someone_else(self, row: WatchRow, words: tuple[Part, ...]) -> bool:
-        """Whether the words before the name part being written name another person
-        ("Billy Ray" before "Cyrus", with Miley Cyrus registered), read from the answer's
-        last tokens (and the prompt's tail, for an answer that has just begun)."""
-        from classifiers.names import someone_else
+        """Whether the words before the surname being written name another person
+        ("Pamela" before "Springsteen", with Bruce Springsteen registered), read from the
+        answer's last tokens (and the prompt's tail, for an answer that has just begun) as
+        the prompt screen reads them (`someone_else`), the word before it being a given
+        name and not one edit from the target's own ("Bruse")."""
+        from classifiers.lexical import deletes, normalize
+        from classifiers.names import given_names, someone_else
 
         recent = row.output[-PROMPT_TAIL_TOKENS:]
         pieces = self.vocab.pieces
@@ -393,7 +416,16 @@ class Watch:
         end = len(text)  # the part's letters written so far are replaced by the whole part
         while end and fold_char(text[end - 1])[0] != SPACE:
             end -= 1
-        return all(someone_else(text[:end] + part.word, part.word, set(part.own)) for part in words)
+        before = normalize(text[:end])
+        if not before or before[-1] not in given_names():
+            return False
+        near = deletes(before[-1])
+        for part in words:
+            if any(near & deletes(w) for w in part.own):
+                return False
+            if not someone_else(text[:end] + part.word, part.word, set(part.own)):
+                return False
+        return True
 
     def forced(self, row: WatchRow) -> int:
         """The note token a tripped row must write next (then the end token), or -1."""
@@ -402,13 +434,13 @@ class Watch:
         return self.note[min(len(row.output) - row.trip_from, len(self.note) - 1)]
 
 
-def _chooses(logits: torch.Tensor, bias: dict[int, float] | None, bans: Bans) -> bool:
+def _chooses(logits: torch.Tensor, top: int, bias: dict[int, float] | None, bans: Bans) -> bool:
     """Whether a row's answer would complete a refused name: its top token is one, with the
     client's logit_bias or without it (the model's own choice); or a way to finish a name it
     has half written is ruled out (-inf: `bad_words`, `allowed_token_ids` or a grammar;
     nothing of the model's own is -inf), so the client steers it off the name ("J. K. Row"
     then "ley")."""
-    tops = [int(logits.argmax())]
+    tops = [top]
     if bias:
         ids = torch.tensor(list(bias), dtype=torch.long, device=logits.device)
         values = torch.tensor(list(bias.values()), dtype=logits.dtype, device=logits.device)

@@ -92,15 +92,17 @@ def names_of(watched: list[Any]) -> tuple[list[tuple[str, bool]], dict[str, Part
     """The watch's patterns for targets (each with `phrases` and `policy`): their names, and
     the parts of them that name them alone, read in context (`part_patterns`)."""
     patterns: list[tuple[str, bool]] = []
+    alone: list[tuple[str, bool]] = []
     parts: dict[str, Part] = {}
     for target in watched:
         refuse = target.policy == "refuse"
         patterns += watch_patterns(list(target.phrases), refuse)
         for pattern, (policy, part) in part_patterns(list(target.phrases), refuse).items():
-            patterns.append((pattern, policy))
+            alone.append((pattern, policy))
             parts.setdefault(pattern, part)
-    named = {pattern for pattern, _ in patterns if pattern not in parts}
-    return patterns, {p: part for p, part in parts.items() if p not in named}
+    named = {pattern for pattern, _ in patterns}  # a whole name ("Cher") is never a part
+    parts = {p: part for p, part in parts.items() if p not in named}
+    return patterns + [(p, policy) for p, policy in alone if p in parts], parts
 
 
 def vocabulary_of(vllm_config: VllmConfig | None) -> tuple[VocabIndex, tuple[int, ...]]:

@@ -72,6 +72,7 @@ DISGUISES = [
     # spelled out, letter by letter
     "written by J. K. R o w l i n g.",
     "written by J K R O W L I N G",
+    "written by J.K. R o w l i n g.",
     "Meet H a r r y  P o t t e r today",
     "Meet Harry P-o-t-t-e-r today",
     'The school: ["H", "o", "g", "w", "a", "r", "t", "s"]',
@@ -207,7 +208,10 @@ def test_a_phrase_is_looked_for_with_and_without_each_gap():
         fold("jkrowling"),
         fold("j krowling"),
     }
-    assert set(spelled_patterns("J.K. Rowling")) == {fold("j k r o w l i n g")}
+    assert set(spelled_patterns("J.K. Rowling")) == {
+        fold("j k r o w l i n g"),
+        fold("jk r o w l i n g"),
+    }
     assert fold("J. K. R-o-w-l-i-n-g") in phrase_patterns("J.K. Rowling")  # joined
     assert set(spelled_patterns("Harry Potter")) == {
         fold("h a r r y potter"),
@@ -330,16 +334,21 @@ def test_a_grammar_that_rules_out_a_name_barely_begun_does_not_trip(tokenizer, w
     assert forced == -1 and not row.tripped
 
 
-@pytest.fixture(scope="session")
-def part_watch(tokenizer):
-    """Bruce Springsteen registered: "Springsteen" (a rare word) names him alone."""
+def watch_of(tokenizer, *names: str) -> Watch:
+    """A watch over refused targets, each one name, built as the engine builds it."""
     from logits_processors.reader import WatchedTarget
     from logits_processors.watcher import names_of
 
-    patterns, parts = names_of([WatchedTarget("t", "refuse", ("Bruce Springsteen",))])
+    patterns, parts = names_of([WatchedTarget(n, "refuse", (n,)) for n in names])
     vocab = VocabIndex(token_bytes(tokenizer), special_ids(tokenizer))
     automaton = FoldedAutomaton(patterns, contextual=parts)
     return Watch(automaton, vocab, TripNote.of(tokenizer).ids, parts=parts)
+
+
+@pytest.fixture(scope="session")
+def part_watch(tokenizer):
+    """Bruce Springsteen registered: "Springsteen" (a rare word) names him alone."""
+    return watch_of(tokenizer, "Bruce Springsteen")
 
 
 @pytest.mark.parametrize(
@@ -349,6 +358,9 @@ def part_watch(tokenizer):
         "It was Springsteen's third album.",
         "The singer is SPRINGSTEEN and",
         "The singer is Spring-steen and",
+        "The singer is S p r i n g s t e e n and",
+        "The singer, Bruse Springsteen, wrote",  # his own name, misspelt: not a relative
+        "The Boss Springsteen wrote",
     ],
 )
 def test_a_rare_part_of_a_name_alone_is_the_name(tokenizer, part_watch, text):
@@ -380,10 +392,38 @@ def test_a_part_after_another_persons_first_name_is_not_the_name(
     assert first_banned(part_watch, prompt_ids, ids) is None, text
 
 
-def test_a_common_part_is_no_name_alone(tokenizer):
-    """ "Swift" alone does not name Taylor Swift: only rare words are parts."""
+def test_only_a_rare_surname_is_a_name_alone():
+    """ "Swift" (a common word) and "Rhea" (a given name: "Rhea is Saturn's moon") name no
+    one alone; "Perlman" names Rhea Perlman; a whole one-word name stays a whole name."""
     from logits_processors.reader import WatchedTarget
     from logits_processors.watcher import names_of
 
-    _, parts = names_of([WatchedTarget("t", "refuse", ("Taylor Swift",))])
-    assert parts == {}
+    def parts_of(name):
+        return {part.word for part in names_of([WatchedTarget("t", "refuse", (name,))])[1].values()}
+
+    assert parts_of("Taylor Swift") == set()
+    assert parts_of("Rhea Perlman") == {"perlman"}
+    patterns, parts = names_of([WatchedTarget("t", "refuse", ("Cher",))])
+    assert fold("Cher") + " " in dict(patterns) and not parts
+
+
+def test_a_whole_short_name_is_still_the_name(tokenizer):
+    """A one-word name is a name, not a surname whose context may excuse it."""
+    cher = watch_of(tokenizer, "Cher")
+    ids = tokenizer.encode("Her name: Eliza Cher. Yes", add_special_tokens=False)
+    assert first_banned(cher, [], ids) is not None
+
+
+def test_a_rule_that_only_ends_the_answer_later_does_not_trip(tokenizer):
+    """`min_tokens` or a grammar inside a JSON string rules out the end token: after "My aunt
+    Cher" (then "yl") that is no steering off the name."""
+    cher = watch_of(tokenizer, "Cher")
+    row = _row_after(tokenizer, cher, "Who is your aunt?", " My aunt Cher")
+    bans = cher.banned(row)
+    assert tokenizer.eos_token_id in set(bans.refused.tolist())
+    assert tokenizer.eos_token_id not in set(bans.steered.tolist())
+    logits = torch.zeros(1, len(cher.vocab))
+    logits[0, tokenizer.encode("yl", add_special_tokens=False)[0]] = 5.0
+    logits[0, tokenizer.eos_token_id] = float("-inf")
+    forced, _ = cher.act(logits, {0: row}, set())[0]
+    assert forced == -1 and not row.tripped
