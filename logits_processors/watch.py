@@ -165,10 +165,11 @@ def part_patterns(phrases: list[str], refuse: bool) -> dict[str, tuple[bool, Par
 
     distinct, _ = name_parts(phrases)
     own = frozenset(w for phrase in phrases for w in normalize(phrase))
-    last = set()
+    last: set[str] = set()
     for phrase in phrases:
         words = [w for w in normalize(phrase.split(",")[0]) if w not in SUFFIXES]
-        last.update(words[-1:])
+        if len(words) > 1:  # a one-word name ("Beyoncé") is watched whole
+            last.add(words[-1])
     out = {}
     for word in distinct:
         if word not in last or word in given_names():
