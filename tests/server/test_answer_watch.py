@@ -234,8 +234,9 @@ def unguarded_steered(client, server, baselines) -> dict[str, str]:
 
 
 def surname_alone(client, server) -> str:
-    """The model may write only " Row", "ling", "." and its end: "Rowling." alone names the
-    author (a rare word of the alias "J.K. Rowling") with no first name before it."""
+    """The model may write only " Row", "ling", "." and its end after "Her surname is":
+    "Rowling." alone names the author (a rare surname of the alias "J.K. Rowling") with no
+    first name before it."""
     ids = [
         t
         for word in (" Row", "ling", ".", "<|im_end|>")
@@ -243,8 +244,7 @@ def surname_alone(client, server) -> str:
             f"{server.base_url}/tokenize", json={"model": MODEL, "prompt": word}
         ).json()["tokens"]
     ]
-    question = "Who wrote the books? The surname only."
-    return chat(client, question, extra_body={"allowed_token_ids": ids})
+    return chat_prefill(client, "Her surname is", extra_body={"allowed_token_ids": ids})
 
 
 @pytest.fixture(scope="module")
