@@ -336,28 +336,27 @@ def combined_markdown(results: dict[str, Any]) -> list[str]:
     """Each person's and the pooled after/before of the guard, the adapter and both, scored
     through the server on the same probes (its before-answers are the server's own)."""
     head = ["unit", "mode", *(c for c, _ in COLUMNS)]
-    lines = [
+    rows = []
+    for r in results["rows"]:
+        for mode in COMBINED_MODES:
+            row = {"unit": str(r["target"]), "mode": mode}
+            for column, group in COLUMNS:
+                c = r["combined"][mode].get(group)
+                ratio = c and c["after_over_before"]
+                row[column] = (
+                    "-" if ratio is None else f"{ratio:.2f} ({c['before'] * c['probes'] / 100:.1f})"
+                )
+            rows.append(row)
+    for mode, pool in results["combined"].items():
+        row = {"unit": "pooled", "mode": mode}
+        rows.append(row | {c: "-" if pool[g] is None else f"{pool[g]:.2f}" for c, g in COLUMNS})
+    return [
         "Combined mode (`--combined`): the person registered on the guard server, the "
         "adapter served beside it, RWKU's scoring; recall after over before (before, in "
         "probes' worth, from the server's plain answers).",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
+        report.markdown_table(rows, head),
     ]
-    for r in results["rows"]:
-        for mode in COMBINED_MODES:
-            cells = [str(r["target"]), mode]
-            for _, group in COLUMNS:
-                c = r["combined"][mode].get(group)
-                ratio = c and c["after_over_before"]
-                cells.append(
-                    "-" if ratio is None else f"{ratio:.2f} ({c['before'] * c['probes'] / 100:.1f})"
-                )
-            lines.append("| " + " | ".join(cells) + " |")
-    for mode, pool in results["combined"].items():
-        shown = [("-" if pool[g] is None else f"{pool[g]:.2f}") for _, g in COLUMNS]
-        lines.append("| pooled | " + mode + " | " + " | ".join(shown) + " |")
-    return lines
 
 
 def _span(numbers: list[int]) -> str:

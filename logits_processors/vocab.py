@@ -6,6 +6,7 @@ import hashlib
 import os
 import pickle
 from bisect import bisect_left
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,11 @@ class VocabIndex:
 
     def __len__(self) -> int:
         return len(self.pieces)
+
+    def text(self, ids: Sequence[int]) -> str:
+        """What the tokens write, ids outside the vocabulary and broken characters left out."""
+        pieces = self.pieces
+        return b"".join(pieces[t] for t in ids if t < len(pieces)).decode("utf-8", "ignore")
 
     def starting_with(self, gap: bool, prefix: str) -> np.ndarray:
         """Token ids whose folded text (after `gap`) begins with `prefix`."""

@@ -71,9 +71,6 @@ class Part(NamedTuple):
     own: frozenset[str]
 
 
-EMPTY_BANS = Bans(EMPTY, EMPTY, EMPTY)
-
-
 @dataclass(frozen=True)
 class TripNote:
     """The tokens a tripped answer ends with: a mark, the note's text, the end token.
@@ -248,11 +245,7 @@ class Watch:
         first."""
         if row.head is None:
             folder = Folder(True)
-            pieces = self.vocab.pieces
-            tail = [
-                pieces[t] for t in (row.prompt_tail or ())[-PROMPT_TAIL_TOKENS:] if t < len(pieces)
-            ]
-            row.head_text = b"".join(tail).decode("utf-8", errors="ignore")
+            row.head_text = self.vocab.text((row.prompt_tail or ())[-PROMPT_TAIL_TOKENS:])
             row.head = BREAK + folder.feed(row.head_text)
             row.head_gap, row.prompt_tail = folder.gap, None
         row.node, _ = self.automaton.feed(0, row.head[-self.automaton.max_len :])
@@ -409,9 +402,7 @@ class Watch:
         from classifiers.lexical import deletes, normalize
         from classifiers.names import given_names, someone_else
 
-        recent = row.output[-PROMPT_TAIL_TOKENS:]
-        pieces = self.vocab.pieces
-        text = b"".join(pieces[t] for t in recent if t < len(pieces)).decode("utf-8", "ignore")
+        text = self.vocab.text(row.output[-PROMPT_TAIL_TOKENS:])
         if len(row.output) < PROMPT_TAIL_TOKENS:
             text = row.head_text + text
         end = len(text)  # the part's letters written so far are replaced by the whole part
