@@ -155,10 +155,11 @@ def watch_patterns(phrases: list[str], refuse: bool) -> list[tuple[str, bool]]:
 def part_patterns(phrases: list[str], refuse: bool) -> dict[str, tuple[bool, Part]]:
     """The surnames of a target's names that name it alone: rare words
     (`classifiers.names.name_parts`: "Springsteen", "Minnelli", not "Swift") that are no
-    one's given name (not "Rhea", "Miley"), as whole words ("Springsteen's" too) and spelled
-    out, each with its policy and its `Part`."""
+    one's given name (not "Rhea", "Miley"), and spelled out, each with its policy and its
+    `Part`. One that begins other words ("Brando": "Brandon") is matched as a whole word
+    ("Brando's" too)."""
     from classifiers.lexical import normalize
-    from classifiers.names import SUFFIXES, given_names, name_parts
+    from classifiers.names import SUFFIXES, begins_other_words, given_names, name_parts
 
     distinct, _ = name_parts(phrases)
     own = frozenset(w for phrase in phrases for w in normalize(phrase))
@@ -171,8 +172,12 @@ def part_patterns(phrases: list[str], refuse: bool) -> dict[str, tuple[bool, Par
     for word in distinct:
         if word not in last or word in given_names():
             continue
+        # A surname no other word begins with is the name from its last letter on, whatever
+        # follows: "Springsteen-esque", an emoji, or nothing because a client banned it.
+        whole = len(word) < WHOLE_WORD_BELOW or begins_other_words(word)
+        tails = (BREAK, "s" + BREAK) if whole else ("",)
         for pattern in phrase_patterns(word) + spelled_patterns(word):
-            for tail in (BREAK, "s" + BREAK):
+            for tail in tails:
                 out[pattern + tail] = (refuse, Part(word, own))
     return out
 
@@ -192,7 +197,14 @@ class WatchRow:
     pending: bytes = b""  # the start of a character split between tokens
     trip_from: int = -1  # where the refusal note started (-1: not tripped)
     bias: dict[int, float] | None = None  # the client's logit_bias, taken out of the choice
+    prompt: Sequence[int] = ()  # the whole prompt's token ids
+    steers: bool = False  # the client's constraints may choose words (`client_steers`)
+    prompt_words: tuple[str, ...] | None = None  # the prompt's words, read when needed
     decoder: codecs.IncrementalDecoder | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.prompt and self.prompt_tail:  # given the whole prompt to read its tail
+            self.prompt = self.prompt_tail
 
     @property
     def tripped(self) -> bool:
@@ -411,13 +423,28 @@ class Watch:
         before = normalize(text[:end])
         if not before or before[-1] not in given_names():
             return False
-        near = deletes(before[-1])
+        given, near = before[-1], deletes(before[-1])
         for part in words:
             if any(near & deletes(w) for w in part.own):
                 return False
             if not someone_else(text[:end] + part.word, part.word, set(part.own)):
                 return False
+            if not self._model_chose(row, given, part.word):
+                return False
         return True
+
+    def _model_chose(self, row: WatchRow, given: str, surname: str) -> bool:
+        """Whether the given name before a surname is the model's own, or the client named
+        that person whole: a client that writes "Xavier" (in its prompt, a prefill or a
+        grammar) and lets the model add the surname asks for the surname."""
+        from classifiers.lexical import normalize
+
+        if row.prompt_words is None:
+            row.prompt_words = tuple(normalize(self.vocab.text(row.prompt)))
+        words = row.prompt_words
+        if any(a == given and b == surname for a, b in zip(words, words[1:], strict=False)):
+            return True
+        return not row.steers and given not in words
 
     def forced(self, row: WatchRow) -> int:
         """The note token a tripped row must write next (then the end token), or -1."""

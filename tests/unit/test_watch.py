@@ -361,6 +361,8 @@ def part_watch(tokenizer):
         "The singer is S p r i n g s t e e n and",
         "The singer, Bruse Springsteen, wrote",  # his own name, misspelt: not a relative
         "The Boss Springsteen wrote",
+        "A Springsteen-esque anthem",
+        "The singer is Springsteen\U0001f3b8 and",
     ],
 )
 def test_a_rare_part_of_a_name_alone_is_the_name(tokenizer, part_watch, text):
@@ -369,9 +371,10 @@ def test_a_rare_part_of_a_name_alone_is_the_name(tokenizer, part_watch, text):
     assert first_banned(part_watch, [], ids) is not None, text
 
 
-def test_a_rare_part_that_ends_the_answer_is_the_name(tokenizer, part_watch):
-    ids = tokenizer.encode("The singer is Springsteen", add_special_tokens=False)
-    assert first_banned(part_watch, [], [*ids, tokenizer.eos_token_id]) == len(ids)
+def test_a_whole_word_surname_that_ends_the_answer_is_the_name(tokenizer):
+    brando = watch_of(tokenizer, "Marlon Brando")
+    ids = tokenizer.encode("The actor is Brando", add_special_tokens=False)
+    assert first_banned(brando, [], [*ids, tokenizer.eos_token_id]) == len(ids)
 
 
 @pytest.mark.parametrize(
@@ -379,7 +382,7 @@ def test_a_rare_part_that_ends_the_answer_is_the_name(tokenizer, part_watch):
     [
         ("", "His sister Pamela Springsteen is an actress."),
         ("", "The actress Pamela Springsteen, his sister, starred in"),
-        ("Who is Pamela", " Springsteen? An actress and photographer."),
+        ("Who is Pamela Springsteen?", " Pamela Springsteen is an actress."),
         ("", "The springs were steep."),
     ],
 )
@@ -390,6 +393,60 @@ def test_a_part_after_another_persons_first_name_is_not_the_name(
     prompt_ids = tokenizer.encode(prompt, add_special_tokens=False) if prompt else []
     ids = tokenizer.encode(text, add_special_tokens=False)
     assert first_banned(part_watch, prompt_ids, ids) is None, text
+
+
+@pytest.mark.parametrize(
+    "prompt, text",
+    [
+        ("Write Xavier, then the surname of the singer of Born to Run.", " Xavier Springsteen"),
+        ("Who is Pamela", " Springsteen?"),
+    ],
+)
+def test_a_first_name_the_client_wrote_does_not_excuse_the_surname(
+    tokenizer, part_watch, prompt, text
+):
+    """A client that writes a given name and lets the model add the surname asks for the
+    surname: only the model's own choice of another person, or a person the client named
+    whole, is someone else."""
+    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    assert first_banned(part_watch, prompt_ids, ids) is not None, text
+
+
+def test_a_first_name_a_client_constraint_wrote_does_not_excuse_the_surname(
+    tokenizer, part_watch
+):
+    """The same given name written by a grammar or `allowed_token_ids`, not by the model."""
+    ids = tokenizer.encode(" His sister Pamela Springsteen", add_special_tokens=False)
+    output: list[int] = []
+    row = WatchRow(output, tokenizer.encode("Who is his sister?"), steers=True)
+    part_watch.reread(row)
+    for token in ids:
+        if token in set(part_watch.banned(row).tokens.tolist()):
+            return
+        output.append(token)
+        part_watch.advance(row)
+    pytest.fail("the surname was written after a given name the client chose")
+
+
+def test_a_surname_broken_off_by_the_client_trips(tokenizer, part_watch):
+    """ "Springste", then `bad_words` on every way to finish it: the answer would show most
+    of the surname. The model was writing it: the answer trips."""
+    row = _row_after(tokenizer, part_watch, "Who sang Born to Run?", " It was Springste")
+    en = tokenizer.encode("en", add_special_tokens=False)[0]
+    assert en in set(part_watch.banned(row).steered.tolist())
+    logits = torch.zeros(1, len(part_watch.vocab))
+    logits[0, en] = float("-inf")
+    forced, _ = part_watch.act(logits, {0: row}, set())[0]
+    assert row.tripped and forced == part_watch.note[0]
+
+
+def test_a_surname_that_begins_other_words_is_a_whole_word(tokenizer):
+    """ "Brando" begins "Brandon": an answer about Brandon Lee is not about Marlon Brando."""
+    brando = watch_of(tokenizer, "Marlon Brando")
+    for text, named in (("Brandon Lee starred in", False), ("It was Brando's film.", True)):
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        assert (first_banned(brando, [], ids) is not None) is named, text
 
 
 def test_only_a_rare_surname_is_a_name_alone():
