@@ -328,21 +328,22 @@ class NameIndex:
         from logits_processors.watch_automaton import FoldedAutomaton
         from logits_processors.watcher import names_of
 
-        patterns, parts = names_of(
+        patterns, _ = names_of(
             [WatchedTarget("", "refuse", tuple(watch_phrases(row.spec))) for row in rows]
         )
-        # An answer is read against names and their parts (a part alone is held back while
-        # it may be the target's); a scoring label only against whole names.
-        self.automaton = FoldedAutomaton(patterns, contextual=parts) if patterns else None
-        names = [(pattern, refuse) for pattern, refuse in patterns if pattern not in parts]
-        self.names = FoldedAutomaton(names) if names else None
+        # A rare surname alone ("Springsteen") is a name here, whatever the words before
+        # it: a streamed answer holds it back while it may be the target's, and a scoring
+        # label or a log-probability candidate that completes it after "Born to Run was
+        # written by" is the forgotten answer. (The watch excuses a relative, "Pamela
+        # Springsteen", in the answer itself; here that errs on the side of forgetting.)
+        self.names = FoldedAutomaton(patterns) if patterns else None
 
     def begun(self, context: str, candidates: list[str]) -> list[bool]:
         from logits_processors.fold import BREAK, Folder
 
         if self.names is None:
             return [False] * len(candidates)
-        start, gap = self._after(context, self.names)
+        start, gap = self._after(context)
         out = []
         for candidate in candidates:
             written = Folder(gap).feed(candidate)
@@ -362,7 +363,7 @@ class NameIndex:
             return [[False] * len(candidates) for _, candidates in items]
         out = []
         for context, candidates in items:
-            start, gap = self._after(context, self.names)
+            start, gap = self._after(context)
             out.append([self.names.feed(start, Folder(gap).feed(c))[1] for c in candidates])
         return out
 
@@ -378,11 +379,11 @@ class NameIndex:
             reading.add(piece)
         return reading.open_pieces()
 
-    def _after(self, context: str, automaton: Any = None) -> tuple[int, bool]:
+    def _after(self, context: str) -> tuple[int, bool]:
         """The automaton's node after `context`, and whether it ended at a word break."""
         from logits_processors.fold import BREAK, Folder
 
-        automaton = automaton or self.automaton
+        automaton = self.names
         folder = Folder()
         tail = folder.feed(context)[-automaton.max_len :]
         return automaton.feed(0, BREAK + tail)[0], folder.gap
@@ -395,7 +396,7 @@ class Reading:
     def __init__(self, index: NameIndex, context: str = ""):
         from logits_processors.fold import Folder
 
-        self.automaton = index.automaton
+        self.automaton = index.names
         self.folder = Folder()
         self.node = 0
         self.length = 0  # folded symbols of the pieces

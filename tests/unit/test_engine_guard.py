@@ -370,6 +370,8 @@ def test_scoring_labels_that_write_part_of_a_name_are_refused(tokenizer, reader)
         ("the hedgehog", " warts", False),  # "hog warts" is not "Hogwarts"... as a word start
         ("written by J. K.", " Row", True),
         ("a school called", " Hоg", True),  # Cyrillic о
+        ("the author's surname is", " Rowl", True),  # a rare surname alone
+        ("the author's surname is", " Rowan", False),
     ],
 )
 def test_a_continuation_begins_a_name_only_when_it_writes_part_of_it(context, candidate, begun):

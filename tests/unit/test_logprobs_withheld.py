@@ -48,6 +48,21 @@ def test_a_candidate_is_withheld_only_where_it_completes_a_name(
     assert guard.completing([(context, [candidate])]) == [[completes]]
 
 
+@pytest.mark.parametrize(
+    ("context", "candidate", "completes"),
+    [
+        ("Born to Run was written by", " Springsteen", True),
+        ("Born to Run was written by Springste", "en", True),
+        ("Born to Run was written by the", " spring", False),
+    ],
+)
+def test_a_rare_surname_alone_is_withheld(context, candidate, completes):
+    """ "Springsteen" alone names Bruce Springsteen, to the log-probabilities as to the
+    answer: its probability after "written by" is the forgotten answer."""
+    index = NameIndex([SimpleNamespace(spec={"name": "Bruce Springsteen"})])
+    assert index.completing([(context, [candidate])]) == [[completes]]
+
+
 def rows(tokenizer, held: list[int], alternatives: list[int]) -> list[dict[int, Logprob]]:
     """An answer's logprobs: at every position the token it holds, then `alternatives`."""
     return [
