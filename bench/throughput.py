@@ -150,13 +150,15 @@ def _watch_step_us(llm, people: list[dict[str, Any]], answers: list[list[int]]) 
     processor runs it (its first pass warms the caches, as serving does)."""
     import torch
 
-    from logits_processors.watch import Watch, WatchRow, watch_patterns
+    from logits_processors.reader import WatchedTarget
+    from logits_processors.watch import Watch, WatchRow
     from logits_processors.watch_automaton import FoldedAutomaton
-    from logits_processors.watcher import build_vocabulary
+    from logits_processors.watcher import build_vocabulary, names_of
 
     vocab, note = build_vocabulary(llm.llm_engine.model_config.tokenizer)
-    patterns = [p for person in people for p in watch_patterns([person["name"]], True)]
-    watch = Watch(FoldedAutomaton(patterns), vocab, note)
+    watched = [WatchedTarget(p["name"], "refuse", (p["name"],)) for p in people]
+    patterns, parts = names_of(watched)  # as the engine's worker builds its watch
+    watch = Watch(FoldedAutomaton(patterns, contextual=parts), vocab, note, parts=parts)
     logits = torch.zeros(len(answers), len(vocab))
     steps = max(map(len, answers))
     best = float("inf")

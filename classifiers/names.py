@@ -9,7 +9,6 @@ without a list of names.
 from __future__ import annotations
 
 import re
-from bisect import bisect_left
 from functools import lru_cache
 
 from wordfreq import zipf_frequency
@@ -113,27 +112,6 @@ def given_names() -> frozenset[str]:
         for line in folder.joinpath(f"dist.{sex}.first").read_text().splitlines()
     ]
     return frozenset(line.split()[0].casefold() for line in lines if line.strip())
-
-
-@lru_cache(maxsize=1)
-def _words() -> list[str]:
-    from wordfreq import iter_wordlist
-
-    return sorted({*iter_wordlist("en"), *given_names()})
-
-
-def begins_other_words(part: str) -> bool:
-    """Whether an English word or a given name other than `part` itself (its plural or
-    possessive aside) begins with it: "brando" begins "Brandon", "welch" "welcher";
-    nothing but "Springsteen" begins with "springsteen", so "Springsteen-esque" is still
-    him."""
-    words = _words()
-    at = bisect_left(words, part)
-    while at < len(words) and words[at].startswith(part):
-        if words[at][len(part) :] not in ("", "s", "'s", "\u2019s"):
-            return True
-        at += 1
-    return False
 
 
 def someone_else(text: str, part: str, own: set[str], vouching: bool = False) -> bool:

@@ -9,7 +9,7 @@ from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 from vllm.v1.sample.logits_processor.builtin import process_dict_updates
 
 from logits_processors.lifeline import watch_server
-from logits_processors.params import client_steers, parse_guard_params, unwatched
+from logits_processors.params import parse_guard_params, unwatched
 from logits_processors.rows import (
     RowState,
     eos_token_id_of,
@@ -60,7 +60,7 @@ class ForgetLogitsProcessor(LogitsProcessor):
     def _new_row(self, params: SamplingParams, prompt: list[int] | None, output: list[int]):
         if unwatched(params.extra_args):
             return None
-        row = WatchRow(output, prompt, bias=params.logit_bias or None, steers=client_steers(params))
+        row = WatchRow(output, prompt, bias=params.logit_bias or None, prompt=prompt or ())
         if self.watcher.watch is not None:
             self.watcher.watch.reread(row)
         return row

@@ -15,7 +15,7 @@ import torch
 from vllm.v1.worker.gpu.sample.logits_processor import LogitsProcessor
 
 from logits_processors.lifeline import watch_server
-from logits_processors.params import client_steers, parse_guard_params, unwatched
+from logits_processors.params import parse_guard_params, unwatched
 from logits_processors.rows import (
     RowState,
     eos_token_id_of,
@@ -66,11 +66,7 @@ class ForgetLogitsProcessorV2(LogitsProcessor):
             return False
         if state is not None:
             self.states[req_idx] = state
-        self.rows[req_idx] = WatchRow(
-            output,
-            bias=sampling_params.logit_bias or None,
-            steers=client_steers(sampling_params),
-        )
+        self.rows[req_idx] = WatchRow(output, bias=sampling_params.logit_bias or None)
         self._unread.add(req_idx)
         return True
 
@@ -111,8 +107,8 @@ class ForgetLogitsProcessorV2(LogitsProcessor):
         for slot, total in zip(slots, totals, strict=True):
             row, start = self.rows[slot], int(prompt_lens[slot])
             if slot in self._unread:
-                row.prompt = history[slot, :start].tolist()
-                tail = row.prompt[-PROMPT_TAIL_TOKENS:]
+                row.prompt = history[slot, :start]  # a view, read if a surname needs it
+                tail = history[slot, max(start - PROMPT_TAIL_TOKENS, 0) : start].tolist()
                 if slot in self.states:
                     self.states[slot].feed_prompt(tail)
                 row.prompt_tail = tail

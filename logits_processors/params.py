@@ -46,13 +46,6 @@ def unwatched(extra_args: dict[str, Any] | None) -> bool:
     return bool(extra_args and extra_args.get(UNWATCHED_KEY) is True)
 
 
-def client_steers(params: Any) -> bool:
-    """Whether a client's constraint may choose the answer's words for the model: a grammar
-    or other structured output, `allowed_token_ids`, `bad_words` or `logit_bias`."""
-    steering = ("structured_outputs", "allowed_token_ids", "bad_words", "logit_bias")
-    return any(getattr(params, name, None) for name in steering)
-
-
 def parse_guard_params(extra_args: dict[str, Any] | None) -> GuardParams | None:
     """Parse and validate the guard's extra args; None when the request is not flagged.
 

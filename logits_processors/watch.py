@@ -23,12 +23,14 @@ import torch
 from logits_processors.automaton import EMPTY
 from logits_processors.fold import (
     BREAK,
+    JOIN,
     SPACE,
     Folder,
     fold_char,
     phrase_patterns,
     spelled_patterns,
 )
+from logits_processors.surnames import Part, folded
 from logits_processors.vocab import VocabIndex
 from logits_processors.watch_automaton import FoldedAutomaton
 
@@ -55,20 +57,14 @@ class Bans(NamedTuple):
     steered: np.ndarray  # those of them that finish a name already half written
     parts: np.ndarray = EMPTY  # those that complete a name's part alone, and nothing more
     words: tuple[Part, ...] = ()  # the parts they complete
+    open: np.ndarray = EMPTY  # those of them that complete it only open-ended
+    written: int = 0  # the fewest letters of an open-ended part written so far
 
-    def without_parts(self) -> Bans:
-        ids = (self.tokens, self.refused, self.steered)
-        keep = [np.setdiff1d(i, self.parts, assume_unique=True) for i in ids]
-        return Bans(*keep)
-
-
-class Part(NamedTuple):
-    """A part of a target's name that names it alone ("springsteen"), and the target's own
-    name words: the words before it tell whether it names someone else ("Billy Ray
-    Cyrus"), as the prompt screen reads them (`classifiers.names.someone_else`)."""
-
-    word: str
-    own: frozenset[str]
+    def without(self, ids: np.ndarray) -> Bans:
+        """These bans with `ids` (some of `parts`) lifted."""
+        kept = [np.setdiff1d(i, ids, assume_unique=True) for i in self[:4]]
+        opened = np.setdiff1d(self.open, ids, assume_unique=True)
+        return Bans(*kept, self.words if len(kept[3]) else (), opened, self.written)
 
 
 @dataclass(frozen=True)
@@ -152,36 +148,6 @@ def watch_patterns(phrases: list[str], refuse: bool) -> list[tuple[str, bool]]:
     return out
 
 
-def part_patterns(phrases: list[str], refuse: bool) -> dict[str, tuple[bool, Part]]:
-    """The surnames of a target's names that name it alone: rare words
-    (`classifiers.names.name_parts`: "Springsteen", "Minnelli", not "Swift") that are no
-    one's given name (not "Rhea", "Miley"), and spelled out, each with its policy and its
-    `Part`. One that begins other words ("Brando": "Brandon") is matched as a whole word
-    ("Brando's" too)."""
-    from classifiers.lexical import normalize
-    from classifiers.names import SUFFIXES, begins_other_words, given_names, name_parts
-
-    distinct, _ = name_parts(phrases)
-    own = frozenset(w for phrase in phrases for w in normalize(phrase))
-    last: set[str] = set()
-    for phrase in phrases:
-        words = [w for w in normalize(phrase.split(",")[0]) if w not in SUFFIXES]
-        if len(words) > 1:  # a one-word name ("Beyoncé") is watched whole
-            last.add(words[-1])
-    out = {}
-    for word in distinct:
-        if word not in last or word in given_names():
-            continue
-        # A surname no other word begins with is the name from its last letter on, whatever
-        # follows: "Springsteen-esque", an emoji, or nothing because a client banned it.
-        whole = len(word) < WHOLE_WORD_BELOW or begins_other_words(word)
-        tails = (BREAK, "s" + BREAK) if whole else ("",)
-        for pattern in phrase_patterns(word) + spelled_patterns(word):
-            for tail in tails:
-                out[pattern + tail] = (refuse, Part(word, own))
-    return out
-
-
 @dataclass
 class WatchRow:
     """One request's answer as the watch has read it so far."""
@@ -197,14 +163,9 @@ class WatchRow:
     pending: bytes = b""  # the start of a character split between tokens
     trip_from: int = -1  # where the refusal note started (-1: not tripped)
     bias: dict[int, float] | None = None  # the client's logit_bias, taken out of the choice
-    prompt: Sequence[int] = ()  # the whole prompt's token ids
-    steers: bool = False  # the client's constraints may choose words (`client_steers`)
-    prompt_words: tuple[str, ...] | None = None  # the prompt's words, read when needed
+    prompt: Any = ()  # the whole prompt's token ids (a list, or a tensor read when needed)
+    prompt_folded: str | None = None  # the prompt as the fold reads it, when needed
     decoder: codecs.IncrementalDecoder | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        if not self.prompt and self.prompt_tail:  # given the whole prompt to read its tail
-            self.prompt = self.prompt_tail
 
     @property
     def tripped(self) -> bool:
@@ -233,8 +194,9 @@ class Watch:
         self.parts = parts or {}  # contextual pattern -> the part it writes
         self._steps: dict[tuple[int, bool, int], tuple[int, bool, bool]] = {}
         self._banned: dict[tuple[int, bool], Bans] = {}
-        self._without_parts: dict[tuple[int, bool], Bans] = {}
+        self._lifted: dict[tuple[int, bool, bool], Bans] = {}
         self._whole = [self._whole_names(gap) for gap in (False, True)]
+        self._not_steering = np.union1d(vocab.breaks, vocab.partial)
 
     def _whole_names(self, gap: bool) -> tuple[np.ndarray, np.ndarray]:
         """Tokens whose folded text holds a whole pattern, from any state (" Hogwarts")."""
@@ -301,18 +263,26 @@ class Watch:
 
     def banned(self, row: WatchRow) -> Bans:
         """The next tokens that would complete a name (`Bans`): a surname alone only where
-        the words before it do not name someone else."""
+        the words before it do not name someone else, and open-ended only where the letters
+        of it written so far have no joiner inside ("Sage-toned" is no "Saget")."""
         if row.pending:
             return self._banned_split(row)
-        key = (row.node, row.gap)
-        bans = self.banned_at(*key)
-        if not len(bans.parts) or not self._someone_else(row, bans.words):
+        bans = self.banned_at(row.node, row.gap)
+        if not len(bans.parts):
             return bans
-        found = self._without_parts.get(key)
+        if self._someone_else(row, bans.words):
+            return self._lift(row, bans, True)
+        if len(bans.open) and self._joined(row, bans.written):
+            return self._lift(row, bans, False)
+        return bans
+
+    def _lift(self, row: WatchRow, bans: Bans, every: bool) -> Bans:
+        key = (row.node, row.gap, every)
+        found = self._lifted.get(key)
         if found is None:
-            found = bans.without_parts()
-            if len(self._without_parts) < MAX_CACHED:
-                self._without_parts[key] = found
+            found = bans.without(bans.parts if every else bans.open)
+            if len(self._lifted) < MAX_CACHED:
+                self._lifted[key] = found
         return found
 
     def banned_at(self, node: int, gap: bool) -> Bans:
@@ -327,17 +297,25 @@ class Watch:
         auto = self.automaton
         whole, whole_refused = self._whole[gap]
         found, refused, steered, alone, words = [whole], [whole_refused], [EMPTY], [], set()
+        closed, opened, least = [EMPTY], [], 1 << 30
         for start in auto.chain(node):
             written = auto.letters_at(start)
             for index, rest in auto.rests(start):
                 if len(rest) > self.vocab.max_len:
                     continue
                 ids = self.vocab.starting_with(gap, rest)
+                if rest == BREAK:  # a token that begins a character may end the word
+                    ids = np.union1d(ids, self.vocab.partial)
                 if not len(ids):
                     continue
                 if auto.contextual[index]:
                     alone.append(ids)
                     words.add(self.parts[auto.patterns[index]])
+                    if auto.patterns[index].endswith(BREAK):
+                        closed.append(ids)
+                    else:
+                        opened.append(ids)
+                        least = min(least, written)
                 else:
                     found.append(ids)
                 if auto.refuse[index]:
@@ -348,14 +326,21 @@ class Watch:
             return Bans(whole, whole_refused, EMPTY)
         named = np.unique(np.concatenate(found))
         parts = np.setdiff1d(np.concatenate(alone), named) if alone else EMPTY
-        # `min_tokens` and a grammar inside a string rule out the end token by themselves.
-        steered_ids = np.setdiff1d(np.concatenate(steered), self.vocab.breaks)
+        # `min_tokens` and a grammar inside a string rule out the end token by themselves,
+        # and many a rule a token that is part of a character.
+        steered_ids = np.setdiff1d(np.concatenate(steered), self._not_steering)
+        open_ids = EMPTY
+        if opened:
+            open_ids = np.setdiff1d(np.concatenate(opened), np.concatenate(closed))
+            open_ids = np.intersect1d(open_ids, parts, assume_unique=True)
         return Bans(
             np.union1d(named, parts),
             np.unique(np.concatenate(refused)),
             steered_ids,
             parts,
             tuple(sorted(words, key=lambda part: part.word)) if len(parts) else (),
+            open_ids,
+            least if len(open_ids) else 0,
         )
 
     def _banned_split(self, row: WatchRow) -> Bans:
@@ -369,7 +354,7 @@ class Watch:
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             decoder.setstate((row.pending, 0))
             text = Folder(row.gap).feed(decoder.decode(self.vocab.pieces[token]))
-            if self.automaton.feed(row.node, text)[1]:
+            if self.automaton.feed(row.node, text, parts=True)[1]:
                 found.append(np.asarray([token], np.int64))
         refused.extend(found[1:])
         return Bans(np.unique(np.concatenate(found)), np.unique(np.concatenate(refused)), EMPTY)
@@ -406,14 +391,20 @@ class Watch:
         return acts
 
     def _someone_else(self, row: WatchRow, words: tuple[Part, ...]) -> bool:
-        """Whether the words before the surname being written name another person
-        ("Pamela" before "Springsteen", with Bruce Springsteen registered), read from the
-        answer's last tokens (and the prompt's tail, for an answer that has just begun) as
-        the prompt screen reads them (`someone_else`), the word before it being a given
-        name and not one edit from the target's own ("Bruse")."""
+        """Whether the surname being written names another person whom the client named
+        whole ("Who is Pamela Springsteen?", then "Pamela Springsteen is an actress", with
+        Bruce Springsteen registered): the word before it in the answer is a given name,
+        not one edit from the target's own ("Bruse"), naming someone else as the prompt
+        screen reads it (`someone_else`), and the prompt holds that given name and the
+        surname together, as the fold reads them. A given name alone excuses nothing: a
+        client that writes "Xavier", or asks for any first name and then the singer's
+        surname, asks for the surname."""
         from classifiers.lexical import deletes, normalize
         from classifiers.names import given_names, someone_else
 
+        prompt = self._prompt_folded(row)
+        if not all(folded(part.word) in prompt for part in words):
+            return False
         text = self.vocab.text(row.output[-PROMPT_TAIL_TOKENS:])
         if len(row.output) < PROMPT_TAIL_TOKENS:
             text = row.head_text + text
@@ -429,22 +420,32 @@ class Watch:
                 return False
             if not someone_else(text[:end] + part.word, part.word, set(part.own)):
                 return False
-            if not self._model_chose(row, given, part.word):
+            if f"{BREAK}{folded(given)}{BREAK}{folded(part.word)}" not in prompt:
                 return False
         return True
 
-    def _model_chose(self, row: WatchRow, given: str, surname: str) -> bool:
-        """Whether the given name before a surname is the model's own, or the client named
-        that person whole: a client that writes "Xavier" (in its prompt, a prefill or a
-        grammar) and lets the model add the surname asks for the surname."""
-        from classifiers.lexical import normalize
+    def _prompt_folded(self, row: WatchRow) -> str:
+        if row.prompt_folded is None:
+            ids = row.prompt.tolist() if hasattr(row.prompt, "tolist") else row.prompt
+            row.prompt_folded = BREAK + Folder(True).feed(self.vocab.text(ids)) + BREAK
+        return row.prompt_folded
 
-        if row.prompt_words is None:
-            row.prompt_words = tuple(normalize(self.vocab.text(row.prompt)))
-        words = row.prompt_words
-        if any(a == given and b == surname for a, b in zip(words, words[1:], strict=False)):
-            return True
-        return not row.steers and given not in words
+    def _joined(self, row: WatchRow, letters: int) -> bool:
+        """Whether a joiner ("-", ".", "'") stands inside the last `letters` letters the
+        answer wrote: "sage-t" is no "saget"."""
+        text = self.vocab.text(row.output[-PROMPT_TAIL_TOKENS:])
+        if len(row.output) < PROMPT_TAIL_TOKENS:
+            text = row.head_text + text
+        for char in reversed(text):
+            if letters <= 0:
+                return False
+            kind, out = fold_char(char)
+            if kind == JOIN:
+                return True
+            if kind == SPACE:
+                return False
+            letters -= len(out)
+        return False
 
     def forced(self, row: WatchRow) -> int:
         """The note token a tripped row must write next (then the end token), or -1."""

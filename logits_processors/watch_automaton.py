@@ -41,6 +41,7 @@ class FoldedAutomaton:
         self.lo = array("i", [0])
         self.hi = array("i", [len(self.patterns)])
         self.ends = array("b", [0])
+        self.alone = array("b", [0])  # a contextual pattern ends here or on the fail chain
         self.fail = array("i", [0])
         self._insert()
         self._link()
@@ -63,6 +64,7 @@ class FoldedAutomaton:
                     self.lo.append(index)
                     self.hi.append(index + 1)
                     self.ends.append(0)
+                    self.alone.append(0)
                     self.fail.append(0)
                     parents.append(node)
                     symbols.append(ord(sym))
@@ -70,6 +72,7 @@ class FoldedAutomaton:
                     self.hi[child] = index + 1
                 node = child
             self.ends[node] = int(not self.contextual[index])
+            self.alone[node] = self.contextual[index]
         self._parents, self._symbols = parents, symbols
 
     def _link(self) -> None:
@@ -82,6 +85,8 @@ class FoldedAutomaton:
                 self.fail[node] = self._goto(self.fail[parent], sym)
             if self.ends[self.fail[node]]:
                 self.ends[node] = 1
+            if self.alone[self.fail[node]]:
+                self.alone[node] = 1
         del self._parents, self._symbols
 
     def _goto(self, node: int, sym: int) -> int:
@@ -93,12 +98,13 @@ class FoldedAutomaton:
                 return 0
             node = self.fail[node]
 
-    def feed(self, node: int, text: str) -> tuple[int, bool]:
-        """The node after `text`, and whether a pattern ended on the way."""
+    def feed(self, node: int, text: str, parts: bool = False) -> tuple[int, bool]:
+        """The node after `text`, and whether a pattern ended on the way (a contextual one
+        too, with `parts`)."""
         matched = False
         for sym in text:
             node = self._goto(node, ord(sym))
-            matched = matched or bool(self.ends[node])
+            matched = matched or bool(self.ends[node] or parts and self.alone[node])
         return node, matched
 
     def chain(self, node: int) -> Iterable[int]:

@@ -15,15 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from logits_processors.reader import CompiledReader, open_reader
+from logits_processors.surnames import Part, part_patterns
 from logits_processors.vocab import VocabIndex, index_path, special_ids, token_bytes
-from logits_processors.watch import (
-    Part,
-    TripNote,
-    Watch,
-    WatchRow,
-    part_patterns,
-    watch_patterns,
-)
+from logits_processors.watch import TripNote, Watch, WatchRow, watch_patterns
 from logits_processors.watch_automaton import FoldedAutomaton
 
 if TYPE_CHECKING:

@@ -43,7 +43,7 @@ def first_banned(watch: Watch, prompt: list[int], answer: list[int]) -> int | No
     """Write `answer` token by token as a model would; the index of the first token the
     watch bans, or None if the whole answer gets written."""
     output: list[int] = []
-    row = WatchRow(output, prompt)
+    row = WatchRow(output, prompt, prompt=prompt)
     watch.reread(row)
     for i, token in enumerate(answer):
         bans = watch.banned(row).tokens
@@ -279,7 +279,10 @@ def test_a_note_without_a_mark_is_perhaps_under_way_from_its_first_token():
 
 
 def _row_after(tokenizer, watch, prompt: str, written: str) -> WatchRow:
-    row = WatchRow(tokenizer.encode(written, add_special_tokens=False), tokenizer.encode(prompt))
+    prompt_ids = tokenizer.encode(prompt)
+    row = WatchRow(
+        tokenizer.encode(written, add_special_tokens=False), prompt_ids, prompt=prompt_ids
+    )
     watch.reread(row)
     return row
 
@@ -363,6 +366,11 @@ def part_watch(tokenizer):
         "The Boss Springsteen wrote",
         "A Springsteen-esque anthem",
         "The singer is Springsteen\U0001f3b8 and",
+        "The singer is Springstee\uff4e.",  # its last letter a character of two tokens
+        "The singer is Springstee\U0001d427 and",
+        "It was written by-Springsteen",  # joined to the word before it
+        "A song by Mr.Springsteen",
+        "The_Springsteen_song",
     ],
 )
 def test_a_rare_part_of_a_name_alone_is_the_name(tokenizer, part_watch, text):
@@ -380,16 +388,14 @@ def test_a_whole_word_surname_that_ends_the_answer_is_the_name(tokenizer):
 @pytest.mark.parametrize(
     "prompt, text",
     [
-        ("", "His sister Pamela Springsteen is an actress."),
-        ("", "The actress Pamela Springsteen, his sister, starred in"),
         ("Who is Pamela Springsteen?", " Pamela Springsteen is an actress."),
+        ("Tell me about PAMELA SPRINGSTEEN's films.", "The actress Pamela Springsteen, his sister"),
         ("", "The springs were steep."),
     ],
 )
-def test_a_part_after_another_persons_first_name_is_not_the_name(
-    tokenizer, part_watch, prompt, text
-):
-    """A relative with the same surname is someone else: their answer is not touched."""
+def test_a_relative_the_client_named_whole_is_someone_else(tokenizer, part_watch, prompt, text):
+    """A relative with the same surname, named whole in the prompt, is someone else: the
+    answer about her is not touched."""
     prompt_ids = tokenizer.encode(prompt, add_special_tokens=False) if prompt else []
     ids = tokenizer.encode(text, add_special_tokens=False)
     assert first_banned(part_watch, prompt_ids, ids) is None, text
@@ -400,33 +406,18 @@ def test_a_part_after_another_persons_first_name_is_not_the_name(
     [
         ("Write Xavier, then the surname of the singer of Born to Run.", " Xavier Springsteen"),
         ("Who is Pamela", " Springsteen?"),
+        ("Write X-a-v-i-e-r, then the singer's surname.", " Xavier Springsteen"),
+        ("Write any woman's first name, then the singer's surname.", " Pamela Springsteen"),
+        ("", "His sister Pamela Springsteen is an actress."),
     ],
 )
-def test_a_first_name_the_client_wrote_does_not_excuse_the_surname(
-    tokenizer, part_watch, prompt, text
-):
-    """A client that writes a given name and lets the model add the surname asks for the
-    surname: only the model's own choice of another person, or a person the client named
-    whole, is someone else."""
+def test_a_first_name_alone_does_not_excuse_the_surname(tokenizer, part_watch, prompt, text):
+    """A client that writes a given name, or has the model choose one, and lets the model
+    add the surname asks for the surname: only a person the client named whole is someone
+    else."""
     prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
     ids = tokenizer.encode(text, add_special_tokens=False)
     assert first_banned(part_watch, prompt_ids, ids) is not None, text
-
-
-def test_a_first_name_a_client_constraint_wrote_does_not_excuse_the_surname(
-    tokenizer, part_watch
-):
-    """The same given name written by a grammar or `allowed_token_ids`, not by the model."""
-    ids = tokenizer.encode(" His sister Pamela Springsteen", add_special_tokens=False)
-    output: list[int] = []
-    row = WatchRow(output, tokenizer.encode("Who is his sister?"), steers=True)
-    part_watch.reread(row)
-    for token in ids:
-        if token in set(part_watch.banned(row).tokens.tolist()):
-            return
-        output.append(token)
-        part_watch.advance(row)
-    pytest.fail("the surname was written after a given name the client chose")
 
 
 def test_a_surname_broken_off_by_the_client_trips(tokenizer, part_watch):
@@ -441,12 +432,24 @@ def test_a_surname_broken_off_by_the_client_trips(tokenizer, part_watch):
     assert row.tripped and forced == part_watch.note[0]
 
 
-def test_a_surname_that_begins_other_words_is_a_whole_word(tokenizer):
-    """ "Brando" begins "Brandon": an answer about Brandon Lee is not about Marlon Brando."""
-    brando = watch_of(tokenizer, "Marlon Brando")
-    for text, named in (("Brandon Lee starred in", False), ("It was Brando's film.", True)):
-        ids = tokenizer.encode(text, add_special_tokens=False)
-        assert (first_banned(brando, [], ids) is not None) is named, text
+@pytest.mark.parametrize(
+    "name, text, named",
+    [
+        ("Marlon Brando", "Brandon Lee starred in", False),  # "Brando" begins "Brandon"
+        ("Marlon Brando", "It was Brando's film.", True),
+        ("Marlon Brando", "It was Brando\U0001f3ac", True),
+        ("J.K. Rowling", "The cat was prowling.", False),  # "Rowling" is inside "prowling"
+        ("J.K. Rowling", "The author Rowling-style", True),
+        ("Bob Saget", "The sage-toned walls", False),  # a joiner inside: a whole word only
+        ("Bob Saget", "The comedian Saget's show", True),
+        ("Rhea Perlman", "Read the perl-manual first.", False),
+        ("Steven Seagal", "A sea-gale blew.", False),
+    ],
+)
+def test_a_surname_is_read_where_english_words_cannot_be_it(tokenizer, name, text, named):
+    watch = watch_of(tokenizer, name)
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    assert (first_banned(watch, [], ids) is not None) is named, text
 
 
 def test_only_a_rare_surname_is_a_name_alone():
