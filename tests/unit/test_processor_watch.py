@@ -109,3 +109,37 @@ def test_v2_watches_exactly_as_v1(processor, watched, wanted):  # noqa: F811
         out.append(token)
         runner.commit(3, token)
     assert (NOTE[0] in out) == (wanted == TER)
+
+
+PIECES[8:12] = [b" Pamela", b" Spring", b"steen", b" Xavier"]
+PAMELA, SPRING, STEEN, XAVIER, IS = 8, 9, 10, 11, 5
+
+
+@pytest.mark.parametrize(
+    "prompt, excused",
+    [([PAMELA, SPRING, STEEN, IS], True), ([PAMELA, IS], False), ([XAVIER, IS], False)],
+)
+def test_both_processors_read_the_whole_prompt_for_a_relative(
+    processor,  # noqa: F811
+    watched,
+    prompt,
+    excused,
+):
+    """ "Pamela Springsteen" named whole in the prompt is someone else; "Pamela" or
+    "Xavier" alone excuses no surname. Both processors hand the watch the whole prompt."""
+    watched.put_watch(TargetRow("bs", "Bruce Springsteen", 1, "active", {}), ["Bruce Springsteen"])
+    proc1, runner = v1(processor), Runner()
+    proc2 = ForgetLogitsProcessorV2(None, runner.state)
+    out: list[int] = []
+    add(proc1, [(0, params(), prompt, out)])
+    runner.admit(proc2, 3, params(), prompt)
+    for token in (prompt[0], SPRING):
+        out.append(token)
+        runner.commit(3, token)
+    one = torch.zeros(1, VOCAB)
+    one[0, STEEN] = 3.0
+    two = one.clone()
+    proc1.apply(one)
+    proc2.apply(two, runner.ctx([3]))
+    assert torch.equal(one, two)
+    assert (int(one.argmax()) == STEEN) is excused
