@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 from fastapi.routing import APIRoute
@@ -38,6 +39,7 @@ async def build_guard_app(engine_client: EngineClient, args: argparse.Namespace)
     from vllm.entrypoints.launchers.api_server.app_state import init_app_state
     from vllm.entrypoints.launchers.app import build_app
 
+    surface.refuse_response_store(os.environ)  # however the server is started
     supported_tasks = await engine_client.get_supported_tasks()
     model_config = engine_client.model_config
     app = guard_routes(build_app(args, supported_tasks, model_config), args, model_config)
