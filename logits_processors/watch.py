@@ -195,6 +195,7 @@ class Watch:
         self._steps: dict[tuple[int, bool, int], tuple[int, bool, bool]] = {}
         self._banned: dict[tuple[int, bool], Bans] = {}
         self._lifted: dict[tuple[int, bool, bool], Bans] = {}
+        self._split: dict[tuple[int, bool, bytes], Bans] = {}
         self._whole = [self._whole_names(gap) for gap in (False, True)]
         self._not_steering = np.union1d(vocab.breaks, vocab.partial)
 
@@ -346,15 +347,26 @@ class Watch:
     def _banned_split(self, row: WatchRow) -> Bans:
         """While a character is split between tokens: try every token that may end it. Any
         other token ends it as U+FFFD, a word break. A name found this way is refused
-        whatever its target's policy (the slow path does not track which name it was)."""
-        node = row.node if row.gap else self.automaton.feed(row.node, BREAK)[0]
+        whatever its target's policy (the slow path does not track which name it was).
+        Kept per state and pending bytes: an answer in a script of many-byte characters
+        passes here at most steps."""
+        key = (row.node, row.gap, row.pending)
+        found = self._split.get(key)
+        if found is None:
+            found = self._banned_split_at(*key)
+            if len(self._split) < MAX_CACHED:
+                self._split[key] = found
+        return found
+
+    def _banned_split_at(self, at: int, gap: bool, pending: bytes) -> Bans:
+        node = at if gap else self.automaton.feed(at, BREAK)[0]
         after_break = self.banned_at(node, True)
         found, refused = [after_break.tokens], [after_break.refused]
         for token in self.vocab.partial.tolist():
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            decoder.setstate((row.pending, 0))
-            text = Folder(row.gap).feed(decoder.decode(self.vocab.pieces[token]))
-            if self.automaton.feed(row.node, text, parts=True)[1]:
+            decoder.setstate((pending, 0))
+            text = Folder(gap).feed(decoder.decode(self.vocab.pieces[token]))
+            if self.automaton.feed(at, text, parts=True)[1]:
                 found.append(np.asarray([token], np.int64))
         refused.extend(found[1:])
         return Bans(np.unique(np.concatenate(found)), np.unique(np.concatenate(refused)), EMPTY)
