@@ -31,17 +31,20 @@ def add_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _answer(client: OpenAI, model: str, messages, max_tokens: int) -> str:
+def _answer(client: OpenAI, model: str, messages, max_tokens: int) -> tuple[str, str | None]:
+    """The answer, and what the guard did to it (None from a server with no guard)."""
     out = client.chat.completions.create(
         model=model, messages=list(messages), temperature=0, max_tokens=max_tokens, seed=0
     )
-    return out.choices[0].message.content or ""
+    guard = (out.model_extra or {}).get("guard") or {}
+    return out.choices[0].message.content or "", guard.get("action")
 
 
-def _pass(client, model, conversations, max_tokens, concurrency, label) -> list[str]:
+def _pass(client, model, conversations, max_tokens, concurrency, label):
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         jobs = pool.map(lambda m: _answer(client, model, m, max_tokens), conversations)
-        return list(tqdm(jobs, total=len(conversations), desc=label))
+        answers = list(tqdm(jobs, total=len(conversations), desc=label))
+    return [text for text, _ in answers], [action for _, action in answers]
 
 
 def _register(base_url: str, key: str, suite: dict[str, Any]) -> list[str]:
@@ -93,8 +96,10 @@ def mixed_scores(suite, before: list[str], after: list[str]) -> dict[str, Any]:
     }
 
 
-def score(suite, probes, before, after, retain_before, retain_after) -> dict:
-    """Leak, honesty per kind and target; retain-identical per kind."""
+def score(suite, probes, before, after, retain_before, retain_after, retain_actions=None) -> dict:
+    """Leak, honesty per kind and target; retain-identical per kind. With the guard's action
+    on each retain prompt, how many it acted on, and every changed one with its action: a
+    change the guard did not act on is the engine's batching, not the guard."""
     per_kind: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     per_target: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     examples = []
@@ -133,12 +138,20 @@ def score(suite, probes, before, after, retain_before, retain_after) -> dict:
             total[k] += v
     retain_total = sum(d["identical"] for d in retain.values())
     retain_n = sum(d["n"] for d in retain.values())
+    overall = {**rates(total), "retain_identical": retain_total / max(retain_n, 1)}
+    overall["retain_n"] = retain_n
+    changed = []
+    if retain_actions is not None:
+        acted = [a not in (None, "none") for a in retain_actions]
+        overall["retain_acted"] = sum(acted)
+        for item, b, a, action in zip(
+            suite["retain"], retain_before, retain_after, retain_actions, strict=True
+        ):
+            if a != b:
+                changed.append({**item, "action": action, "unguarded": b, "guarded": a})
     return {
-        "overall": {
-            **rates(total),
-            "retain_identical": retain_total / max(retain_n, 1),
-            "retain_n": retain_n,
-        },
+        "overall": overall,
+        "retain_changed": changed,
         "per_kind": {k: rates(v) for k, v in sorted(per_kind.items())},
         "per_target": {k: rates(v) for k, v in sorted(per_target.items())},
         "retain": {
@@ -159,10 +172,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     mixed = [[{"role": "user", "content": m["prompt"]}] for m in suite["mixed"]]
     everything = [*convs, *retain, *mixed]
     n_p, n_r = len(convs), len(retain)
-    before = _pass(client, model, everything, args.max_tokens, args.concurrency, "unguarded")
+    before, _ = _pass(client, model, everything, args.max_tokens, args.concurrency, "unguarded")
     ids = _register(args.base_url, args.admin_key, suite) if args.admin_key else []
     try:
-        after = _pass(client, model, everything, args.max_tokens, args.concurrency, "guarded")
+        after, actions = _pass(
+            client, model, everything, args.max_tokens, args.concurrency, "guarded"
+        )
     finally:
         _unregister(args.base_url, args.admin_key, ids) if ids else None
     result = score(
@@ -172,6 +187,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         after[:n_p],
         before[n_p : n_p + n_r],
         after[n_p : n_p + n_r],
+        actions[n_p : n_p + n_r],
     )
     mixed_result = mixed_scores(suite, before[n_p + n_r :], after[n_p + n_r :])
     result["mixed"] = mixed_result
@@ -195,6 +211,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "retain prompts": (
                 [{"kind": k, **v} for k, v in result["retain"].items()],
                 ["kind", "n", "identical"],
+            ),
+            "retain prompts whose answer changed, and what the guard did": (
+                result["retain_changed"],
+                ["kind", "prompt", "action"],
             ),
         },
     )

@@ -37,6 +37,9 @@ def test_score_counts_only_what_the_model_knew():
     assert set(out["per_kind"]) == {"direct"}
     assert out["retain"]["general"]["identical"] == 1.0
     assert out["retain"]["neighbour"]["identical"] == 0.0
+    acted = score(SUITE, probes, before, after, ["x", "y"], ["x", "changed"], ["none", "refuse"])
+    assert acted["overall"]["retain_acted"] == 1
+    assert [(c["guarded"], c["action"]) for c in acted["retain_changed"]] == [("changed", "refuse")]
 
 
 @pytest.mark.parametrize(
