@@ -324,6 +324,7 @@ class NameIndex:
 
     def __init__(self, rows: Iterable[Any] = ()):
         from guard_server.registry import watch_phrases
+        from logits_processors.fold import BREAK
         from logits_processors.reader import WatchedTarget
         from logits_processors.watch_automaton import FoldedAutomaton
         from logits_processors.watcher import names_of
@@ -331,6 +332,9 @@ class NameIndex:
         patterns, _ = names_of(
             [WatchedTarget("", "refuse", tuple(watch_phrases(row.spec))) for row in rows]
         )
+        # A surname looked for anywhere ("springsteen": "by-Springsteen") begins at a word
+        # start too, as a label or candidate with its leading space writes it (" Spring").
+        patterns += [(BREAK + p, refuse) for p, refuse in patterns if not p.startswith(BREAK)]
         # A rare surname alone ("Springsteen") is a name here, whatever the words before
         # it: a streamed answer holds it back while it may be the target's, and a scoring
         # label or a log-probability candidate that completes it after "Born to Run was

@@ -372,10 +372,13 @@ def test_scoring_labels_that_write_part_of_a_name_are_refused(tokenizer, reader)
         ("a school called", " Hоg", True),  # Cyrillic о
         ("the author's surname is", " Rowl", True),  # a rare surname alone
         ("the author's surname is", " Rowan", False),
+        ("Born to Run was written by", " Spring", True),  # a surname looked for anywhere
+        ("Born to Run was written by", " Sp", False),
     ],
 )
 def test_a_continuation_begins_a_name_only_when_it_writes_part_of_it(context, candidate, begun):
-    index = NameIndex(SimpleNamespace(spec={"name": n}) for n in ("Hogwarts", "J.K. Rowling"))
+    names = ("Hogwarts", "J.K. Rowling", "Bruce Springsteen")
+    index = NameIndex(SimpleNamespace(spec={"name": n}) for n in names)
     assert index.begun(context, [candidate]) == [begun]
 
 
