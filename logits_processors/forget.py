@@ -60,7 +60,7 @@ class ForgetLogitsProcessor(LogitsProcessor):
     def _new_row(self, params: SamplingParams, prompt: list[int] | None, output: list[int]):
         if unwatched(params.extra_args):
             return None
-        row = WatchRow(output, prompt, bias=params.logit_bias or None, prompt=prompt or ())
+        row = WatchRow(output, prompt or (), bias=params.logit_bias or None)
         if self.watcher.watch is not None:
             self.watcher.watch.reread(row)
         return row

@@ -107,11 +107,10 @@ class ForgetLogitsProcessorV2(LogitsProcessor):
         for slot, total in zip(slots, totals, strict=True):
             row, start = self.rows[slot], int(prompt_lens[slot])
             if slot in self._unread:
-                row.prompt = history[slot, :start]  # a view, read if a surname needs it
-                tail = history[slot, max(start - PROMPT_TAIL_TOKENS, 0) : start].tolist()
+                row.prompt = history[slot, :start]  # a view: the watch reads what it needs
                 if slot in self.states:
+                    tail = history[slot, max(start - PROMPT_TAIL_TOKENS, 0) : start].tolist()
                     self.states[slot].feed_prompt(tail)
-                row.prompt_tail = tail
                 if self.watcher.watch is not None:
                     self.watcher.watch.reread(row)
                 self._unread.discard(slot)

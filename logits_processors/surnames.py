@@ -38,9 +38,7 @@ def _words() -> tuple[list[str], str]:
 
     table = str.maketrans({c: None for c in JOINERS})
     words = {
-        w.translate(table).translate(LEET).translate(SAME)
-        for w in (*iter_wordlist("en"), *given_names())
-        if w.isascii()
+        folded(w.translate(table)) for w in (*iter_wordlist("en"), *given_names()) if w.isascii()
     }
     words.discard("")
     ordered = sorted(words)

@@ -153,7 +153,7 @@ class WatchRow:
     """One request's answer as the watch has read it so far."""
 
     output: list[int]  # vLLM's live list of the request's generated tokens
-    prompt_tail: list[int] | None = None
+    prompt: Any = ()  # the whole prompt's token ids (a list, or a tensor read when needed)
     head: str | None = None  # the prompt's tail, folded: a name may begin there
     head_gap: bool = True
     head_text: str = ""  # the prompt's tail as written
@@ -163,7 +163,6 @@ class WatchRow:
     pending: bytes = b""  # the start of a character split between tokens
     trip_from: int = -1  # where the refusal note started (-1: not tripped)
     bias: dict[int, float] | None = None  # the client's logit_bias, taken out of the choice
-    prompt: Any = ()  # the whole prompt's token ids (a list, or a tensor read when needed)
     prompt_folded: str | None = None  # the prompt as the fold reads it, when needed
     decoder: codecs.IncrementalDecoder | None = field(default=None, repr=False)
 
@@ -220,9 +219,9 @@ class Watch:
         first."""
         if row.head is None:
             folder = Folder(True)
-            row.head_text = self.vocab.text((row.prompt_tail or ())[-PROMPT_TAIL_TOKENS:])
+            row.head_text = self.vocab.text(_ids(row.prompt[-PROMPT_TAIL_TOKENS:]))
             row.head = BREAK + folder.feed(row.head_text)
-            row.head_gap, row.prompt_tail = folder.gap, None
+            row.head_gap = folder.gap
         row.node, _ = self.automaton.feed(0, row.head[-self.automaton.max_len :])
         row.gap, row.consumed, row.pending, row.decoder = row.head_gap, 0, b"", None
         if self.advance(row):
@@ -417,9 +416,7 @@ class Watch:
         prompt = self._prompt_folded(row)
         if not all(folded(part.word) in prompt for part in words):
             return False
-        text = self.vocab.text(row.output[-PROMPT_TAIL_TOKENS:])
-        if len(row.output) < PROMPT_TAIL_TOKENS:
-            text = row.head_text + text
+        text = self._recent_text(row)
         end = len(text)  # the part's letters written so far are replaced by the whole part
         while end and fold_char(text[end - 1])[0] != SPACE:
             end -= 1
@@ -438,17 +435,18 @@ class Watch:
 
     def _prompt_folded(self, row: WatchRow) -> str:
         if row.prompt_folded is None:
-            ids = row.prompt.tolist() if hasattr(row.prompt, "tolist") else row.prompt
-            row.prompt_folded = BREAK + Folder(True).feed(self.vocab.text(ids)) + BREAK
+            row.prompt_folded = BREAK + Folder(True).feed(self.vocab.text(_ids(row.prompt))) + BREAK
         return row.prompt_folded
+
+    def _recent_text(self, row: WatchRow) -> str:
+        """The answer's last tokens as written, after the prompt's tail while it is short."""
+        text = self.vocab.text(row.output[-PROMPT_TAIL_TOKENS:])
+        return row.head_text + text if len(row.output) < PROMPT_TAIL_TOKENS else text
 
     def _joined(self, row: WatchRow, letters: int) -> bool:
         """Whether a joiner ("-", ".", "'") stands inside the last `letters` letters the
         answer wrote: "sage-t" is no "saget"."""
-        text = self.vocab.text(row.output[-PROMPT_TAIL_TOKENS:])
-        if len(row.output) < PROMPT_TAIL_TOKENS:
-            text = row.head_text + text
-        for char in reversed(text):
+        for char in reversed(self._recent_text(row)):
             if letters <= 0:
                 return False
             kind, out = fold_char(char)
@@ -464,6 +462,11 @@ class Watch:
         if not row.tripped:
             return -1
         return self.note[min(len(row.output) - row.trip_from, len(self.note) - 1)]
+
+
+def _ids(ids: Any) -> Sequence[int]:
+    """Token ids as a list: vLLM's list, or a view of the runner's token history (MRV2)."""
+    return ids.tolist() if hasattr(ids, "tolist") else ids
 
 
 def _chooses(logits: torch.Tensor, top: int, bias: dict[int, float] | None, bans: Bans) -> bool:

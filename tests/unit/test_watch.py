@@ -43,7 +43,7 @@ def first_banned(watch: Watch, prompt: list[int], answer: list[int]) -> int | No
     """Write `answer` token by token as a model would; the index of the first token the
     watch bans, or None if the whole answer gets written."""
     output: list[int] = []
-    row = WatchRow(output, prompt, prompt=prompt)
+    row = WatchRow(output, prompt)
     watch.reread(row)
     for i, token in enumerate(answer):
         bans = watch.banned(row).tokens
@@ -279,10 +279,7 @@ def test_a_note_without_a_mark_is_perhaps_under_way_from_its_first_token():
 
 
 def _row_after(tokenizer, watch, prompt: str, written: str) -> WatchRow:
-    prompt_ids = tokenizer.encode(prompt)
-    row = WatchRow(
-        tokenizer.encode(written, add_special_tokens=False), prompt_ids, prompt=prompt_ids
-    )
+    row = WatchRow(tokenizer.encode(written, add_special_tokens=False), tokenizer.encode(prompt))
     watch.reread(row)
     return row
 
