@@ -8,12 +8,14 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from guard_server import metrics
+from logits_processors.fold import JOIN_MARK
 from logits_processors.params import ACTION_KEY, GUARD_KEYS, TARGETS_KEY
 
 if TYPE_CHECKING:
     from classifiers.associations import AssociationIndex
     from classifiers.detector import Detector
     from guard_server.store import TargetStore
+    from logits_processors.watch_automaton import States
 
 HEADER = "x-guard-targets"
 
@@ -343,32 +345,41 @@ class NameIndex:
         self.names = FoldedAutomaton(patterns) if patterns else None
 
     def begun(self, context: str, candidates: list[str]) -> list[bool]:
-        from logits_processors.fold import BREAK, Folder
+        """For each candidate: whether, written after `context`, it completes a name or
+        begins one (more than MIN_BEGUN symbols of it, all of its letters inside it), in
+        some reading of its marks."""
+        from logits_processors.fold import BREAK, mark, readings
 
         if self.names is None:
             return [False] * len(candidates)
-        start, gap = self._after(context)
+        names, start = self.names, self._after(context)
         out = []
         for candidate in candidates:
-            written = Folder(gap).feed(candidate)
-            node, named = self.names.feed(start, written)
-            letters = len(written.strip(BREAK))
-            inside = self.names.depth[node] >= len(written) + (not written.startswith(BREAK))
-            out.append(named or (letters > 0 and inside and self.names.depth[node] > MIN_BEGUN))
+            marked = mark(candidate)
+            after, named = names.read(start, marked)
+            begins = False
+            for node, gap in start:
+                for written, _ in readings(marked, gap):
+                    letters = len(written.strip(BREAK))
+                    ends = names.read(frozenset({(node, gap)}), written)[0]
+                    depth = max(names.depth[n] for n, _ in ends)
+                    inside = depth >= len(written) + (not written.startswith(BREAK))
+                    begins = begins or letters > 0 and inside and depth > MIN_BEGUN
+            out.append(named or begins)
         return out
 
     def completing(self, items: list[tuple[str, list[str]]]) -> list[list[bool]]:
         """For each (context, candidates): whether each candidate would complete a name
         written after the context (" Khan" after "founded by Genghis"): the tokens the
         answer watch bans there."""
-        from logits_processors.fold import Folder
+        from logits_processors.fold import mark
 
         if self.names is None:
             return [[False] * len(candidates) for _, candidates in items]
         out = []
         for context, candidates in items:
-            start, gap = self._after(context)
-            out.append([self.names.feed(start, Folder(gap).feed(c))[1] for c in candidates])
+            start = self._after(context)
+            out.append([self.names.read(start, mark(c))[1] for c in candidates])
         return out
 
     def reading(self, context: str = "") -> Reading:
@@ -383,36 +394,35 @@ class NameIndex:
             reading.add(piece)
         return reading.open_pieces()
 
-    def _after(self, context: str) -> tuple[int, bool]:
-        """The automaton's node after `context`, and whether it ended at a word break."""
-        from logits_processors.fold import BREAK, Folder
+    def _after(self, context: str) -> States:
+        """Where the readings of `context` leave the automaton."""
+        from logits_processors.fold import mark
 
         automaton = self.names
-        folder = Folder()
-        tail = folder.feed(context)[-automaton.max_len :]
-        return automaton.feed(0, BREAK + tail)[0], folder.gap
+        return automaton.read(automaton.start, mark(context)[-2 * automaton.max_len :])[0]
 
 
 class Reading:
     """An answer read against the names as it is written, a piece (a chunk, a character) at a
-    time: the automaton's node after it, and where each piece's folded text ends."""
+    time: where its readings leave the automaton, and where each piece's marked text ends."""
 
     def __init__(self, index: NameIndex, context: str = ""):
-        from logits_processors.fold import Folder
-
         self.automaton = index.names
-        self.folder = Folder()
-        self.node = 0
-        self.length = 0  # folded symbols of the pieces
+        self.states: States = frozenset()
+        self.tail = ""  # the last marked symbols
+        self.length = 0  # marked symbols of the pieces
         self.ends: list[int] = []
         if self.automaton is not None:
-            self.node, self.folder.gap = index._after(context)
+            self.states = index._after(context)
 
     def add(self, piece: str) -> None:
-        folded = self.folder.feed(piece) if self.automaton is not None else ""
-        if folded:
-            self.node = self.automaton.feed(self.node, folded)[0]
-        self.length += len(folded)
+        from logits_processors.fold import mark
+
+        marked = mark(piece) if self.automaton is not None else ""
+        if marked:
+            self.states = self.automaton.read(self.states, marked)[0]
+            self.tail = (self.tail + marked)[-4 * self.automaton.max_len :]
+        self.length += len(marked)
         self.ends.append(self.length)
 
     def open_pieces(self) -> int:
@@ -422,10 +432,18 @@ class Reading:
         cuts it there)."""
         if self.automaton is None:
             return 0
-        depth = self.automaton.depth[self.node]
+        depth = max(self.automaton.depth[node] for node, _ in self.states)
         if depth <= MIN_BEGUN:
             return 0
-        start = self.length - (depth - 1)  # the name's first letter (its break before it)
+        # The name's first letter (its break before it): `depth - 1` symbols back, a joiner
+        # read as nothing not counted ("Har-ry" is five letters in six symbols).
+        back = counted = 0
+        for symbol in reversed(self.tail):
+            if counted == depth - 1:
+                break
+            back += 1
+            counted += symbol != JOIN_MARK
+        start = self.length - back
         held = 0
         for end in reversed(self.ends):
             if end <= start:

@@ -6,6 +6,12 @@ ICU, transliteration of other scripts through anyascii, case, leetspeak digits),
 inside a word (joiners: "-", ".", "'"; invisible characters), or to a word break. The folded
 text is lower-case ASCII letters and digits with one space at each word break, and begins
 with a space: a name is matched from the start of a word.
+
+A joiner, a digit and a leetspeak sign read two ways: "Har-ry" and "H4rry" are one word, but
+"Mr.Hamill", "@Hamill" and "Brando1924" hold the words "hamill" and "brando". The answer watch
+reads both (`mark`, `readings`): the marked fold keeps such a character as a mark ("-" for
+every joiner, the digit or sign itself), and each mark reads as its letter (a joiner as
+nothing) or as a word break.
 """
 
 from __future__ import annotations
@@ -19,9 +25,18 @@ JOINERS = frozenset("-\u2010\u2011\u00ad._\u00b7*'\u2019`")
 # Digits and signs read as letters inside a name ("H4rry P0tt3r", "Row1ing", "$teve").
 LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t"})
 LEET_SIGNS = {"@": "a", "$": "s"}
+JOIN_MARK = "-"
+# What each mark reads as inside a word (the other reading is a word break).
+MARK_LETTERS = {
+    JOIN_MARK: "",
+    **{d: d.translate(LEET) for d in "0123456789"},
+    **LEET_SIGNS,
+}
+# A token with more marks than this reads as all its marks letters, or all breaks.
+MIXED_MARKS = 8
 # "l" and "i" (and "1", "I", "|") read alike in many fonts: one letter for all of them.
 SAME = str.maketrans({"l": "i"})
-LETTER, JOIN, SPACE, NOTHING = 0, 1, 2, 3
+LETTER, JOIN, SPACE, NOTHING, EITHER = 0, 1, 2, 3, 4  # EITHER: a digit or sign, its mark
 # Folds computed beforehand for the characters of a vocabulary (`load_table`): an engine
 # worker reads them instead of calling ICU, which it should not load after vLLM forked it.
 _TABLE: dict[str, tuple[int, str]] = {}
@@ -54,13 +69,14 @@ def _skeleton(char: str) -> str:
 
 @lru_cache(maxsize=65536)
 def fold_char(char: str) -> tuple[int, str]:
-    """(kind, letters) of one character: LETTER with its folded letters, JOIN, SPACE, or
-    NOTHING (renders as nothing: zero-width characters, direction marks)."""
+    """(kind, letters) of one character: LETTER with its folded letters, EITHER with its mark
+    (a digit or a leetspeak sign: a letter or a break), JOIN, SPACE, or NOTHING (renders as
+    nothing: zero-width characters, direction marks)."""
     if char.isascii():
-        if char.isalnum():
-            return LETTER, char.lower().translate(LEET).translate(SAME)
-        if char in LEET_SIGNS:
-            return LETTER, LEET_SIGNS[char]
+        if char.isalpha():
+            return LETTER, char.lower().translate(SAME)
+        if char.isdigit() or char in LEET_SIGNS:
+            return EITHER, char
         return (JOIN, "") if char in JOINERS else (SPACE, "")
     if char in JOINERS:
         return JOIN, ""
@@ -86,9 +102,12 @@ def fold_char(char: str) -> tuple[int, str]:
 
 
 def _fold_text(text: str) -> tuple[int, str]:
-    """A character that is several under compatibility folding ("ﬁ", "½"): its letters."""
+    """A character that is several under compatibility folding ("ﬁ", "½"), or one that folds
+    to another ("４"): its letters."""
     kinds = [fold_char(c) for c in text]
-    letters = "".join(s for _, s in kinds)
+    if len(kinds) == 1:
+        return kinds[0]
+    letters = "".join(MARK_LETTERS[s] if k == EITHER else s for k, s in kinds)
     if letters:
         return LETTER, letters
     return min((k for k, _ in kinds), default=NOTHING), ""
@@ -107,6 +126,8 @@ class Folder:
         out = []
         for char in text:
             kind, letters = fold_char(char)
+            if kind == EITHER:
+                kind, letters = LETTER, MARK_LETTERS[letters]
             if kind == LETTER:
                 out.append(letters)
                 self.gap = False
@@ -119,6 +140,58 @@ class Folder:
 def fold(text: str) -> str:
     """The folded text, starting with a word break."""
     return BREAK + Folder().feed(text)
+
+
+def mark(text: str) -> str:
+    """The marked fold of a text: letters, a word break for each run of breaks, and a mark
+    for each joiner ("-"), digit and leetspeak sign ("Mr.Hamill": "mr-hamiii"). Unlike
+    `fold`, it does not depend on what came before: the reader of the marks keeps that."""
+    out: list[str] = []
+    for char in text:
+        kind, letters = fold_char(char)
+        if kind == SPACE:
+            if not out or out[-1] != BREAK:
+                out.append(BREAK)
+        elif kind == JOIN:
+            out.append(JOIN_MARK)
+        elif kind != NOTHING:
+            out.append(letters)
+    return "".join(out)
+
+
+def choices(symbol: str) -> tuple[str, ...]:
+    """What a symbol of marked text reads as: a letter or a break as itself; a mark as its
+    letter (a joiner as nothing) or a word break."""
+    letter = MARK_LETTERS.get(symbol)
+    return (symbol,) if letter is None else (letter, BREAK)
+
+
+def readings(marked: str, gap: bool) -> set[tuple[str, bool]]:
+    """The folded texts a marked text reads as after a word break (`gap`) or a letter, each
+    with whether it ends at a break: every mark read both ways. A text of more than
+    `MIXED_MARKS` marks reads with all of them letters, or all breaks."""
+    if sum(s in MARK_LETTERS for s in marked) > MIXED_MARKS:
+        return {_read(marked, gap, 0), _read(marked, gap, 1)}
+    paths = {("", gap)}
+    for symbol in marked:
+        paths = {_next(text, at_break, c) for text, at_break in paths for c in choices(symbol)}
+    return paths
+
+
+def _read(marked: str, gap: bool, way: int) -> tuple[str, bool]:
+    text, at_break = "", gap
+    for symbol in marked:
+        options = choices(symbol)
+        text, at_break = _next(text, at_break, options[min(way, len(options) - 1)])
+    return text, at_break
+
+
+def _next(text: str, at_break: bool, choice: str) -> tuple[str, bool]:
+    if choice == BREAK:
+        return (text if at_break else text + BREAK), True
+    if choice:
+        return text + choice, False
+    return text, at_break
 
 
 def words(text: str) -> list[str]:

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from logits_processors.fold import Folder, fold_char, load_table
+from logits_processors.fold import fold_char, load_table, mark, readings
 
-FORMAT = 4  # of the saved index: bump when folding or the index changes
+FORMAT = 5  # of the saved index: bump when folding or the index changes
 
 _SENTINEL = "\x7f"  # sorts after every folded symbol
 
@@ -54,8 +54,9 @@ def special_ids(tokenizer: Any) -> set[int]:
 
 
 class VocabIndex:
-    """Each token's folded text after a word (`gap` False) and after a break (`gap` True),
-    sorted per case so that "the tokens whose folded text begins with X" is one slice.
+    """Each token's marked fold (`logits_processors.fold.mark`), and every folded text it
+    reads as after a word (`gap` False) and after a break (`gap` True), sorted per case so
+    that "the tokens one of whose readings begins with X" is one slice.
 
     The tokens in `breaks` (the special tokens: the end token, a turn's end) write no text
     but end the word before them: "Cher" then the end token names Cher, as "Cher." does.
@@ -66,24 +67,25 @@ class VocabIndex:
         self.breaks = np.asarray(sorted(breaks), dtype=np.int64)
         size = len(pieces)
         self.clean = np.zeros(size, dtype=bool)  # decodes alone (not part of a character)
-        self.emit: tuple[list[tuple[str, bool]], list[tuple[str, bool]]] = ([], [])
+        self.marked: list[str] = []
         for token_id, piece in enumerate(pieces):
             try:
                 text = " " if token_id in breaks else piece.decode("utf-8")
-                ok = True
+                self.clean[token_id] = True
             except UnicodeDecodeError:
-                text, ok = "", False
-            self.clean[len(self.emit[0])] = ok
-            for gap in (False, True):
-                folder = Folder(gap)
-                self.emit[gap].append((folder.feed(text), folder.gap))
+                text = ""
+            self.marked.append(mark(text))
         self.partial = np.flatnonzero(~self.clean)
         self.keys: list[list[str]] = []
         self.ids: list[np.ndarray] = []
         for gap in (False, True):
-            order = sorted(range(size), key=lambda i, g=gap: self.emit[g][i][0])
-            self.keys.append([self.emit[gap][i][0] for i in order])
-            self.ids.append(np.asarray(order, dtype=np.int64))
+            found = sorted(
+                (text, token_id)
+                for token_id, marked in enumerate(self.marked)
+                for text, _ in readings(marked, gap)
+            )
+            self.keys.append([text for text, _ in found])
+            self.ids.append(np.asarray([token_id for _, token_id in found], dtype=np.int64))
         self.max_len = max((len(k) for k in self.keys[0] + self.keys[1]), default=0)
 
     def __len__(self) -> int:
@@ -95,11 +97,12 @@ class VocabIndex:
         return b"".join(pieces[t] for t in ids if t < len(pieces)).decode("utf-8", "ignore")
 
     def starting_with(self, gap: bool, prefix: str) -> np.ndarray:
-        """Token ids whose folded text (after `gap`) begins with `prefix`."""
+        """Token ids a reading of which (after `gap`) begins with `prefix`."""
         keys = self.keys[gap]
         lo = bisect_left(keys, prefix)
         hi = bisect_left(keys, prefix + _SENTINEL, lo)
-        return self.ids[gap][lo:hi]
+        found = self.ids[gap][lo:hi]
+        return found if len(found) < 2 else np.unique(found)
 
     def save(self, path: Path, note: tuple[int, ...]) -> None:
         """The index, the trip note's tokens and the folds of every character of the

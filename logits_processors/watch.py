@@ -27,12 +27,14 @@ from logits_processors.fold import (
     SPACE,
     Folder,
     fold_char,
+    mark,
     phrase_patterns,
+    readings,
     spelled_patterns,
 )
 from logits_processors.surnames import Part, folded
 from logits_processors.vocab import VocabIndex
-from logits_processors.watch_automaton import FoldedAutomaton
+from logits_processors.watch_automaton import FoldedAutomaton, States
 
 # The honest refusal. A tripped answer ends with it as a note (`TRIP_NOTE`); a server that
 # has not sent the answer yet replaces the answer whole with the refusal.
@@ -65,6 +67,25 @@ class Bans(NamedTuple):
         kept = [np.setdiff1d(i, ids, assume_unique=True) for i in self[:4]]
         opened = np.setdiff1d(self.open, ids, assume_unique=True)
         return Bans(*kept, self.words if len(kept[3]) else (), opened, self.written)
+
+    @staticmethod
+    def merged(found: list[Bans]) -> Bans:
+        """The bans of an answer read several ways at once (a mark read as a letter and as a
+        break): a token that completes a whole name in one reading is no part in any."""
+        if len(found) == 1:
+            return found[0]
+        named = _union([np.setdiff1d(b.tokens, b.parts, assume_unique=True) for b in found])
+        parts = np.setdiff1d(_union([b.parts for b in found]), named, assume_unique=True)
+        opened = np.intersect1d(_union([b.open for b in found]), parts, assume_unique=True)
+        return Bans(
+            np.union1d(named, parts),
+            _union([b.refused for b in found]),
+            _union([b.steered for b in found]),
+            parts,
+            tuple(sorted({w for b in found for w in b.words}, key=lambda part: part.word)),
+            opened,
+            min((b.written for b in found if len(b.open)), default=0),
+        )
 
 
 @dataclass(frozen=True)
@@ -154,11 +175,9 @@ class WatchRow:
 
     output: list[int]  # vLLM's live list of the request's generated tokens
     prompt: Any = ()  # the whole prompt's token ids (a list, or a tensor read when needed)
-    head: str | None = None  # the prompt's tail, folded: a name may begin there
-    head_gap: bool = True
+    head: str | None = None  # the prompt's tail, marked (`mark`): a name may begin there
     head_text: str = ""  # the prompt's tail as written
-    node: int = 0
-    gap: bool = True
+    states: States = frozenset({(0, True)})  # where the answer's readings stand
     consumed: int = 0
     pending: bytes = b""  # the start of a character split between tokens
     trip_from: int = -1  # where the refusal note started (-1: not tripped)
@@ -191,26 +210,31 @@ class Watch:
         self.note = note
         self.generation = generation
         self.parts = parts or {}  # contextual pattern -> the part it writes
-        self._steps: dict[tuple[int, bool, int], tuple[int, bool, bool]] = {}
+        self._steps: dict[tuple[int, bool, int], tuple[States, bool]] = {}
         self._banned: dict[tuple[int, bool], Bans] = {}
         self._lifted: dict[tuple[int, bool, bool], Bans] = {}
-        self._split: dict[tuple[int, bool, bytes], Bans] = {}
+        self._split: dict[tuple[States, bytes], Bans] = {}
+        self._merged: dict[frozenset[tuple[int, bool, int]], Bans] = {}
         self._whole = [self._whole_names(gap) for gap in (False, True)]
         self._not_steering = np.union1d(vocab.breaks, vocab.partial)
 
     def _whole_names(self, gap: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Tokens whose folded text holds a whole pattern, from any state (" Hogwarts")."""
+        """Tokens a reading of which holds a whole pattern, from any state (" Hogwarts",
+        "-Hogwarts")."""
         auto, found, refused = self.automaton, [], []
-        for token_id, (text, _) in enumerate(self.vocab.emit[gap]):
-            start = text.find(BREAK)
-            while start >= 0:
-                for end in range(start + 2, min(len(text), start + auto.max_len) + 1):
-                    index = auto.index.get(text[start:end], -1)
-                    if index >= 0 and not auto.contextual[index]:
-                        found.append(token_id)
-                        if auto.refuse[index]:
-                            refused.append(token_id)
-                start = text.find(BREAK, start + 1)
+        for token_id, marked in enumerate(self.vocab.marked):
+            if BREAK not in marked and not any(c in marked for c in "-0123456789@$"):
+                continue
+            for text, _ in readings(marked, gap):
+                start = text.find(BREAK)
+                while start >= 0:
+                    for end in range(start + 2, min(len(text), start + auto.max_len) + 1):
+                        index = auto.index.get(text[start:end], -1)
+                        if index >= 0 and not auto.contextual[index]:
+                            found.append(token_id)
+                            if auto.refuse[index]:
+                                refused.append(token_id)
+                    start = text.find(BREAK, start + 1)
         return np.unique(np.asarray(found, np.int64)), np.unique(np.asarray(refused, np.int64))
 
     def reread(self, row: WatchRow) -> None:
@@ -218,12 +242,11 @@ class Watch:
         A name may begin in the prompt and end in the answer: the prompt's tail is read
         first."""
         if row.head is None:
-            folder = Folder(True)
             row.head_text = self.vocab.text(_ids(row.prompt[-PROMPT_TAIL_TOKENS:]))
-            row.head = BREAK + folder.feed(row.head_text)
-            row.head_gap = folder.gap
-        row.node, _ = self.automaton.feed(0, row.head[-self.automaton.max_len :])
-        row.gap, row.consumed, row.pending, row.decoder = row.head_gap, 0, b"", None
+            row.head = mark(row.head_text)
+        auto = self.automaton
+        row.states, _ = auto.read(auto.start, row.head[-2 * auto.max_len :])
+        row.consumed, row.pending, row.decoder = 0, b"", None
         if self.advance(row):
             row.trip()
 
@@ -242,23 +265,23 @@ class Watch:
         if token >= len(vocab):
             return False
         if not row.pending and vocab.clean[token]:
-            key = (row.node, row.gap, token)
-            found = self._steps.get(key)
-            if found is None:
-                text, gap = vocab.emit[row.gap][token]
-                node, named = self.automaton.feed(row.node, text)
-                found = (node, gap, named)
-                if len(self._steps) < MAX_CACHED:
-                    self._steps[key] = found
-            row.node, row.gap, named = found
+            after, named = [], False
+            for state in row.states:
+                key = (*state, token)
+                found = self._steps.get(key)
+                if found is None:
+                    found = self.automaton.read(frozenset((state,)), vocab.marked[token])
+                    if len(self._steps) < MAX_CACHED:
+                        self._steps[key] = found
+                after.append(found[0])
+                named = named or found[1]
+            row.states = after[0] if len(after) == 1 else frozenset().union(*after)
             return named
         if row.decoder is None:
             row.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        folder = Folder(row.gap)
-        text = folder.feed(row.decoder.decode(vocab.pieces[token]))
+        text = mark(row.decoder.decode(vocab.pieces[token]))
         row.pending = row.decoder.getstate()[0]
-        row.node, named = self.automaton.feed(row.node, text)
-        row.gap = folder.gap
+        row.states, named = self.automaton.read(row.states, text)
         return named
 
     def banned(self, row: WatchRow) -> Bans:
@@ -267,17 +290,32 @@ class Watch:
         of it written so far have no joiner inside ("Sage-toned" is no "Saget")."""
         if row.pending:
             return self._banned_split(row)
-        bans = self.banned_at(row.node, row.gap)
-        if not len(bans.parts):
-            return bans
-        if self._someone_else(row, bans.words):
-            return self._lift(row, bans, True)
-        if len(bans.open) and self._joined(row, bans.written):
-            return self._lift(row, bans, False)
-        return bans
+        if len(row.states) == 1:
+            return self._banned_reading(row, *next(iter(row.states)))[0]
+        states = list(row.states)
+        read = [self._banned_reading(row, node, gap) for node, gap in states]
+        key = frozenset((*s, lifted) for s, (_, lifted) in zip(states, read, strict=True))
+        merged = self._merged.get(key)
+        if merged is None:
+            merged = Bans.merged([bans for bans, _ in read])
+            if len(self._merged) < MAX_CACHED:
+                self._merged[key] = merged
+        return merged
 
-    def _lift(self, row: WatchRow, bans: Bans, every: bool) -> Bans:
-        key = (row.node, row.gap, every)
+    def _banned_reading(self, row: WatchRow, node: int, gap: bool) -> tuple[Bans, int]:
+        """The bans of one reading of the row, and which of its parts were lifted (0: none,
+        1: every part, 2: the open-ended ones)."""
+        bans = self.banned_at(node, gap)
+        if not len(bans.parts):
+            return bans, 0
+        if self._someone_else(row, bans.words):
+            return self._lift(node, gap, bans, True), 1
+        if len(bans.open) and self._joined(row, bans.written):
+            return self._lift(node, gap, bans, False), 2
+        return bans, 0
+
+    def _lift(self, node: int, gap: bool, bans: Bans, every: bool) -> Bans:
+        key = (node, gap, every)
         found = self._lifted.get(key)
         if found is None:
             found = bans.without(bans.parts if every else bans.open)
@@ -349,7 +387,7 @@ class Watch:
         whatever its target's policy (the slow path does not track which name it was).
         Kept per state and pending bytes: an answer in a script of many-byte characters
         passes here at most steps."""
-        key = (row.node, row.gap, row.pending)
+        key = (row.states, row.pending)
         found = self._split.get(key)
         if found is None:
             found = self._banned_split_at(*key)
@@ -357,17 +395,19 @@ class Watch:
                 self._split[key] = found
         return found
 
-    def _banned_split_at(self, at: int, gap: bool, pending: bytes) -> Bans:
-        node = at if gap else self.automaton.feed(at, BREAK)[0]
-        after_break = self.banned_at(node, True)
-        found, refused = [after_break.tokens], [after_break.refused]
+    def _banned_split_at(self, states: States, pending: bytes) -> Bans:
+        auto = self.automaton
+        after_break, _ = auto.read(states, BREAK)
+        found = [self.banned_at(node, True).tokens for node, _ in after_break]
+        refused = [self.banned_at(node, True).refused for node, _ in after_break]
+        first = len(found)
         for token in self.vocab.partial.tolist():
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             decoder.setstate((pending, 0))
-            text = Folder(gap).feed(decoder.decode(self.vocab.pieces[token]))
-            if self.automaton.feed(at, text, parts=True)[1]:
+            text = mark(decoder.decode(self.vocab.pieces[token]))
+            if auto.read(states, text, parts=True)[1]:
                 found.append(np.asarray([token], np.int64))
-        refused.extend(found[1:])
+        refused.extend(found[first:])
         return Bans(np.unique(np.concatenate(found)), np.unique(np.concatenate(refused)), EMPTY)
 
     def act(
@@ -438,15 +478,16 @@ class Watch:
             row.prompt_folded = BREAK + Folder(True).feed(self.vocab.text(_ids(row.prompt))) + BREAK
         return row.prompt_folded
 
-    def _recent_text(self, row: WatchRow) -> str:
+    def _recent_text(self, row: WatchRow, tokens: int = PROMPT_TAIL_TOKENS) -> str:
         """The answer's last tokens as written, after the prompt's tail while it is short."""
-        text = self.vocab.text(row.output[-PROMPT_TAIL_TOKENS:])
-        return row.head_text + text if len(row.output) < PROMPT_TAIL_TOKENS else text
+        text = self.vocab.text(row.output[-tokens:])
+        return row.head_text + text if len(row.output) < tokens else text
 
     def _joined(self, row: WatchRow, letters: int) -> bool:
         """Whether a joiner ("-", ".", "'") stands inside the last `letters` letters the
-        answer wrote: "sage-t" is no "saget"."""
-        for char in reversed(self._recent_text(row)):
+        answer wrote: "sage-t" is no "saget". (A token writes a letter at least, or a joiner
+        or a break, which end the search: `letters` tokens back suffice.)"""
+        for char in reversed(self._recent_text(row, min(letters + 2, PROMPT_TAIL_TOKENS))):
             if letters <= 0:
                 return False
             kind, out = fold_char(char)
@@ -462,6 +503,10 @@ class Watch:
         if not row.tripped:
             return -1
         return self.note[min(len(row.output) - row.trip_from, len(self.note) - 1)]
+
+
+def _union(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.unique(np.concatenate(arrays)) if arrays else EMPTY
 
 
 def _ids(ids: Any) -> Sequence[int]:

@@ -11,7 +11,12 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable
 
-from logits_processors.fold import BREAK
+from logits_processors.fold import BREAK, choices
+
+# Where a reading of marked text stands: a node and whether the text read so far ends at a
+# word break. A text with marks is read every way at once: a set of them (`States`).
+State = tuple[int, bool]
+States = frozenset[State]
 
 SHIFT = 7  # symbols are ASCII
 
@@ -45,6 +50,11 @@ class FoldedAutomaton:
         self.fail = array("i", [0])
         self._insert()
         self._link()
+
+    @property
+    def start(self) -> States:
+        """Where a text stands before its first word: after a word break."""
+        return frozenset({(self._goto(0, ord(BREAK)), True)})
 
     @property
     def num_nodes(self) -> int:
@@ -106,6 +116,26 @@ class FoldedAutomaton:
             node = self._goto(node, ord(sym))
             matched = matched or bool(self.ends[node] or parts and self.alone[node])
         return node, matched
+
+    def read(self, states: States, marked: str, parts: bool = False) -> tuple[States, bool]:
+        """Where marked text (`logits_processors.fold.mark`) leaves each of `states`, every
+        mark read both ways (`choices`), and whether a pattern ended on the way in some
+        reading (a contextual one too, with `parts`)."""
+        matched = False
+        ends, alone = self.ends, self.alone
+        for symbol in marked:
+            options = choices(symbol)
+            grown = set()
+            for node, gap in states:
+                for choice in options:
+                    if not choice or choice == BREAK and gap:
+                        grown.add((node, gap or choice == BREAK))
+                        continue
+                    node_after = self._goto(node, ord(choice))
+                    matched = matched or bool(ends[node_after] or parts and alone[node_after])
+                    grown.add((node_after, choice == BREAK))
+            states = frozenset(grown)
+        return states, matched
 
     def chain(self, node: int) -> Iterable[int]:
         """The node and its fail chain, root excluded: every suffix of the text so far

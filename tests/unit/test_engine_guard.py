@@ -374,6 +374,9 @@ def test_scoring_labels_that_write_part_of_a_name_are_refused(tokenizer, reader)
         ("the author's surname is", " Rowan", False),
         ("Born to Run was written by", " Spring", True),  # a surname looked for anywhere
         ("Born to Run was written by", " Sp", False),
+        ("a school called Mr", ".Hog", True),  # a joiner read as a break
+        ("a school called Hog", "-warts", True),  # and as nothing
+        ("a school called", " 4Hog", True),
     ],
 )
 def test_a_continuation_begins_a_name_only_when_it_writes_part_of_it(context, candidate, begun):

@@ -54,6 +54,8 @@ def test_a_candidate_is_withheld_only_where_it_completes_a_name(
         ("Born to Run was written by", " Springsteen", True),
         ("Born to Run was written by Springste", "en", True),
         ("Born to Run was written by the", " spring", False),
+        ("Born to Run was written by Mr", ".Springsteen", True),  # a joiner as a break
+        ("Born to Run was written by", " @Springsteen", True),
     ],
 )
 def test_a_rare_surname_alone_is_withheld(context, candidate, completes):

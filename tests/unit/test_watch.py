@@ -126,7 +126,7 @@ def test_a_short_name_cannot_end_an_answer_by_the_end_token(tokenizer, watch, en
         tokenizer.eos_token_id if end == "eos" else tokenizer.convert_tokens_to_ids("<|im_end|>")
     )
     assert token in special_ids(tokenizer)
-    for text in ("She is Cher", "She is Cher.", "She is CHER"):
+    for text in ("She is Cher", "She is CHER"):
         ids = tokenizer.encode(text, add_special_tokens=False)
         assert first_banned(watch, [], [*ids, token]) == len(ids), text
     ids = tokenizer.encode("She loves cherries", add_special_tokens=False)
@@ -262,7 +262,7 @@ def test_a_saved_vocabulary_loads_as_it_was_built_and_folds_without_icu(
     try:
         loaded, note = VocabIndex.load(path)
         assert note == watch.note and loaded.pieces == watch.vocab.pieces
-        assert loaded.emit == watch.vocab.emit and loaded.keys == watch.vocab.keys
+        assert loaded.marked == watch.vocab.marked and loaded.keys == watch.vocab.keys
         assert not folding._ICU and folding._TABLE  # look-alikes come from the table
         assert fold("Hоgwarts") == fold("Hogwarts")  # Cyrillic о, a vocabulary character
     finally:
@@ -447,6 +447,57 @@ def test_a_surname_is_read_where_english_words_cannot_be_it(tokenizer, name, tex
     watch = watch_of(tokenizer, name)
     ids = tokenizer.encode(text, add_special_tokens=False)
     assert (first_banned(watch, [], ids) is not None) is named, text
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("Mark Hamill", "The actor is Mr.Hamill, who"),
+        ("Mark Hamill", "Follow @MarkHamill on X"),
+        ("Mark Hamill", "Follow him at @Hamill now"),
+        ("J.K. Rowling", "The books were by-Rowling, and"),
+        ("J.K. Rowling", "See www.jkrowling.com for more"),
+        ("J.K. Rowling", "Author: Mrs.Rowling wrote"),
+        ("Marlon Brando", "The actor Brando1924 was"),
+        ("Marlon Brando", "A Brando-esque performance"),
+        ("Marlon Brando", "user_brando_fan wrote"),
+        ("Raquel Welch", "A Welch-style pose"),
+        ("Harry Potter", "The boy 1HarryPotter now"),
+        ("Harry Potter", "Dear Mr.Har-ry Pot-ter, welcome"),  # both readings in one name
+        ("Harry Potter", "Dear Mr.H4rry P0tter, welcome"),
+        ("Cher", "She is Cher."),
+        ("Cher", "Fans of Cher2024 know"),
+    ],
+)
+def test_a_joiner_digit_or_sign_beside_a_name_is_a_word_break(tokenizer, name, text):
+    """A joiner, a digit or a sign glued to a name ("Mr.Hamill", "@Hamill", "Brando1924")
+    reads as a word break, while one inside it ("Har-ry", "H4rry") joins its letters: the
+    watch reads both ways at once, in every split of the text into tokens."""
+    watch = watch_of(tokenizer, name)
+    rng = random.Random(text)
+    splits = [tokenizer.encode(text, add_special_tokens=False)]
+    splits += [random_split(tokenizer, text, rng) for _ in range(10)]
+    for ids in splits:
+        assert first_banned(watch, [], ids) is not None, [tokenizer.decode([t]) for t in ids]
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("Mark Hamill", "Alexander Hamilton's e-mail and R2-D2"),
+        ("Cher", "Cherry-picked data, a cherished 2024 memory"),
+        ("Marlon Brando", "Brandon-style 1990s films"),
+        ("J.K. Rowling", "The cat was prowling: 4-prowl.ing? No."),
+        ("Harry Potter", "Harry-Styles and a pottery class, covid-19"),
+    ],
+)
+def test_marks_read_as_breaks_name_no_one_new(tokenizer, name, text):
+    watch = watch_of(tokenizer, name)
+    rng = random.Random(text)
+    splits = [tokenizer.encode(text, add_special_tokens=False)]
+    splits += [random_split(tokenizer, text, rng) for _ in range(10)]
+    for ids in splits:
+        assert first_banned(watch, [], ids) is None, [tokenizer.decode([t]) for t in ids]
 
 
 def test_only_a_rare_surname_is_a_name_alone():
