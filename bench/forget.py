@@ -13,6 +13,7 @@ from openai import OpenAI
 from tqdm import tqdm
 
 from bench import report
+from bench.serverproc import wait_learned
 from bench.suite import forget_probes, is_refusal, leaks, load_suite, registration_body
 
 
@@ -174,6 +175,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     n_p, n_r = len(convs), len(retain)
     before, _ = _pass(client, model, everything, args.max_tokens, args.concurrency, "unguarded")
     ids = _register(args.base_url, args.admin_key, suite) if args.admin_key else []
+    learning = None
+    if ids:  # the learner's generations share the engine's batches: answers would differ
+        learning = wait_learned(args.base_url, admin_key=args.admin_key)  # by batching alone
+        learning.pop("associations")
     try:
         after, actions = _pass(
             client, model, everything, args.max_tokens, args.concurrency, "guarded"
@@ -193,6 +198,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["mixed"] = mixed_result
     result["overall"].update(mixed_keep=mixed_result["keep"], mixed_leak=mixed_result["leak"])
     result.update(base_url=args.base_url, model=model, registered=bool(ids), suite=args.suite)
+    result["learning"] = learning
     directory = report.out_dir(args.name)
     kinds = list(result["per_kind"])
     report.write(

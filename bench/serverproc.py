@@ -29,11 +29,13 @@ def load_adapter(base_url: str, name: str, path: str | Path) -> str:
     return r.json()["model"]
 
 
-def wait_learned(base_url: str, timeout: float = 7200.0) -> dict[str, Any]:
+def wait_learned(
+    base_url: str, timeout: float = 7200.0, admin_key: str = ADMIN_KEY
+) -> dict[str, Any]:
     """Wait until the server has learned every registered target's associations (each
     target's `learning` in the admin API); what that took."""
     started = time.monotonic()
-    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as http:
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {admin_key}"}) as http:
         ids, after = [], None
         while True:
             query = {"limit": 100} | ({"after": after} if after else {})
