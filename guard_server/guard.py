@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from guard_server import metrics
-from logits_processors.fold import JOIN_MARK
+from logits_processors.fold import BREAK, JOIN_MARK, fold
 from logits_processors.params import ACTION_KEY, GUARD_KEYS, TARGETS_KEY
 
 if TYPE_CHECKING:
@@ -326,7 +328,6 @@ class NameIndex:
 
     def __init__(self, rows: Iterable[Any] = ()):
         from guard_server.registry import watch_phrases
-        from logits_processors.fold import BREAK
         from logits_processors.reader import WatchedTarget
         from logits_processors.watch_automaton import FoldedAutomaton
         from logits_processors.watcher import names_of
@@ -348,7 +349,7 @@ class NameIndex:
         """For each candidate: whether, written after `context`, it completes a name or
         begins one (more than MIN_BEGUN symbols of it, all of its letters inside it), in
         some reading of its marks."""
-        from logits_processors.fold import BREAK, mark, readings
+        from logits_processors.fold import mark, readings
 
         if self.names is None:
             return [False] * len(candidates)
@@ -410,6 +411,7 @@ class Reading:
         self.automaton = index.names
         self.states: States = frozenset()
         self.tail = ""  # the last marked symbols
+        self.text = ""  # the last characters as written
         self.length = 0  # marked symbols of the pieces
         self.ends: list[int] = []
         if self.automaton is not None:
@@ -422,8 +424,19 @@ class Reading:
         if marked:
             self.states = self.automaton.read(self.states, marked)[0]
             self.tail = (self.tail + marked)[-4 * self.automaton.max_len :]
+            self.text = (self.text + piece)[-4 * self.automaton.max_len :]
         self.length += len(marked)
         self.ends.append(self.length)
+
+    def _common(self, node: int) -> bool:
+        """Whether what `node`'s path writes of a name is one common English word ("The" of
+        "The Boy Who Lived", "Father" of "father of relativity"): it begins too many phrases
+        to say which, and holding it back would change answers that name no one."""
+        written = self.automaton.path(node).strip(BREAK)
+        if not written or BREAK in written:
+            return False
+        word = _LAST_WORD.search(self.text)
+        return word is not None and fold(word[0]).strip() == written and common_word(word[0])
 
     def open_pieces(self) -> int:
         """How many of the last pieces write part of a name still open at the end: more than
@@ -432,7 +445,8 @@ class Reading:
         cuts it there)."""
         if self.automaton is None:
             return 0
-        depth = max(self.automaton.depth[node] for node, _ in self.states)
+        auto = self.automaton
+        depth = max((auto.depth[n] for n, _ in self.states if not self._common(n)), default=0)
         if depth <= MIN_BEGUN:
             return 0
         # The name's first letter (its break before it): `depth - 1` symbols back, a joiner
@@ -476,6 +490,21 @@ class LiveNames:
 # A continuation that writes this many symbols of a name (its leading space counted) begins
 # it: " Hog" of "Hogwarts"; " H" alone begins too many names to say which.
 MIN_BEGUN = 3
+# An answer's open end that is one word this frequent in English (wordfreq's Zipf scale:
+# "the" 7.7, "father" 5.3, "lord" 5.1; "harry" 4.7, "hog" 3.6, "genghis" 2.8) begins no name
+# a reader could tell from it.
+COMMON_ZIPF = 5.0
+
+
+_LAST_WORD = re.compile(r"[^\W\d_]+$")
+
+
+@lru_cache(maxsize=65536)
+def common_word(word: str) -> bool:
+    """Whether a word is a common English word (see COMMON_ZIPF)."""
+    from wordfreq import zipf_frequency
+
+    return zipf_frequency(word, "en") >= COMMON_ZIPF
 
 
 def _guarded(row: Any) -> bool:

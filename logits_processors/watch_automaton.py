@@ -152,6 +152,10 @@ class FoldedAutomaton:
             if rest:
                 yield i, rest
 
+    def path(self, node: int) -> str:
+        """What `node`'s path writes (the start of the patterns below it)."""
+        return self.patterns[self.lo[node]][: self.depth[node]] if node else ""
+
     def letters_at(self, node: int) -> int:
         """How many letters `node`'s path has (its word breaks not counted)."""
         if not node:

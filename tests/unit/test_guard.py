@@ -146,3 +146,29 @@ def test_live_names_follow_the_store_from_the_next_read(tmp_path):
     assert live.current().open_tail(["a school called", " Hog"]) == 1
     store.delete("t1")
     assert live.current().open_tail(["a school called", " Hog"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "held"),
+    [
+        ("Then, you'll need to chop the", False),  # "The Boy Who Lived" begins so
+        ("He thanked his father", False),  # "father of relativity"
+        ("The empire was founded by Genghis", True),
+        ("a school called Hog", True),
+        ("the hero is known as the boy who", True),
+        ("written by J. K. Row", True),
+        ("written by J.K.Row", True),
+    ],
+)
+def test_an_answer_is_held_at_its_end_only_where_it_begins_a_name(text, held):
+    """An answer that ends on a name's first word when that word is a common English word
+    ("the", "father") shows nothing of the name: it is sent (or kept, when a token limit cut
+    it) as written. A rarer word, part of a word or several words of a name are held."""
+    from types import SimpleNamespace
+
+    from guard_server.guard import NameIndex
+
+    spec = {"name": "Harry Potter", "aliases": ["The Boy Who Lived", "Hogwarts", "J.K. Rowling"]}
+    specs = [spec, {"name": "Albert Einstein", "aliases": ["father of relativity"]}]
+    index = NameIndex(SimpleNamespace(spec=s) for s in [*specs, {"name": "Genghis Khan"}])
+    assert bool(index.open_tail(list(text))) is held
