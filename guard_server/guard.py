@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from guard_server import metrics
-from logits_processors.fold import BREAK, JOIN_MARK, fold
+from logits_processors.fold import BREAK, MARK_LETTERS, fold
 from logits_processors.params import ACTION_KEY, GUARD_KEYS, TARGETS_KEY
 
 if TYPE_CHECKING:
@@ -357,16 +357,14 @@ class NameIndex:
         out = []
         for candidate in candidates:
             marked = mark(candidate)
-            after, named = names.read(start, marked)
-            begins = False
-            for node, gap in start:
+            begins = names.read(start, marked)[1]
+            for node, gap in {(node, gap) for node, gap, _ in start}:
                 for written, _ in readings(marked, gap):
                     letters = len(written.strip(BREAK))
-                    ends = names.read(frozenset({(node, gap)}), written)[0]
-                    depth = max(names.depth[n] for n, _ in ends)
+                    depth = names.depth[names.feed(node, written)[0]]
                     inside = depth >= len(written) + (not written.startswith(BREAK))
                     begins = begins or letters > 0 and inside and depth > MIN_BEGUN
-            out.append(named or begins)
+            out.append(begins)
         return out
 
     def completing(self, items: list[tuple[str, list[str]]]) -> list[list[bool]]:
@@ -446,17 +444,25 @@ class Reading:
         if self.automaton is None:
             return 0
         auto = self.automaton
-        depth = max((auto.depth[n] for n, _ in self.states if not self._common(n)), default=0)
+        depth = max((auto.depth[n] for n, _, _ in self.states if not self._common(n)), default=0)
         if depth <= MIN_BEGUN:
             return 0
-        # The name's first letter (its break before it): `depth - 1` symbols back, a joiner
-        # read as nothing not counted ("Har-ry" is five letters in six symbols).
+        # The name's first letter (its break before it): `depth - 1` symbols back, counting
+        # letters, and a break unless only marks stand between it and the break before it.
+        # A mark may read as nothing, or as a break that one beside it swallows ("Har-ry",
+        # "Harry @@ Pot"): not counting marks errs on the side of holding more.
         back = counted = 0
-        for symbol in reversed(self.tail):
-            if counted == depth - 1:
+        tail = self.tail
+        for at in range(len(tail) - 1, -1, -1):
+            if counted >= depth - 1:
                 break
             back += 1
-            counted += symbol != JOIN_MARK
+            symbol = tail[at]
+            if symbol == BREAK:
+                before = tail[:at].rstrip(_MARKS)
+                counted += bool(before) and before[-1] != BREAK
+            else:
+                counted += symbol not in MARK_LETTERS
         start = self.length - back
         held = 0
         for end in reversed(self.ends):
@@ -496,6 +502,7 @@ MIN_BEGUN = 3
 COMMON_ZIPF = 5.0
 
 
+_MARKS = "".join(MARK_LETTERS)
 _LAST_WORD = re.compile(r"[^\W\d_]+$")
 
 

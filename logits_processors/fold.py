@@ -10,18 +10,22 @@ with a space: a name is matched from the start of a word.
 A joiner, a digit and a leetspeak sign read two ways: "Har-ry" and "H4rry" are one word, but
 "Mr.Hamill", "@Hamill" and "Brando1924" hold the words "hamill" and "brando". The answer watch
 reads both (`mark`, `readings`): the marked fold keeps such a character as a mark ("-" for
-every joiner, the digit or sign itself), and each mark reads as its letter (a joiner as
-nothing) or as a word break.
+every joiner but an apostrophe, which only joins; the digit or sign itself), and a run of
+marks reads as its letters (a joiner as nothing) or as one word break, the whole run one way:
+"1305" is "ieos" or a break, never "ieo" and a break.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from functools import lru_cache
 
 BREAK = " "
 # Inside a word these join its letters ("Har-ry", "J.K.", "Potter's", "Rowl*ng").
 JOINERS = frozenset("-\u2010\u2011\u00ad._\u00b7*'\u2019`")
+# Joiners that never break a word: "don't", "we'll" and "Rowling's" are one word each.
+APOSTROPHES = frozenset("'\u2019`")
 # Digits and signs read as letters inside a name ("H4rry P0tt3r", "Row1ing", "$teve").
 LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t"})
 LEET_SIGNS = {"@": "a", "$": "s"}
@@ -32,8 +36,9 @@ MARK_LETTERS = {
     **{d: d.translate(LEET) for d in "0123456789"},
     **LEET_SIGNS,
 }
-# A token with more marks than this reads as all its marks letters, or all breaks.
-MIXED_MARKS = 8
+# A token with more runs of marks than this reads as all of them letters, or all breaks.
+MIXED_RUNS = 8
+_RUNS = re.compile("[" + re.escape("".join(MARK_LETTERS)) + "]+")
 # "l" and "i" (and "1", "I", "|") read alike in many fonts: one letter for all of them.
 SAME = str.maketrans({"l": "i"})
 LETTER, JOIN, SPACE, NOTHING, EITHER = 0, 1, 2, 3, 4  # EITHER: a digit or sign, its mark
@@ -153,45 +158,73 @@ def mark(text: str) -> str:
             if not out or out[-1] != BREAK:
                 out.append(BREAK)
         elif kind == JOIN:
-            out.append(JOIN_MARK)
+            if char not in APOSTROPHES:
+                out.append(JOIN_MARK)
         elif kind != NOTHING:
             out.append(letters)
     return "".join(out)
 
 
-def choices(symbol: str) -> tuple[str, ...]:
-    """What a symbol of marked text reads as: a letter or a break as itself; a mark as its
-    letter (a joiner as nothing) or a word break."""
+# How a reading stands toward a run of marks: outside one, or inside one read as letters, or
+# as a break (the rest of the run is read the same way); at a word's start, as letters with
+# no letter of the word's own yet (a word needs one: "1305" is no "Leos"), or as itself (a
+# word of digits alone reads as its digits: "50 Cent", never "1305" as "Leos").
+OUTSIDE, AS_LETTERS, AS_BREAK, UNSURE, RAW = range(5)
+RAW_LETTERS = {mark: "" if mark == JOIN_MARK else mark for mark in MARK_LETTERS}
+
+
+@lru_cache(maxsize=1024)
+def moves(gap: bool, run: int, symbol: str) -> tuple[tuple[str, int], ...]:
+    """Each way a reading goes on with one symbol of marked text, after a break (`gap`) or
+    not, inside a run of marks read one way (`run`) or none: what the symbol reads as, and
+    the run after it. A letter or a break reads as itself; a mark as its letter (a joiner as
+    nothing), as itself at a word's start, or as a break, as the run it belongs to has been
+    read. A word of marks read as letters ends no reading: another way of it goes on."""
     letter = MARK_LETTERS.get(symbol)
-    return (symbol,) if letter is None else (letter, BREAK)
+    if letter is None:
+        if symbol != BREAK:
+            return ((symbol, OUTSIDE),)
+        return () if run == UNSURE else ((BREAK, OUTSIDE),)
+    out: tuple[tuple[str, int], ...] = ()
+    if run in (OUTSIDE, AS_LETTERS, UNSURE):
+        way = run if run != OUTSIDE else UNSURE if gap else AS_LETTERS
+        out += ((letter, way),)
+    if run == RAW or run == OUTSIDE and gap:
+        out += ((RAW_LETTERS[symbol], RAW),)
+    if run in (OUTSIDE, AS_BREAK):
+        out += ((BREAK, AS_BREAK),)
+    return out
 
 
-def readings(marked: str, gap: bool) -> set[tuple[str, bool]]:
-    """The folded texts a marked text reads as after a word break (`gap`) or a letter, each
-    with whether it ends at a break: every mark read both ways. A text of more than
-    `MIXED_MARKS` marks reads with all of them letters, or all breaks."""
-    if sum(s in MARK_LETTERS for s in marked) > MIXED_MARKS:
-        return {_read(marked, gap, 0), _read(marked, gap, 1)}
-    paths = {("", gap)}
-    for symbol in marked:
-        paths = {_next(text, at_break, c) for text, at_break in paths for c in choices(symbol)}
-    return paths
+def step(text: str, gap: bool, run: int, symbol: str) -> list[tuple[str, bool, int]]:
+    """`moves` on a reading written out: its text, whether it ends at a break, its run."""
+    out = []
+    for choice, way in moves(gap, run, symbol):
+        if choice == BREAK:
+            out.append((text if gap else text + BREAK, True, way))
+        else:
+            out.append((text + choice, gap and not choice, way))
+    return out
 
 
-def _read(marked: str, gap: bool, way: int) -> tuple[str, bool]:
-    text, at_break = "", gap
-    for symbol in marked:
-        options = choices(symbol)
-        text, at_break = _next(text, at_break, options[min(way, len(options) - 1)])
-    return text, at_break
-
-
-def _next(text: str, at_break: bool, choice: str) -> tuple[str, bool]:
-    if choice == BREAK:
-        return (text if at_break else text + BREAK), True
-    if choice:
-        return text + choice, False
-    return text, at_break
+def readings(marked: str, gap: bool, run: int = OUTSIDE) -> set[tuple[str, bool]]:
+    """The folded texts a marked text reads as after a word break (`gap`) or a letter, and
+    inside a run of marks read one way (`run`) or none, each with whether it ends at a
+    break: every run of marks read both ways (`step`). A text of more than `MIXED_RUNS` runs
+    of marks reads with all of them letters, or all breaks."""
+    runs = len(_RUNS.findall(marked))
+    out: set[tuple[str, bool]] = set()
+    for way in [None] if runs <= MIXED_RUNS else [AS_LETTERS, AS_BREAK]:
+        paths = {("", gap, run)}
+        for symbol in marked:
+            paths = {
+                after
+                for path in paths
+                for after in step(*path, symbol)
+                if way is None or (after[2] == AS_BREAK) == (way == AS_BREAK)
+            }
+        out |= {(text, at_break) for text, at_break, _ in paths}
+    return out
 
 
 def words(text: str) -> list[str]:
@@ -203,18 +236,16 @@ def phrase_patterns(phrase: str) -> list[str]:
     """What the watch looks for to find `phrase` however it is spaced: its folded pieces
     with each gap between them written or not ("J.K. Rowling": " jk rowiing",
     " j k rowiing", " jkrowiing", ...). Gaps beyond the fifth stay as written."""
-    pieces = _pieces(phrase)
-    if not pieces:
-        return []
-    loose = min(len(pieces) - 1, 5)
-    patterns = []
-    for mask in range(1 << loose):
-        out = [pieces[0]]
-        for i, piece in enumerate(pieces[1:]):
-            spaced = i >= loose or mask >> i & 1
-            out.append((BREAK if spaced else "") + piece)
-        patterns.append(BREAK + "".join(out))
-    return patterns
+    patterns: dict[str, None] = {}
+    for pieces in {tuple(_pieces(phrase)), tuple(_pieces(phrase, raw=True))}:
+        loose = min(len(pieces) - 1, 5)
+        for mask in range(1 << loose) if pieces else ():
+            out = [pieces[0]]
+            for i, piece in enumerate(pieces[1:]):
+                spaced = i >= loose or mask >> i & 1
+                out.append((BREAK if spaced else "") + piece)
+            patterns[BREAK + "".join(out)] = None
+    return list(patterns)
 
 
 SPELLED_PIECES = 4  # a phrase of more pieces is looked for spelled out whole only
@@ -243,11 +274,16 @@ def spelled_patterns(phrase: str) -> list[str]:
     return [pattern for pattern in out if pattern not in plain]
 
 
-def _pieces(phrase: str) -> list[str]:
-    """The runs of letters of a phrase, split at every joiner and break."""
+def _pieces(phrase: str, raw: bool = False) -> list[str]:
+    """The runs of letters of a phrase, split at every joiner and break; with `raw`, a
+    word of digits alone as its digits ("50 Cent": "50", "cent")."""
     pieces, current = [], []
-    for char in phrase:
+    words = phrase.split()
+    digits_alone = {w for w in words if not any(c.isalpha() for c in w)} if raw else set()
+    for char, word in ((c, w) for w in words for c in w + " "):
         kind, letters = fold_char(char)
+        if kind == EITHER:
+            kind, letters = LETTER, letters if word in digits_alone else MARK_LETTERS[letters]
         if kind == LETTER:
             current.append(letters)
         elif kind in (JOIN, SPACE) and current:

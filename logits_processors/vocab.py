@@ -12,11 +12,21 @@ from typing import Any
 
 import numpy as np
 
-from logits_processors.fold import fold_char, load_table, mark, readings
+from logits_processors.fold import (
+    BREAK,
+    MARK_LETTERS,
+    OUTSIDE,
+    UNSURE,
+    fold_char,
+    load_table,
+    mark,
+    readings,
+)
 
 FORMAT = 5  # of the saved index: bump when folding or the index changes
 
 _SENTINEL = "\x7f"  # sorts after every folded symbol
+_MARKS_AND_BREAK = {**MARK_LETTERS, BREAK: BREAK}
 
 
 def _byte_decoder() -> dict[str, int]:
@@ -96,12 +106,24 @@ class VocabIndex:
         pieces = self.pieces
         return b"".join(pieces[t] for t in ids if t < len(pieces)).decode("utf-8", "ignore")
 
-    def starting_with(self, gap: bool, prefix: str) -> np.ndarray:
-        """Token ids a reading of which (after `gap`) begins with `prefix`."""
+    def starting_with(self, gap: bool, prefix: str, run: int = OUTSIDE) -> np.ndarray:
+        """Token ids a reading of which (after `gap`, inside a run of marks read one way,
+        or none: `run`) begins with `prefix`."""
         keys = self.keys[gap]
         lo = bisect_left(keys, prefix)
         hi = bisect_left(keys, prefix + _SENTINEL, lo)
         found = self.ids[gap][lo:hi]
+        if run != OUTSIDE:  # a token that begins with marks (or a break) goes on with the run
+            marked, goes_on = self.marked, MARK_LETTERS if run != UNSURE else _MARKS_AND_BREAK
+            found = np.asarray(
+                [
+                    t
+                    for t in found.tolist()
+                    if marked[t][:1] not in goes_on
+                    or any(text.startswith(prefix) for text, _ in readings(marked[t], gap, run))
+                ],
+                dtype=np.int64,
+            )
         return found if len(found) < 2 else np.unique(found)
 
     def save(self, path: Path, note: tuple[int, ...]) -> None:

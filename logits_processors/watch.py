@@ -24,6 +24,7 @@ from logits_processors.automaton import EMPTY
 from logits_processors.fold import (
     BREAK,
     JOIN,
+    OUTSIDE,
     SPACE,
     Folder,
     fold_char,
@@ -34,7 +35,7 @@ from logits_processors.fold import (
 )
 from logits_processors.surnames import Part, folded
 from logits_processors.vocab import VocabIndex
-from logits_processors.watch_automaton import FoldedAutomaton, States
+from logits_processors.watch_automaton import FoldedAutomaton, State, States
 
 # The honest refusal. A tripped answer ends with it as a note (`TRIP_NOTE`); a server that
 # has not sent the answer yet replaces the answer whole with the refusal.
@@ -177,7 +178,7 @@ class WatchRow:
     prompt: Any = ()  # the whole prompt's token ids (a list, or a tensor read when needed)
     head: str | None = None  # the prompt's tail, marked (`mark`): a name may begin there
     head_text: str = ""  # the prompt's tail as written
-    states: States = frozenset({(0, True)})  # where the answer's readings stand
+    states: States = frozenset({(0, True, 0)})  # where the answer's readings stand
     consumed: int = 0
     pending: bytes = b""  # the start of a character split between tokens
     trip_from: int = -1  # where the refusal note started (-1: not tripped)
@@ -210,11 +211,11 @@ class Watch:
         self.note = note
         self.generation = generation
         self.parts = parts or {}  # contextual pattern -> the part it writes
-        self._steps: dict[tuple[int, bool, int], tuple[States, bool]] = {}
-        self._banned: dict[tuple[int, bool], Bans] = {}
-        self._lifted: dict[tuple[int, bool, bool], Bans] = {}
+        self._steps: dict[tuple[int, bool, int, int], tuple[States, bool]] = {}
+        self._banned: dict[State, Bans] = {}
+        self._lifted: dict[tuple[int, bool, int, bool], Bans] = {}
         self._split: dict[tuple[States, bytes], Bans] = {}
-        self._merged: dict[frozenset[tuple[int, bool, int]], Bans] = {}
+        self._merged: dict[frozenset[tuple[int, bool, int, int]], Bans] = {}
         self._whole = [self._whole_names(gap) for gap in (False, True)]
         self._not_steering = np.union1d(vocab.breaks, vocab.partial)
 
@@ -293,7 +294,7 @@ class Watch:
         if len(row.states) == 1:
             return self._banned_reading(row, *next(iter(row.states)))[0]
         states = list(row.states)
-        read = [self._banned_reading(row, node, gap) for node, gap in states]
+        read = [self._banned_reading(row, *state) for state in states]
         key = frozenset((*s, lifted) for s, (_, lifted) in zip(states, read, strict=True))
         merged = self._merged.get(key)
         if merged is None:
@@ -302,20 +303,20 @@ class Watch:
                 self._merged[key] = merged
         return merged
 
-    def _banned_reading(self, row: WatchRow, node: int, gap: bool) -> tuple[Bans, int]:
+    def _banned_reading(self, row: WatchRow, node: int, gap: bool, run: int) -> tuple[Bans, int]:
         """The bans of one reading of the row, and which of its parts were lifted (0: none,
         1: every part, 2: the open-ended ones)."""
-        bans = self.banned_at(node, gap)
+        bans = self.banned_at(node, gap, run)
         if not len(bans.parts):
             return bans, 0
         if self._someone_else(row, bans.words):
-            return self._lift(node, gap, bans, True), 1
+            return self._lift((node, gap, run), bans, True), 1
         if len(bans.open) and self._joined(row, bans.written):
-            return self._lift(node, gap, bans, False), 2
+            return self._lift((node, gap, run), bans, False), 2
         return bans, 0
 
-    def _lift(self, node: int, gap: bool, bans: Bans, every: bool) -> Bans:
-        key = (node, gap, every)
+    def _lift(self, state: State, bans: Bans, every: bool) -> Bans:
+        key = (*state, every)
         found = self._lifted.get(key)
         if found is None:
             found = bans.without(bans.parts if every else bans.open)
@@ -323,15 +324,16 @@ class Watch:
                 self._lifted[key] = found
         return found
 
-    def banned_at(self, node: int, gap: bool) -> Bans:
-        found = self._banned.get((node, gap))
+    def banned_at(self, node: int, gap: bool, run: int = OUTSIDE) -> Bans:
+        key = (node, gap, run)
+        found = self._banned.get(key)
         if found is None:
-            found = self._banned_at(node, gap)
+            found = self._banned_at(node, gap, run)
             if len(self._banned) < MAX_CACHED:
-                self._banned[(node, gap)] = found
+                self._banned[key] = found
         return found
 
-    def _banned_at(self, node: int, gap: bool) -> Bans:
+    def _banned_at(self, node: int, gap: bool, run: int) -> Bans:
         auto = self.automaton
         whole, whole_refused = self._whole[gap]
         found, refused, steered, alone, words = [whole], [whole_refused], [EMPTY], [], set()
@@ -341,7 +343,7 @@ class Watch:
             for index, rest in auto.rests(start):
                 if len(rest) > self.vocab.max_len:
                     continue
-                ids = self.vocab.starting_with(gap, rest)
+                ids = self.vocab.starting_with(gap, rest, run)
                 if rest == BREAK:  # a token that begins a character may end the word
                     ids = np.union1d(ids, self.vocab.partial)
                 if not len(ids):
@@ -398,8 +400,9 @@ class Watch:
     def _banned_split_at(self, states: States, pending: bytes) -> Bans:
         auto = self.automaton
         after_break, _ = auto.read(states, BREAK)
-        found = [self.banned_at(node, True).tokens for node, _ in after_break]
-        refused = [self.banned_at(node, True).refused for node, _ in after_break]
+        nodes = {node for node, _, _ in after_break}
+        found = [self.banned_at(node, True).tokens for node in nodes]
+        refused = [self.banned_at(node, True).refused for node in nodes]
         first = len(found)
         for token in self.vocab.partial.tolist():
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")

@@ -11,11 +11,12 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable
 
-from logits_processors.fold import BREAK, choices
+from logits_processors.fold import BREAK, OUTSIDE, UNSURE, moves
 
-# Where a reading of marked text stands: a node and whether the text read so far ends at a
-# word break. A text with marks is read every way at once: a set of them (`States`).
-State = tuple[int, bool]
+# Where a reading of marked text stands: a node, whether the text read so far ends at a word
+# break, and how the run of marks it is in (if any) is read (`logits_processors.fold.step`).
+# A text with marks is read every way at once: a set of them (`States`).
+State = tuple[int, bool, int]
 States = frozenset[State]
 
 SHIFT = 7  # symbols are ASCII
@@ -54,7 +55,7 @@ class FoldedAutomaton:
     @property
     def start(self) -> States:
         """Where a text stands before its first word: after a word break."""
-        return frozenset({(self._goto(0, ord(BREAK)), True)})
+        return frozenset({(self._goto(0, ord(BREAK)), True, OUTSIDE)})
 
     @property
     def num_nodes(self) -> int:
@@ -119,21 +120,22 @@ class FoldedAutomaton:
 
     def read(self, states: States, marked: str, parts: bool = False) -> tuple[States, bool]:
         """Where marked text (`logits_processors.fold.mark`) leaves each of `states`, every
-        mark read both ways (`choices`), and whether a pattern ended on the way in some
-        reading (a contextual one too, with `parts`)."""
+        run of marks read every way (`logits_processors.fold.moves`), and whether a pattern
+        ended on the way in some reading (a contextual one too, with `parts`); not in a word
+        of marks read as letters alone."""
         matched = False
         ends, alone = self.ends, self.alone
         for symbol in marked:
-            options = choices(symbol)
             grown = set()
-            for node, gap in states:
-                for choice in options:
-                    if not choice or choice == BREAK and gap:
-                        grown.add((node, gap or choice == BREAK))
+            for node, gap, run in states:
+                for choice, way in moves(gap, run, symbol):
+                    if not choice or choice == BREAK and gap:  # nothing, or no second break
+                        grown.add((node, gap or choice == BREAK, way))
                         continue
                     node_after = self._goto(node, ord(choice))
-                    matched = matched or bool(ends[node_after] or parts and alone[node_after])
-                    grown.add((node_after, choice == BREAK))
+                    grown.add((node_after, choice == BREAK, way))
+                    if way != UNSURE:
+                        matched = matched or bool(ends[node_after] or parts and alone[node_after])
             states = frozenset(grown)
         return states, matched
 

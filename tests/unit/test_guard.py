@@ -172,3 +172,21 @@ def test_an_answer_is_held_at_its_end_only_where_it_begins_a_name(text, held):
     specs = [spec, {"name": "Albert Einstein", "aliases": ["father of relativity"]}]
     index = NameIndex(SimpleNamespace(spec=s) for s in [*specs, {"name": "Genghis Khan"}])
     assert bool(index.open_tail(list(text))) is held
+
+
+@pytest.mark.parametrize(
+    "text, name",
+    [
+        ("written by Harry1 Pot", "Harry1 Pot"),
+        ("written by Harry @@@@ Pot", "Harry @@@@ Pot"),
+        ("written by Har-ry Pot-t", "Har-ry Pot-t"),
+        ("written by J. K. Row", "J. K. Row"),
+    ],
+)
+def test_an_open_name_is_held_from_its_first_letter_however_it_is_marked(text, name):
+    from types import SimpleNamespace
+
+    from guard_server.guard import NameIndex
+
+    index = NameIndex(SimpleNamespace(spec={"name": n}) for n in ("Harry Potter", "J.K. Rowling"))
+    assert index.open_tail(list(text)) >= len(name)

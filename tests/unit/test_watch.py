@@ -500,6 +500,46 @@ def test_marks_read_as_breaks_name_no_one_new(tokenizer, name, text):
         assert first_banned(watch, [], ids) is None, [tokenizer.decode([t]) for t in ids]
 
 
+@pytest.mark.parametrize(
+    "names, text",
+    [
+        (("Leo", "Eli", "Sia", "Al Green"), "Room 1305, code 411, pi 3.14159, 5140 and 3110."),
+        (("Leo", "Eli"), "Call 1-305-311-0042 or +1 (305) 3110."),
+        (("Don", "Li"), "I don't know; we'll see, I'll go and you'll stay."),
+        (("50 Cent",), "It cost one cent, then 40 cents."),
+    ],
+)
+def test_numbers_and_contractions_name_no_one(tokenizer, names, text):
+    """A run of digits reads as its letters or as one break, never part one and part the
+    other ("1305" is no "Leo"); an apostrophe only joins ("don't" is no "Don")."""
+    watch = watch_of(tokenizer, *names)
+    rng = random.Random(text)
+    splits = [tokenizer.encode(text, add_special_tokens=False)]
+    splits += [random_split(tokenizer, text, rng) for _ in range(10)]
+    for ids in splits:
+        assert first_banned(watch, [], ids) is None, [tokenizer.decode([t]) for t in ids]
+
+
+@pytest.mark.parametrize("text", ["He is 50 Cent.", "He is 50Cent.", "He is 5O Cent."])
+def test_a_name_with_digits_keeps_them(tokenizer, text):
+    watch = watch_of(tokenizer, "50 Cent")
+    assert first_banned(watch, [], tokenizer.encode(text, add_special_tokens=False)) is not None
+
+
+def test_a_table_of_numbers_is_read_a_few_ways_at_once(tokenizer):
+    """Each run of marks is read two ways, not each mark: a table of numbers keeps the
+    watch's readings few."""
+    watch = watch_of(tokenizer, "Leo", "Eli", "Sia", "Al Green", "Ida Lee", "Bo Li")
+    text = " ".join(f"{i * 7919 % 100000}.{i % 97}-{i * 31 % 1000}" for i in range(60))
+    output: list[int] = []
+    row = WatchRow(output, [])
+    watch.reread(row)
+    for token in tokenizer.encode(text, add_special_tokens=False):
+        output.append(token)
+        watch.advance(row)
+        assert len(row.states) <= 6, tokenizer.decode(output[-8:])
+
+
 def test_only_a_rare_surname_is_a_name_alone():
     """ "Swift" (a common word) and "Rhea" (a given name: "Rhea is Saturn's moon") name no
     one alone; "Perlman" names Rhea Perlman; a whole one-word name stays a whole name."""
