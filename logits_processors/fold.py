@@ -167,8 +167,9 @@ def mark(text: str) -> str:
 
 # How a reading stands toward a run of marks: outside one, or inside one read as letters, or
 # as a break (the rest of the run is read the same way); at a word's start, as letters with
-# no letter of the word's own yet (a word needs one: "1305" is no "Leos"), or as itself (a
-# word of digits alone reads as its digits: "50 Cent", never "1305" as "Leos").
+# no letter of the text's own yet (leetspeak needs one: "1305" is no "Leos", "41 Gore" is Al
+# Gore; no name is matched until a real letter comes), or as itself (a word of digits alone
+# reads as its digits: "50 Cent").
 OUTSIDE, AS_LETTERS, AS_BREAK, UNSURE, RAW = range(5)
 RAW_LETTERS = {mark: "" if mark == JOIN_MARK else mark for mark in MARK_LETTERS}
 
@@ -179,12 +180,12 @@ def moves(gap: bool, run: int, symbol: str) -> tuple[tuple[str, int], ...]:
     not, inside a run of marks read one way (`run`) or none: what the symbol reads as, and
     the run after it. A letter or a break reads as itself; a mark as its letter (a joiner as
     nothing), as itself at a word's start, or as a break, as the run it belongs to has been
-    read. A word of marks read as letters ends no reading: another way of it goes on."""
+    read. Letters read from marks alone stay UNSURE, across breaks, until a real letter."""
     letter = MARK_LETTERS.get(symbol)
     if letter is None:
         if symbol != BREAK:
             return ((symbol, OUTSIDE),)
-        return () if run == UNSURE else ((BREAK, OUTSIDE),)
+        return ((BREAK, UNSURE if run == UNSURE else OUTSIDE),)
     out: tuple[tuple[str, int], ...] = ()
     if run in (OUTSIDE, AS_LETTERS, UNSURE):
         way = run if run != OUTSIDE else UNSURE if gap else AS_LETTERS
@@ -207,24 +208,38 @@ def step(text: str, gap: bool, run: int, symbol: str) -> list[tuple[str, bool, i
     return out
 
 
-def readings(marked: str, gap: bool, run: int = OUTSIDE) -> set[tuple[str, bool]]:
+@lru_cache(maxsize=65536)
+def readings(marked: str, gap: bool, run: int = OUTSIDE) -> frozenset[tuple[str, bool]]:
     """The folded texts a marked text reads as after a word break (`gap`) or a letter, and
     inside a run of marks read one way (`run`) or none, each with whether it ends at a
     break: every run of marks read both ways (`step`). A text of more than `MIXED_RUNS` runs
     of marks reads with all of them letters, or all breaks."""
     runs = len(_RUNS.findall(marked))
     out: set[tuple[str, bool]] = set()
-    for way in [None] if runs <= MIXED_RUNS else [AS_LETTERS, AS_BREAK]:
+    for excluded in [()] if runs <= MIXED_RUNS else [(AS_BREAK,), (AS_LETTERS, UNSURE, RAW)]:
         paths = {("", gap, run)}
         for symbol in marked:
             paths = {
-                after
-                for path in paths
-                for after in step(*path, symbol)
-                if way is None or (after[2] == AS_BREAK) == (way == AS_BREAK)
+                after for path in paths for after in step(*path, symbol) if after[2] not in excluded
             }
         out |= {(text, at_break) for text, at_break, _ in paths}
-    return out
+    return frozenset(out)
+
+
+@lru_cache(maxsize=65536)
+def sure_readings(marked: str, gap: bool) -> frozenset[tuple[str, int]]:
+    """The readings of a marked text that begins inside an UNSURE run (letters read from
+    marks alone), each with how many of its symbols come before its first real letter: a
+    name it completes there is no name (`moves`)."""
+    paths = {("", gap, UNSURE, -1)}
+    for symbol in marked:
+        grown = set()
+        for text, at_break, run, first in paths:
+            for after_text, after_break, after_run in step(text, at_break, run, symbol):
+                real = first < 0 and run == UNSURE and after_run == OUTSIDE and symbol != BREAK
+                grown.add((after_text, after_break, after_run, len(text) if real else first))
+        paths = grown
+    return frozenset((text, first if first >= 0 else len(text) + 1) for text, _, _, first in paths)
 
 
 def words(text: str) -> list[str]:
@@ -276,19 +291,23 @@ def spelled_patterns(phrase: str) -> list[str]:
 
 def _pieces(phrase: str, raw: bool = False) -> list[str]:
     """The runs of letters of a phrase, split at every joiner and break; with `raw`, a
-    word of digits alone as its digits ("50 Cent": "50", "cent")."""
-    pieces, current = [], []
-    words = phrase.split()
-    digits_alone = {w for w in words if not any(c.isalpha() for c in w)} if raw else set()
-    for char, word in ((c, w) for w in words for c in w + " "):
+    piece of digits alone as its digits ("50 Cent": "50", "cent"; "Blink-182")."""
+    pieces: list[str] = []
+    current: list[tuple[int, str]] = []
+
+    def close() -> None:
+        if current:
+            alone = raw and all(kind == EITHER for kind, _ in current)
+            pieces.append(
+                "".join(s if alone or kind != EITHER else MARK_LETTERS[s] for kind, s in current)
+            )
+            current.clear()
+
+    for char in phrase:
         kind, letters = fold_char(char)
-        if kind == EITHER:
-            kind, letters = LETTER, letters if word in digits_alone else MARK_LETTERS[letters]
-        if kind == LETTER:
-            current.append(letters)
-        elif kind in (JOIN, SPACE) and current:
-            pieces.append("".join(current))
-            current = []
-    if current:
-        pieces.append("".join(current))
+        if kind in (LETTER, EITHER):
+            current.append((kind, letters))
+        elif kind in (JOIN, SPACE):
+            close()
+    close()
     return pieces

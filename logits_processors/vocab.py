@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from logits_processors.fold import (
-    BREAK,
     MARK_LETTERS,
     OUTSIDE,
     UNSURE,
@@ -21,12 +20,12 @@ from logits_processors.fold import (
     load_table,
     mark,
     readings,
+    sure_readings,
 )
 
-FORMAT = 5  # of the saved index: bump when folding or the index changes
+FORMAT = 6  # of the saved index: bump when folding or the index changes
 
 _SENTINEL = "\x7f"  # sorts after every folded symbol
-_MARKS_AND_BREAK = {**MARK_LETTERS, BREAK: BREAK}
 
 
 def _byte_decoder() -> dict[str, int]:
@@ -86,6 +85,9 @@ class VocabIndex:
                 text = ""
             self.marked.append(mark(text))
         self.partial = np.flatnonzero(~self.clean)
+        self.mark_led = np.asarray(
+            [t for t, m in enumerate(self.marked) if m[:1] in MARK_LETTERS], dtype=np.int64
+        )
         self.keys: list[list[str]] = []
         self.ids: list[np.ndarray] = []
         for gap in (False, True):
@@ -113,17 +115,28 @@ class VocabIndex:
         lo = bisect_left(keys, prefix)
         hi = bisect_left(keys, prefix + _SENTINEL, lo)
         found = self.ids[gap][lo:hi]
-        if run != OUTSIDE:  # a token that begins with marks (or a break) goes on with the run
-            marked, goes_on = self.marked, MARK_LETTERS if run != UNSURE else _MARKS_AND_BREAK
+        if run == UNSURE:  # a name is completed only at or after a real letter
+            marked = self.marked
             found = np.asarray(
                 [
                     t
                     for t in found.tolist()
-                    if marked[t][:1] not in goes_on
-                    or any(text.startswith(prefix) for text, _ in readings(marked[t], gap, run))
+                    if any(
+                        text.startswith(prefix) and first < len(prefix)
+                        for text, first in sure_readings(marked[t], gap)
+                    )
                 ],
                 dtype=np.int64,
             )
+        elif run != OUTSIDE:  # a token that begins with marks goes on with the run
+            marked = self.marked
+            kept = [t for t in found.tolist() if marked[t][:1] not in MARK_LETTERS]
+            kept += [
+                t
+                for t in self.mark_led.tolist()
+                if any(text.startswith(prefix) for text, _ in readings(marked[t], gap, run))
+            ]
+            found = np.asarray(kept, dtype=np.int64)
         return found if len(found) < 2 else np.unique(found)
 
     def save(self, path: Path, note: tuple[int, ...]) -> None:

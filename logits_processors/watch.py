@@ -224,6 +224,8 @@ class Watch:
         "-Hogwarts")."""
         auto, found, refused = self.automaton, [], []
         for token_id, marked in enumerate(self.vocab.marked):
+            if not any(c.isalpha() for c in marked):  # a name needs a real letter
+                continue
             if BREAK not in marked and not any(c in marked for c in "-0123456789@$"):
                 continue
             for text, _ in readings(marked, gap):

@@ -520,9 +520,21 @@ def test_numbers_and_contractions_name_no_one(tokenizer, names, text):
         assert first_banned(watch, [], ids) is None, [tokenizer.decode([t]) for t in ids]
 
 
-@pytest.mark.parametrize("text", ["He is 50 Cent.", "He is 50Cent.", "He is 5O Cent."])
-def test_a_name_with_digits_keeps_them(tokenizer, text):
-    watch = watch_of(tokenizer, "50 Cent")
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("50 Cent", "He is 50 Cent."),
+        ("50 Cent", "He is 50Cent."),
+        ("50 Cent", "He is 5O Cent."),
+        ("Blink-182", "The band Blink 182 played"),
+        ("Blink-182", "The band Blink - 182 played"),
+        ("Sum 41", "The band Sum 41 played"),
+        ("Al Gore", "The vice president 41 Gore said"),  # leetspeak across words
+        ("Leo Tolstoy", "The novelist 130 Tolstoy wrote"),
+    ],
+)
+def test_a_name_with_digits_keeps_them(tokenizer, name, text):
+    watch = watch_of(tokenizer, name)
     assert first_banned(watch, [], tokenizer.encode(text, add_special_tokens=False)) is not None
 
 
