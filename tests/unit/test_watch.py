@@ -39,6 +39,13 @@ def random_split(tokenizer, text: str, rng: random.Random) -> list[int]:
     return [t for piece in pieces for t in tokenizer.encode(piece, add_special_tokens=False)]
 
 
+def splits_of(tokenizer, text: str, count: int = 10) -> list[list[int]]:
+    """The tokenizer's own split of `text`, and `count` random ones."""
+    rng = random.Random(text)
+    own = tokenizer.encode(text, add_special_tokens=False)
+    return [own, *(random_split(tokenizer, text, rng) for _ in range(count))]
+
+
 def first_banned(watch: Watch, prompt: list[int], answer: list[int]) -> int | None:
     """Write `answer` token by token as a model would; the index of the first token the
     watch bans, or None if the whole answer gets written."""
@@ -474,10 +481,7 @@ def test_a_joiner_digit_or_sign_beside_a_name_is_a_word_break(tokenizer, name, t
     reads as a word break, while one inside it ("Har-ry", "H4rry") joins its letters: the
     watch reads both ways at once, in every split of the text into tokens."""
     watch = watch_of(tokenizer, name)
-    rng = random.Random(text)
-    splits = [tokenizer.encode(text, add_special_tokens=False)]
-    splits += [random_split(tokenizer, text, rng) for _ in range(10)]
-    for ids in splits:
+    for ids in splits_of(tokenizer, text):
         assert first_banned(watch, [], ids) is not None, [tokenizer.decode([t]) for t in ids]
 
 
@@ -493,10 +497,7 @@ def test_a_joiner_digit_or_sign_beside_a_name_is_a_word_break(tokenizer, name, t
 )
 def test_marks_read_as_breaks_name_no_one_new(tokenizer, name, text):
     watch = watch_of(tokenizer, name)
-    rng = random.Random(text)
-    splits = [tokenizer.encode(text, add_special_tokens=False)]
-    splits += [random_split(tokenizer, text, rng) for _ in range(10)]
-    for ids in splits:
+    for ids in splits_of(tokenizer, text):
         assert first_banned(watch, [], ids) is None, [tokenizer.decode([t]) for t in ids]
 
 
@@ -513,10 +514,7 @@ def test_numbers_and_contractions_name_no_one(tokenizer, names, text):
     """A run of digits reads as its letters or as one break, never part one and part the
     other ("1305" is no "Leo"); an apostrophe only joins ("don't" is no "Don")."""
     watch = watch_of(tokenizer, *names)
-    rng = random.Random(text)
-    splits = [tokenizer.encode(text, add_special_tokens=False)]
-    splits += [random_split(tokenizer, text, rng) for _ in range(10)]
-    for ids in splits:
+    for ids in splits_of(tokenizer, text):
         assert first_banned(watch, [], ids) is None, [tokenizer.decode([t]) for t in ids]
 
 
