@@ -24,6 +24,7 @@ from logits_processors.automaton import EMPTY
 from logits_processors.fold import (
     BREAK,
     JOIN,
+    MARK_LETTERS,
     OUTSIDE,
     SPACE,
     Folder,
@@ -226,7 +227,7 @@ class Watch:
         for token_id, marked in enumerate(self.vocab.marked):
             if not any(c.isalpha() for c in marked):  # a name needs a real letter
                 continue
-            if BREAK not in marked and not any(c in marked for c in "-0123456789@$"):
+            if BREAK not in marked and not any(c in marked for c in MARK_LETTERS):
                 continue
             for text, _ in readings(marked, gap):
                 start = text.find(BREAK)
@@ -402,9 +403,8 @@ class Watch:
     def _banned_split_at(self, states: States, pending: bytes) -> Bans:
         auto = self.automaton
         after_break, _ = auto.read(states, BREAK)
-        nodes = {node for node, _, _ in after_break}
-        found = [self.banned_at(node, True).tokens for node in nodes]
-        refused = [self.banned_at(node, True).refused for node in nodes]
+        bans = [self.banned_at(node, True) for node in {node for node, _, _ in after_break}]
+        found, refused = [b.tokens for b in bans], [b.refused for b in bans]
         first = len(found)
         for token in self.vocab.partial.tolist():
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
