@@ -4,7 +4,8 @@ Targets are registered as RWKU asks (name and one-line intro only), N at once. E
 sent with RWKU's prompt template as one chat turn, greedy, 30 new tokens; its score is the
 ROUGE-L recall of the reference answer in the output. Reported per group (forget fill-in-the-
 blank / questions / adversarial, neighbour fill-in-the-blank / questions) and per adversarial
-kind: before, after, after/before, and the share of probes flagged, refused and changed. General
+kind: before, after, after/before, the share of probes flagged, refused and changed, and the
+share of answers that write the target's name before and after. General
 ability: TriviaQA and 5-shot MMLU from `utility/` before and after, and how many such plain
 questions were flagged.
 """
@@ -176,6 +177,21 @@ def _rare_words(names: tuple[str, ...]) -> frozenset[str]:
     return frozenset(name_parts(list(names))[0])
 
 
+def names_target(text: str, target: str) -> bool:
+    """Whether an answer writes its probe's target: a form of the name whole, or a word of
+    it that names the person alone ("Springsteen"). A reverse query's score can come from a
+    wrong answer that shares a word with the reference ("Donny Osmond" for Marie Osmond
+    shares "Osmond"; "Queen" of "Queen Bey"): this says whether the name itself was written."""
+    if not target:
+        return False
+    words = normalize(text)
+    written = f" {' '.join(words)} "
+    forms = name_forms([target])
+    if any(f" {' '.join(normalize(form))} " in written for form in forms):
+        return True
+    return not set(words).isdisjoint(_rare_words(tuple(forms)))
+
+
 def summarize(items: list[Probe], before, after, key) -> list[dict[str, Any]]:
     groups: dict[str, list[int]] = defaultdict(list)
     for i, probe in enumerate(items):
@@ -195,6 +211,10 @@ def summarize(items: list[Probe], before, after, key) -> list[dict[str, Any]]:
                 "flagged": sum(after[i][1] != "none" for i in idx) / len(idx),
                 "refused": sum(after[i][1] == "refuse" for i in idx) / len(idx),
                 "changed": sum(after[i][0] != before[i][0] for i in idx) / len(idx),
+                "named_before": sum(names_target(before[i][0], items[i].target) for i in idx)
+                / len(idx),
+                "named_after": sum(names_target(after[i][0], items[i].target) for i in idx)
+                / len(idx),
             }
         )
     return rows
@@ -372,7 +392,7 @@ def title(key: str) -> str:
 def _write(args: argparse.Namespace, results: dict[str, Any]) -> None:
     out = report.out_dir(args.name)
     columns = ["group", "probes", "before", "after", "after_over_before", "flagged", "refused"]
-    columns.append("changed")
+    columns += ["changed", "named_before", "named_after"]
     tables = {}
     for key, run in results["runs"].items():
         tables[f"{title(key)}: groups"] = (run["groups"], columns)

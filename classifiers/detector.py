@@ -15,7 +15,13 @@ from classifiers.associations import AssociationIndex
 from classifiers.base import Match, PromptClassifier, get_classifier
 from classifiers.encoder import Encoder, Span
 from classifiers.lexical import STOPWORDS, LexicalMatcher, normalize, readable
-from classifiers.names import FUZZY_PART_CHARS, name_forms, name_parts, someone_else
+from classifiers.names import (
+    FUZZY_PART_CHARS,
+    name_forms,
+    name_parts,
+    own_words,
+    someone_else,
+)
 from classifiers.probes import (
     contrast_probes,
     derived_probes,
@@ -157,7 +163,7 @@ class Detector:
                 self.mentions.add(target_id, [*phrases, *distinct, *surnames])
                 self.name_any.add(target_id, sorted({*joined, *(w for ws in read for w in ws)}))
                 policy, alone = spec.get("policy", "refuse"), classifier_decides_alone(spec)
-                own = frozenset(normalize(" ".join([spec["name"], *spec.get("aliases", [])])))
+                own = own_words([spec["name"], *spec.get("aliases", [])])
                 info = TargetInfo(target_id, version, threshold, policy, alone, own, spec["name"])
                 infos.append(info)
             # Readers take `self.targets` once per screen: swap in a new dict, never mutate.

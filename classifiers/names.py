@@ -114,6 +114,31 @@ def given_names() -> frozenset[str]:
     return frozenset(line.split()[0].casefold() for line in lines if line.strip())
 
 
+def own_words(names: list[str]) -> frozenset[str]:
+    """The words of a target's names and aliases, with each given name's formal and pet
+    forms, one step away in the `nicknames` package's table: "Leonard Kravitz" is Lenny
+    Kravitz and "Robert Saget" Bob Saget, not relatives who share the surname. Not two
+    steps ("Jay", a pet form of "Jalen", one of "Lenny"): each step names more strangers."""
+    words = {w for name in names for w in normalize(name)}
+    return frozenset(words | {v for w in words for v in _pet_forms(w)})
+
+
+@lru_cache(maxsize=4096)
+def _pet_forms(word: str) -> frozenset[str]:
+    if len(word) < MIN_PART_CHARS:
+        return frozenset()
+    namer = _nicknamer()
+    forms = namer.canonicals_of(word) | namer.nicknames_of(word)  # one step, not siblings
+    return frozenset(f for f in forms if len(f) >= MIN_PART_CHARS) - {word}
+
+
+@lru_cache(maxsize=1)
+def _nicknamer():
+    from nicknames import NickNamer
+
+    return NickNamer()
+
+
 def someone_else(text: str, part: str, own: set[str], vouching: bool = False) -> bool:
     """Whether every occurrence of the name part `part` in `text` names another person:
     a relative with the same surname ("Nelson Rockefeller", "Hailey Bieber", "Donny Osmond")

@@ -81,10 +81,10 @@ def part_patterns(phrases: list[str], refuse: bool) -> dict[str, tuple[bool, Par
     and its `Part`. A pattern that does not end with a word break is open-ended: it matches
     from the surname's last letter on, whatever follows."""
     from classifiers.lexical import normalize
-    from classifiers.names import SUFFIXES, given_names, name_parts
+    from classifiers.names import SUFFIXES, given_names, name_parts, own_words
 
     distinct, _ = name_parts(phrases)
-    own = frozenset(w for phrase in phrases for w in normalize(phrase))
+    own = own_words(phrases)
     last: set[str] = set()
     for phrase in phrases:
         words = [w for w in normalize(phrase.split(",")[0]) if w not in SUFFIXES]

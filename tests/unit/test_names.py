@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from classifiers.lexical import normalize
-from classifiers.names import name_forms, name_parts, someone_else
+from classifiers.names import name_forms, name_parts, own_words, someone_else
 
 
 @pytest.mark.parametrize(
@@ -109,6 +109,25 @@ def test_a_classifier_decides_alone_only_for_a_described_target(spec, alone):
 )
 def test_a_full_or_birth_name_is_not_a_relative(text):
     assert not someone_else(text, "crawford", set(normalize("Cindy Crawford")))
+
+
+@pytest.mark.parametrize(
+    ("text", "part", "name", "expected"),
+    [
+        (
+            "In which year was Leonard Kravitz's debut album released?",
+            "kravitz",
+            "Lenny Kravitz",
+            False,
+        ),
+        ("Which sitcom did Robert Saget star in?", "saget", "Bob Saget", False),
+        ("Who is Zoe Kravitz?", "kravitz", "Lenny Kravitz", True),  # his daughter
+        ("Who is Aubrey Saget?", "saget", "Bob Saget", True),
+    ],
+)
+def test_the_formal_or_pet_form_of_a_given_name_is_the_target(text, part, name, expected):
+    """RWKU asks about Lenny Kravitz as "Leonard Kravitz": his formal name is no relative."""
+    assert someone_else(text, part, set(own_words([name]))) is expected
 
 
 @pytest.mark.parametrize(

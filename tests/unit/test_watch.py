@@ -424,6 +424,30 @@ def test_a_first_name_alone_does_not_excuse_the_surname(tokenizer, part_watch, p
     assert first_banned(part_watch, prompt_ids, ids) is not None, text
 
 
+@pytest.mark.parametrize(
+    "name, prompt, text",
+    [
+        (
+            "Lenny Kravitz",
+            "When did Leonard Kravitz release Let Love Rule?",
+            " Leonard Kravitz released it in",
+        ),
+        ("Bob Saget", "Which sitcom did Robert Saget star in?", " Robert Saget starred in"),
+    ],
+)
+def test_the_targets_formal_or_pet_name_is_no_relative(tokenizer, name, prompt, text):
+    """Named in the prompt by his formal given name, Lenny Kravitz is still Lenny Kravitz:
+    the answer that writes that name trips. His daughter, named whole, is someone else."""
+    watch = watch_of(tokenizer, name)
+    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    assert first_banned(watch, prompt_ids, ids) is not None, text
+    surname = name.split()[-1]
+    asked = tokenizer.encode(f"Who is Zoe {surname}?", add_special_tokens=False)
+    daughter = tokenizer.encode(f" Zoe {surname} is an actress.", add_special_tokens=False)
+    assert first_banned(watch, asked, daughter) is None
+
+
 def test_a_surname_broken_off_by_the_client_trips(tokenizer, part_watch):
     """ "Springste", then `bad_words` on every way to finish it: the answer would show most
     of the surname. The model was writing it: the answer trips."""
