@@ -26,9 +26,10 @@ BREAK = " "
 JOINERS = frozenset("-\u2010\u2011\u00ad._\u00b7*'\u2019`")
 # Joiners that never break a word: "don't", "we'll" and "Rowling's" are one word each.
 APOSTROPHES = frozenset("'\u2019`")
-# Digits and signs read as letters inside a name ("H4rry P0tt3r", "Row1ing", "$teve").
+# Digits and signs read as letters inside a name ("H4rry P0tt3r", "Row1ing", "$teve",
+# "Ham!ll", "Row|ing", "Pott€r", "Harr¥"). Each also reads as a word break ("Cher!").
 LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t"})
-LEET_SIGNS = {"@": "a", "$": "s"}
+LEET_SIGNS = {"@": "a", "$": "s", "!": "i", "|": "i", "+": "t", "€": "e", "¥": "y"}
 JOIN_MARK = "-"
 # What each mark reads as inside a word (the other reading is a word break).
 MARK_LETTERS = {
@@ -85,6 +86,8 @@ def fold_char(char: str) -> tuple[int, str]:
         return (JOIN, "") if char in JOINERS else (SPACE, "")
     if char in JOINERS:
         return JOIN, ""
+    if char in LEET_SIGNS:
+        return EITHER, char
     category = unicodedata.category(char)
     if category in ("Cf", "Mn", "Me") or category == "Cc" and not char.isspace():
         return NOTHING, ""

@@ -23,7 +23,7 @@ from logits_processors.fold import (
     sure_readings,
 )
 
-FORMAT = 6  # of the saved index: bump when folding or the index changes
+FORMAT = 7  # of the saved index: bump when folding or the index changes
 
 _SENTINEL = "\x7f"  # sorts after every folded symbol
 

@@ -222,6 +222,8 @@ def test_a_text_is_screened_as_it_reads(text, read):
         "Who is Har-ry Pot-ter?",  # punctuation inside the words
         "Who is \u210d\U0001d51e\U0001d52f\U0001d52f\U0001d536 Potter?",  # mathematical letters
         "What did Row1ing write?",  # leetspeak in the alias
+        "What did Row|ing write?",  # look-alike signs
+        "Who is Harr¥ Pott€r?",
     ],
 )
 def test_disguised_names_are_read_as_what_they_show(text):
@@ -237,7 +239,13 @@ def test_a_word_of_another_script_is_read_transliterated():
 
 
 @pytest.mark.parametrize(
-    "text", ["It costs one cent, so what?", "50 cents is half a dollar.", "Who is Harry Styles?"]
+    "text",
+    [
+        "It costs one cent, so what?",
+        "50 cents is half a dollar.",
+        "Who is Harry Styles?",
+        "Harry! Pots of | clay: Yahoo!",
+    ],
 )
 def test_folding_adds_no_match_of_its_own(text):
     matcher = LexicalMatcher()

@@ -498,6 +498,13 @@ def test_a_surname_is_read_where_english_words_cannot_be_it(tokenizer, name, tex
         ("Harry Potter", "Dear Mr.H4rry P0tter, welcome"),
         ("Cher", "She is Cher."),
         ("Cher", "Fans of Cher2024 know"),
+        ("Cher", "She is Cher! Yes"),
+        # look-alike signs inside a name
+        ("Mark Hamill", "The actor Ham!ll was"),
+        ("J.K. Rowling", "written by J.K. Row|ing."),
+        ("Harry Potter", "Meet Harry Pott€r today"),
+        ("Harry Potter", "Meet Harr¥ Potter today"),
+        ("Harry Potter", "Meet H@rry Po++er today"),
     ],
 )
 def test_a_joiner_digit_or_sign_beside_a_name_is_a_word_break(tokenizer, name, text):
@@ -532,6 +539,7 @@ def test_marks_read_as_breaks_name_no_one_new(tokenizer, name, text):
         (("Leo", "Eli"), "Call 1-305-311-0042 or +1 (305) 3110."),
         (("Don", "Li"), "I don't know; we'll see, I'll go and you'll stay."),
         (("50 Cent",), "It cost one cent, then 40 cents."),
+        (("Ian", "Tim", "Eli"), "| Name | Year |\n|---|---|\n| C++ | 5+3 |, Yahoo! I| an|"),
     ],
 )
 def test_numbers_and_contractions_name_no_one(tokenizer, names, text):
