@@ -152,11 +152,15 @@ def fold(text: str) -> str:
 
 def mark(text: str) -> str:
     """The marked fold of a text: letters, a word break for each run of breaks, and a mark
-    for each joiner ("-"), digit and leetspeak sign ("Mr.Hamill": "mr-hamiii"). Unlike
-    `fold`, it does not depend on what came before: the reader of the marks keeps that."""
+    for each joiner ("-"), digit and leetspeak sign ("Mr.Hamill": "mr-hamiii"), and a
+    joiner before a capital where camel case may begin a word (`_rises`: "MrHamill":
+    "-mr-hamiii"; "Ham" after "Mr": "-ham"). Unlike `fold`, it
+    does not depend on what came before: the reader of the marks keeps that."""
     out: list[str] = []
-    for char in text:
+    for i, char in enumerate(text):
         kind, letters = fold_char(char)
+        if kind == LETTER and char.isupper() and _rises(text, i):
+            out.append(JOIN_MARK)
         if kind == SPACE:
             if not out or out[-1] != BREAK:
                 out.append(BREAK)
@@ -166,6 +170,16 @@ def mark(text: str) -> str:
         elif kind != NOTHING:
             out.append(letters)
     return "".join(out)
+
+
+def _rises(text: str, i: int) -> bool:
+    """Whether the capital at `i` may begin a word inside a camel-case one ("MrHamill",
+    "iLoveHarryPotter"): it follows a small letter, or opens the text (what came before is
+    unknown: "Mr" then "Ham") and is not followed by another capital (a shouted word split
+    into tokens, "ITAL" then "IAN", is one word)."""
+    if i:
+        return text[i - 1].islower()
+    return not text[1:2].isupper()
 
 
 # How a reading stands toward a run of marks: outside one, or inside one read as letters, or

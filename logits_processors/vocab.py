@@ -13,8 +13,11 @@ from typing import Any
 import numpy as np
 
 from logits_processors.fold import (
+    AS_BREAK,
+    AS_LETTERS,
     MARK_LETTERS,
     OUTSIDE,
+    RAW,
     UNSURE,
     fold_char,
     load_table,
@@ -23,7 +26,7 @@ from logits_processors.fold import (
     sure_readings,
 )
 
-FORMAT = 7  # of the saved index: bump when folding or the index changes
+FORMAT = 8  # of the saved index: bump when folding or the index changes
 
 _SENTINEL = "\x7f"  # sorts after every folded symbol
 
@@ -85,20 +88,24 @@ class VocabIndex:
                 text = ""
             self.marked.append(mark(text))
         self.partial = np.flatnonzero(~self.clean)
-        self.mark_led = np.asarray(
-            [t for t, m in enumerate(self.marked) if m[:1] in MARK_LETTERS], dtype=np.int64
-        )
+        self.led = np.asarray([m[:1] in MARK_LETTERS for m in self.marked], dtype=bool)
+        self.mark_led = np.flatnonzero(self.led)
+        everyone, led = range(size), self.mark_led.tolist()
         self.keys: list[list[str]] = []
         self.ids: list[np.ndarray] = []
+        # A token that begins with marks, read inside a run of marks (`run_keys[gap][run]`).
+        self.run_keys: list[dict[int, tuple[list[str], np.ndarray]]] = []
         for gap in (False, True):
-            found = sorted(
-                (text, token_id)
-                for token_id, marked in enumerate(self.marked)
-                for text, _ in readings(marked, gap)
-            )
-            self.keys.append([text for text, _ in found])
-            self.ids.append(np.asarray([token_id for _, token_id in found], dtype=np.int64))
+            keys, ids = self._sorted(everyone, gap, OUTSIDE)
+            self.keys.append(keys)
+            self.ids.append(ids)
+            runs = (AS_LETTERS, AS_BREAK, RAW)
+            self.run_keys.append({run: self._sorted(led, gap, run) for run in runs})
         self.max_len = max((len(k) for k in self.keys[0] + self.keys[1]), default=0)
+
+    def _sorted(self, tokens, gap: bool, run: int) -> tuple[list[str], np.ndarray]:
+        found = sorted((text, t) for t in tokens for text, _ in readings(self.marked[t], gap, run))
+        return [text for text, _ in found], np.asarray([t for _, t in found], dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.pieces)
@@ -111,10 +118,7 @@ class VocabIndex:
     def starting_with(self, gap: bool, prefix: str, run: int = OUTSIDE) -> np.ndarray:
         """Token ids a reading of which (after `gap`, inside a run of marks read one way,
         or none: `run`) begins with `prefix`."""
-        keys = self.keys[gap]
-        lo = bisect_left(keys, prefix)
-        hi = bisect_left(keys, prefix + _SENTINEL, lo)
-        found = self.ids[gap][lo:hi]
+        found = _slice(self.keys[gap], self.ids[gap], prefix)
         if run == UNSURE:  # a name is completed only at or after a real letter
             marked = self.marked
             found = np.asarray(
@@ -129,14 +133,8 @@ class VocabIndex:
                 dtype=np.int64,
             )
         elif run != OUTSIDE:  # a token that begins with marks goes on with the run
-            marked = self.marked
-            kept = [t for t in found.tolist() if marked[t][:1] not in MARK_LETTERS]
-            kept += [
-                t
-                for t in self.mark_led.tolist()
-                if any(text.startswith(prefix) for text, _ in readings(marked[t], gap, run))
-            ]
-            found = np.asarray(kept, dtype=np.int64)
+            led = _slice(*self.run_keys[gap][run], prefix)
+            found = np.concatenate([found[~self.led[found]], led])
         return found if len(found) < 2 else np.unique(found)
 
     def save(self, path: Path, note: tuple[int, ...]) -> None:
@@ -157,6 +155,12 @@ class VocabIndex:
             raise ValueError(f"{path}: a vocabulary index of another format; rebuild it")
         load_table(table)
         return index, note
+
+
+def _slice(keys: list[str], ids: np.ndarray, prefix: str) -> np.ndarray:
+    """The ids whose key begins with `prefix` (keys sorted)."""
+    lo = bisect_left(keys, prefix)
+    return ids[lo : bisect_left(keys, prefix + _SENTINEL, lo)]
 
 
 def index_path(cache: Path, tokenizer: Any) -> Path:

@@ -221,6 +221,41 @@ def test_neighbours_are_judged_without_the_registered_people_among_them():
     assert not any(goal_check([]).values())
 
 
+def test_a_neighbour_flagged_but_answered_alike_still_misses_the_goal():
+    """A neighbour that is nobody's must not be flagged: batching noise changes answers, so
+    the goal counts flags, not changed words."""
+    from bench.rwku import Probe, goal_check, summarize, unrelated_neighbours
+
+    items = [Probe("neighbor_qa", "neighbor_qa", "Chuck Norris", "Who directed it?", "Golan")]
+    before = [("Menahem Golan", "none")]
+
+    def met(after):
+        rows = summarize(items, before, after, lambda p: p.group)
+        rows += unrelated_neighbours(items, before, after, ["Chuck Norris"])
+        return goal_check(rows)["neighbor_qa, about no registered person"]
+
+    assert not met([("Menahem Golan", "restrict")])
+    assert met([("The director: Menahem Golan", "none")])
+
+
+@pytest.mark.parametrize(
+    "text, target, named",
+    [
+        (" Marie Osmond", "Marie Osmond", True),
+        (" It was Springsteen.", "Bruce Springsteen", True),  # a rare surname names him
+        (" The singer Bruce", "Bruce Springsteen", False),
+        (" Donny Osmond", "Marie Osmond", False),  # her brother
+        (" Prince Charles, Prince of Wales", "Prince Harry, Duke of Sussex", False),
+        (" Prince Harry", "Prince Harry, Duke of Sussex", True),
+        (" Dr. John A. Smith", "John D. Rockefeller", False),
+    ],
+)
+def test_an_answer_names_its_target_only_by_the_targets_name(text, target, named):
+    from bench.rwku import names_target
+
+    assert names_target(text, target) is named
+
+
 def test_before_answers_are_reused_by_probe_and_the_rest_asked(tmp_path, monkeypatch):
     import argparse
     import json
