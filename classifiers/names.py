@@ -118,9 +118,20 @@ def own_words(names: list[str]) -> frozenset[str]:
     """The words of a target's names and aliases, with each given name's formal and pet
     forms, one step away in the `nicknames` package's table: "Leonard Kravitz" is Lenny
     Kravitz and "Robert Saget" Bob Saget, not relatives who share the surname. Not two
-    steps ("Jay", a pet form of "Jalen", one of "Lenny"): each step names more strangers."""
+    steps ("Jay", a pet form of "Jalen", one of "Lenny"): each step names more strangers.
+    The table is loose ("Chris" is also "Christina"): a stranger it makes the target's own
+    is refused with the target, which errs on the side of forgetting."""
     words = {w for name in names for w in normalize(name)}
-    return frozenset(words | {v for w in words for v in _pet_forms(w)})
+    return frozenset(words | {v for name in names for v in _pet_forms(_given(name))})
+
+
+def _given(name: str) -> str:
+    """A name's given name: its first word that is no title, in a name of two words or more
+    ("Harry" of "Prince Harry, Duke of Sussex"; none in "Beyoncé"). Not a surname: "John"
+    of Elton John is no "Jack"."""
+    words = normalize(name.split(",")[0])
+    given = [w for w in words if w not in _titles()]
+    return given[0] if len(words) > 1 and given else ""
 
 
 @lru_cache(maxsize=4096)

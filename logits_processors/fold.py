@@ -27,9 +27,10 @@ JOINERS = frozenset("-\u2010\u2011\u00ad._\u00b7*'\u2019`")
 # Joiners that never break a word: "don't", "we'll" and "Rowling's" are one word each.
 APOSTROPHES = frozenset("'\u2019`")
 # Digits and signs read as letters inside a name ("H4rry P0tt3r", "Row1ing", "$teve",
-# "Ham!ll", "Row|ing", "Pott€r", "Harr¥"). Each also reads as a word break ("Cher!").
+# "Row|ing", "Pott€r", "Harr¥"). Each also reads as a word break ("Brando1924"). Not "!":
+# read as an "i" it would end a word ("Thanks, Al!" would hold "Ali").
 LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t"})
-LEET_SIGNS = {"@": "a", "$": "s", "!": "i", "|": "i", "+": "t", "€": "e", "¥": "y"}
+LEET_SIGNS = {"@": "a", "$": "s", "|": "i", "+": "t", "€": "e", "¥": "y"}
 JOIN_MARK = "-"
 # What each mark reads as inside a word (the other reading is a word break).
 MARK_LETTERS = {
@@ -152,15 +153,12 @@ def fold(text: str) -> str:
 
 def mark(text: str) -> str:
     """The marked fold of a text: letters, a word break for each run of breaks, and a mark
-    for each joiner ("-"), digit and leetspeak sign ("Mr.Hamill": "mr-hamiii"), and a
-    joiner before a capital where camel case may begin a word (`_rises`: "MrHamill":
-    "-mr-hamiii"; "Ham" after "Mr": "-ham"). Unlike `fold`, it
+    for each joiner ("-"), digit and leetspeak sign ("Mr.Hamill": "mr-hamiii"). Unlike
+    `fold`, it
     does not depend on what came before: the reader of the marks keeps that."""
     out: list[str] = []
-    for i, char in enumerate(text):
+    for char in text:
         kind, letters = fold_char(char)
-        if kind == LETTER and char.isupper() and _rises(text, i):
-            out.append(JOIN_MARK)
         if kind == SPACE:
             if not out or out[-1] != BREAK:
                 out.append(BREAK)
@@ -170,16 +168,6 @@ def mark(text: str) -> str:
         elif kind != NOTHING:
             out.append(letters)
     return "".join(out)
-
-
-def _rises(text: str, i: int) -> bool:
-    """Whether the capital at `i` may begin a word inside a camel-case one ("MrHamill",
-    "iLoveHarryPotter"): it follows a small letter, or opens the text (what came before is
-    unknown: "Mr" then "Ham") and is not followed by another capital (a shouted word split
-    into tokens, "ITAL" then "IAN", is one word)."""
-    if i:
-        return text[i - 1].islower()
-    return not text[1:2].isupper()
 
 
 # How a reading stands toward a run of marks: outside one, or inside one read as letters, or
@@ -269,7 +257,8 @@ def phrase_patterns(phrase: str) -> list[str]:
     with each gap between them written or not ("J.K. Rowling": " jk rowiing",
     " j k rowiing", " jkrowiing", ...). Gaps beyond the fifth stay as written."""
     patterns: dict[str, None] = {}
-    for pieces in {tuple(_pieces(phrase)), tuple(_pieces(phrase, raw=True))}:
+    forms = {tuple(_pieces(phrase, way)) for way in (LETTERS, RAW_DIGITS, SIGNS_BREAK)}
+    for pieces in forms:
         loose = min(len(pieces) - 1, 5)
         for mask in range(1 << loose) if pieces else ():
             out = [pieces[0]]
@@ -306,15 +295,21 @@ def spelled_patterns(phrase: str) -> list[str]:
     return [pattern for pattern in out if pattern not in plain]
 
 
-def _pieces(phrase: str, raw: bool = False) -> list[str]:
-    """The runs of letters of a phrase, split at every joiner and break; with `raw`, a
-    piece of digits alone as its digits ("50 Cent": "50", "cent"; "Blink-182")."""
+# How `_pieces` reads a phrase's digits and signs: as letters; a piece of digits alone as its
+# digits ("50 Cent": "50", "cent"; "Blink-182"); a sign as a break ("Florence + the Machine",
+# "A$AP": the registered name may be written either way).
+LETTERS, RAW_DIGITS, SIGNS_BREAK = range(3)
+
+
+def _pieces(phrase: str, way: int = LETTERS) -> list[str]:
+    """The runs of letters of a phrase, split at every joiner and break, its digits and
+    signs read `way`."""
     pieces: list[str] = []
     current: list[tuple[int, str]] = []
 
     def close() -> None:
         if current:
-            alone = raw and all(kind == EITHER for kind, _ in current)
+            alone = way == RAW_DIGITS and all(kind == EITHER for kind, _ in current)
             pieces.append(
                 "".join(s if alone or kind != EITHER else MARK_LETTERS[s] for kind, s in current)
             )
@@ -322,6 +317,8 @@ def _pieces(phrase: str, raw: bool = False) -> list[str]:
 
     for char in phrase:
         kind, letters = fold_char(char)
+        if kind == EITHER and way == SIGNS_BREAK and letters in LEET_SIGNS:
+            kind = SPACE
         if kind in (LETTER, EITHER):
             current.append((kind, letters))
         elif kind in (JOIN, SPACE):

@@ -26,9 +26,9 @@ from logits_processors.fold import (
     sure_readings,
 )
 
-FORMAT = 8  # of the saved index: bump when folding or the index changes
+FORMAT = 9  # of the saved index: bump when folding or the index changes
 
-_SENTINEL = "\x7f"  # sorts after every folded symbol
+_SENTINEL = chr(0x10FFFF)  # sorts after every folded symbol ("€" and "¥" read raw too)
 
 
 def _byte_decoder() -> dict[str, int]:
