@@ -130,6 +130,13 @@ def test_the_formal_or_pet_form_of_a_given_name_is_the_target(text, part, name, 
     assert someone_else(text, part, set(own_words([name]))) is expected
 
 
+def test_only_the_given_name_has_pet_forms():
+    """ "John" of Elton John is a surname: "Jack John" is someone else."""
+    assert "jack" not in own_words(["Elton John"])
+    assert {"henry", "harry"} <= own_words(["Prince Harry, Duke of Sussex"])
+    assert own_words(["Beyoncé"]) == {"beyonce"}
+
+
 @pytest.mark.parametrize(
     ("text", "part", "name"),
     [
