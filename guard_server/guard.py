@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from guard_server import metrics
-from logits_processors.fold import BREAK, MARK_LETTERS, fold
+from logits_processors.fold import BREAK, MARK_LETTERS, fold, mark, readings
 from logits_processors.params import ACTION_KEY, GUARD_KEYS, TARGETS_KEY
 
 if TYPE_CHECKING:
@@ -349,8 +349,6 @@ class NameIndex:
         """For each candidate: whether, written after `context`, it completes a name or
         begins one (more than MIN_BEGUN symbols of it, all of its letters inside it), in
         some reading of its marks."""
-        from logits_processors.fold import mark, readings
-
         if self.names is None:
             return [False] * len(candidates)
         names, start = self.names, self._after(context)
@@ -371,8 +369,6 @@ class NameIndex:
         """For each (context, candidates): whether each candidate would complete a name
         written after the context (" Khan" after "founded by Genghis"): the tokens the
         answer watch bans there."""
-        from logits_processors.fold import mark
-
         if self.names is None:
             return [[False] * len(candidates) for _, candidates in items]
         out = []
@@ -395,10 +391,7 @@ class NameIndex:
 
     def _after(self, context: str) -> States:
         """Where the readings of `context` leave the automaton."""
-        from logits_processors.fold import mark
-
-        automaton = self.names
-        return automaton.read(automaton.start, mark(context)[-2 * automaton.max_len :])[0]
+        return self.names.read_tail(mark(context))[0]
 
 
 class Reading:
@@ -416,8 +409,6 @@ class Reading:
             self.states = index._after(context)
 
     def add(self, piece: str) -> None:
-        from logits_processors.fold import mark
-
         marked = mark(piece) if self.automaton is not None else ""
         if marked:
             self.states = self.automaton.read(self.states, marked)[0]

@@ -154,8 +154,7 @@ def fold(text: str) -> str:
 def mark(text: str) -> str:
     """The marked fold of a text: letters, a word break for each run of breaks, and a mark
     for each joiner ("-"), digit and leetspeak sign ("Mr.Hamill": "mr-hamiii"). Unlike
-    `fold`, it
-    does not depend on what came before: the reader of the marks keeps that."""
+    `fold`, it does not depend on what came before: the reader of the marks keeps that."""
     out: list[str] = []
     for char in text:
         kind, letters = fold_char(char)

@@ -89,8 +89,7 @@ class VocabIndex:
             self.marked.append(mark(text))
         self.partial = np.flatnonzero(~self.clean)
         self.led = np.asarray([m[:1] in MARK_LETTERS for m in self.marked], dtype=bool)
-        self.mark_led = np.flatnonzero(self.led)
-        everyone, led = range(size), self.mark_led.tolist()
+        everyone, led = range(size), np.flatnonzero(self.led).tolist()
         self.keys: list[list[str]] = []
         self.ids: list[np.ndarray] = []
         # A token that begins with marks, read inside a run of marks (`run_keys[gap][run]`).

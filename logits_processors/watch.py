@@ -248,8 +248,7 @@ class Watch:
         if row.head is None:
             row.head_text = self.vocab.text(_ids(row.prompt[-PROMPT_TAIL_TOKENS:]))
             row.head = mark(row.head_text)
-        auto = self.automaton
-        row.states, _ = auto.read(auto.start, row.head[-2 * auto.max_len :])
+        row.states, _ = self.automaton.read_tail(row.head)
         row.consumed, row.pending, row.decoder = 0, b"", None
         if self.advance(row):
             row.trip()

@@ -139,6 +139,12 @@ class FoldedAutomaton:
             states = frozenset(grown)
         return states, matched
 
+    def read_tail(self, marked: str) -> tuple[States, bool]:
+        """`read` from the start over a marked text's tail (a prompt's, a context's): no
+        pattern is longer than `max_len`, so twice that holds any name still open at its end
+        with room for marks read as nothing."""
+        return self.read(self.start, marked[-2 * self.max_len :])
+
     def chain(self, node: int) -> Iterable[int]:
         """The node and its fail chain, root excluded: every suffix of the text so far
         that begins some pattern."""
