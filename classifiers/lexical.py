@@ -65,9 +65,9 @@ def disguised_words(text: str) -> list[str]:
         letters = [c for c in token if c.isalpha()]
         if letters and not any(c.isascii() for c in letters):
             forms = normalize(anyascii(token))  # a word of another script
-        else:
-            forms = folded_words(token)
-        out += [w for w in forms if w not in plain]
+        else:  # a "!" between letters reads as an "i" ("H!rry") or as the break it is
+            forms = folded_words(token) + folded_words(token.replace("!", " "))
+        out += [w for w in dict.fromkeys(forms) if w not in plain]
     return out
 
 

@@ -10,7 +10,15 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from guard_server import metrics
-from logits_processors.fold import BREAK, MARK_LETTERS, fold, mark, readings
+from logits_processors.fold import (
+    BREAK,
+    MARK_LETTERS,
+    RISE,
+    fold,
+    letter_count,
+    mark,
+    readings,
+)
 from logits_processors.params import ACTION_KEY, GUARD_KEYS, TARGETS_KEY
 
 if TYPE_CHECKING:
@@ -337,7 +345,9 @@ class NameIndex:
         )
         # A surname looked for anywhere ("springsteen": "by-Springsteen") begins at a word
         # start too, as a label or candidate with its leading space writes it (" Spring").
-        patterns += [(BREAK + p, refuse) for p, refuse in patterns if not p.startswith(BREAK)]
+        patterns += [
+            (BREAK + p, refuse) for p, refuse in patterns if not p.startswith((BREAK, RISE))
+        ]
         # A rare surname alone ("Springsteen") is a name here, whatever the words before
         # it: a streamed answer holds it back while it may be the target's, and a scoring
         # label or a log-probability candidate that completes it after "Born to Run was
@@ -358,9 +368,9 @@ class NameIndex:
             begins = names.read(start, marked)[1]
             for node, gap in {(node, gap) for node, gap, _ in start}:
                 for written, _ in readings(marked, gap):
-                    letters = len(written.strip(BREAK))
+                    letters = letter_count(written)
                     depth = names.depth[names.feed(node, written)[0]]
-                    inside = depth >= len(written) + (not written.startswith(BREAK))
+                    inside = depth >= len(written) + (not written.startswith((BREAK, RISE)))
                     begins = begins or letters > 0 and inside and depth > MIN_BEGUN
             out.append(begins)
         return out
@@ -421,8 +431,8 @@ class Reading:
         """Whether what `node`'s path writes of a name is one common English word ("The" of
         "The Boy Who Lived", "Father" of "father of relativity"): it begins too many phrases
         to say which, and holding it back would change answers that name no one."""
-        written = self.automaton.path(node).strip(BREAK)
-        if not written or BREAK in written:
+        written = self.automaton.path(node).strip(BREAK).lstrip(RISE)
+        if not written or BREAK in written or RISE in written:
             return False
         word = _LAST_WORD.search(self.text)
         return word is not None and fold(word[0]).strip() == written and common_word(word[0])
@@ -453,7 +463,7 @@ class Reading:
                 before = tail[:at].rstrip(_MARKS)
                 counted += bool(before) and before[-1] != BREAK
             else:
-                counted += symbol not in MARK_LETTERS
+                counted += symbol not in _MARKS
         start = self.length - back
         held = 0
         for end in reversed(self.ends):
@@ -493,7 +503,7 @@ MIN_BEGUN = 3
 COMMON_ZIPF = 5.0
 
 
-_MARKS = "".join(MARK_LETTERS)
+_MARKS = "".join(MARK_LETTERS) + RISE  # symbols that may read as no letter
 _LAST_WORD = re.compile(r"[^\W\d_]+$")
 
 

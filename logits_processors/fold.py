@@ -27,16 +27,29 @@ JOINERS = frozenset("-\u2010\u2011\u00ad._\u00b7*'\u2019`")
 # Joiners that never break a word: "don't", "we'll" and "Rowling's" are one word each.
 APOSTROPHES = frozenset("'\u2019`")
 # Digits and signs read as letters inside a name ("H4rry P0tt3r", "Row1ing", "$teve",
-# "Row|ing", "Pott€r", "Harr¥"). Each also reads as a word break ("Brando1924"). Not "!":
-# read as an "i" it would end a word ("Thanks, Al!" would hold "Ali").
+# "Row|ing", "Pott€r", "Harr¥"). Each also reads as a word break ("Brando1924").
 LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t"})
 LEET_SIGNS = {"@": "a", "$": "s", "|": "i", "+": "t", "€": "e", "¥": "y"}
+# "!" reads as an "i" only with a letter after it ("Ham!ll", "P!nk"): ending a word it is the
+# exclamation it looks like ("Thanks, Al!" holds no "Ali").
+BANG = "!"
 JOIN_MARK = "-"
+# Before a capital that follows a small letter ("iLoveHarryPotter", "MrMarkHamill"), or that
+# begins a token with no capital after it ("Harry" or "H" after "iLove"): a word may begin
+# there, read as RISE, or the letters join. Only a name of two words or more, each begun at a
+# rise, of RISE_LETTERS letters, one word of it rarer than RISE_ZIPF, is looked for there
+# (`rise_patterns`): "McQueen" holds no "Queen", "HotPink" no "Pink", "TOTALGREEN" no "Al
+# Green", "callThePolice" no "The Police", "#FindTheCure" no "The Cure" (wordfreq's Zipf:
+# "police" 5.3, "cure" 4.3; "potter" 4.1 and "swift" 4.2 are rarer).
+RISE = "^"
+RISE_LETTERS = 7
+RISE_ZIPF = 4.3
 # What each mark reads as inside a word (the other reading is a word break).
 MARK_LETTERS = {
     JOIN_MARK: "",
     **{d: d.translate(LEET) for d in "0123456789"},
     **LEET_SIGNS,
+    BANG: "i",
 }
 # A token with more runs of marks than this reads as all of them letters, or all breaks.
 MIXED_RUNS = 8
@@ -82,7 +95,7 @@ def fold_char(char: str) -> tuple[int, str]:
     if char.isascii():
         if char.isalpha():
             return LETTER, char.lower().translate(SAME)
-        if char.isdigit() or char in LEET_SIGNS:
+        if char.isdigit() or char in LEET_SIGNS or char == BANG:
             return EITHER, char
         return (JOIN, "") if char in JOINERS else (SPACE, "")
     if char in JOINERS:
@@ -126,15 +139,29 @@ class Folder:
     """Folds a text that arrives in pieces (a stream of tokens) exactly as `fold` folds it
     whole. `gap` is True once a word break has been written and no letter has followed."""
 
-    __slots__ = ("gap",)
+    __slots__ = ("gap", "bang")
 
     def __init__(self, gap: bool = True):
         self.gap = gap
+        self.bang = False  # a "!" read last, after a letter: what it is waits for the next
 
     def feed(self, text: str) -> str:
         out = []
         for char in text:
             kind, letters = fold_char(char)
+            if self.bang and kind in (JOIN, NOTHING):
+                continue
+            if self.bang:  # a "!" after a letter: an "i" if a letter follows, else a break
+                self.bang = False
+                bang_letter = kind in (LETTER, EITHER) and letters != BANG
+                out.append(MARK_LETTERS[BANG] if bang_letter else BREAK)
+                self.gap = not bang_letter
+            if letters == BANG:
+                if self.gap:
+                    kind = SPACE
+                else:
+                    self.bang = True
+                    continue
             if kind == EITHER:
                 kind, letters = LETTER, MARK_LETTERS[letters]
             if kind == LETTER:
@@ -152,12 +179,19 @@ def fold(text: str) -> str:
 
 
 def mark(text: str) -> str:
-    """The marked fold of a text: letters, a word break for each run of breaks, and a mark
-    for each joiner ("-"), digit and leetspeak sign ("Mr.Hamill": "mr-hamiii"). Unlike
-    `fold`, it does not depend on what came before: the reader of the marks keeps that."""
+    """The marked fold of a text: letters, a word break for each run of breaks, a mark for
+    each joiner ("-"), digit and leetspeak sign ("Mr.Hamill": "mr-hamiii"), and a RISE
+    before a capital after a small letter, or first in the text ("MrHamill": "mr^hamiii").
+    Unlike `fold`, it does not depend on what came before: the reader of the marks keeps
+    that (a RISE after a break reads as nothing)."""
     out: list[str] = []
-    for char in text:
+    small = None  # what came before the text is unknown: a capital first may be a rise
+    for at, char in enumerate(text):
         kind, letters = fold_char(char)
+        first = small is None and (at + 1 == len(text) or text[at + 1].islower())
+        if kind == LETTER and char.isupper() and (small or first):
+            out.append(RISE)
+        small = kind == LETTER and char.islower() or kind == NOTHING and small
         if kind == SPACE:
             if not out or out[-1] != BREAK:
                 out.append(BREAK)
@@ -173,9 +207,10 @@ def mark(text: str) -> str:
 # as a break (the rest of the run is read the same way); at a word's start, as letters with
 # no letter of the text's own yet (leetspeak needs one: "1305" is no "Leos", "41 Gore" is Al
 # Gore; no name is matched until a real letter comes), or as itself (a word of digits alone
-# reads as its digits: "50 Cent").
-OUTSIDE, AS_LETTERS, AS_BREAK, UNSURE, RAW = range(5)
-RAW_LETTERS = {mark: "" if mark == JOIN_MARK else mark for mark in MARK_LETTERS}
+# reads as its digits: "50 Cent"); or as letters whose last was a "!", which a letter must
+# follow (BANGED: a break ends that reading).
+OUTSIDE, AS_LETTERS, AS_BREAK, UNSURE, RAW, BANGED = range(6)
+RAW_LETTERS = {mark: "" if mark == JOIN_MARK else mark for mark in MARK_LETTERS if mark != BANG}
 
 
 @lru_cache(maxsize=1024)
@@ -184,17 +219,27 @@ def moves(gap: bool, run: int, symbol: str) -> tuple[tuple[str, int], ...]:
     not, inside a run of marks read one way (`run`) or none: what the symbol reads as, and
     the run after it. A letter or a break reads as itself; a mark as its letter (a joiner as
     nothing), as itself at a word's start, or as a break, as the run it belongs to has been
-    read. Letters read from marks alone stay UNSURE, across breaks, until a real letter."""
+    read. Letters read from marks alone stay UNSURE, across breaks, until a real letter. A
+    "!" reads as a letter only after one, and only if a letter follows (BANGED)."""
+    if symbol == RISE:
+        if gap or run != OUTSIDE:
+            return (("", run),)
+        return (("", OUTSIDE), (RISE, OUTSIDE))
     letter = MARK_LETTERS.get(symbol)
     if letter is None:
         if symbol != BREAK:
             return ((symbol, OUTSIDE),)
+        if run == BANGED:
+            return ()
         return ((BREAK, UNSURE if run == UNSURE else OUTSIDE),)
     out: tuple[tuple[str, int], ...] = ()
-    if run in (OUTSIDE, AS_LETTERS, UNSURE):
+    if run in (OUTSIDE, AS_LETTERS, UNSURE, BANGED):
         way = run if run != OUTSIDE else UNSURE if gap else AS_LETTERS
-        out += ((letter, way),)
-    if run == RAW or run == OUTSIDE and gap:
+        if symbol == BANG and way != UNSURE:
+            out += ((letter, BANGED),)
+        elif symbol != BANG:
+            out += ((letter, way),)
+    if (run == RAW or run == OUTSIDE and gap) and symbol in RAW_LETTERS:
         out += ((RAW_LETTERS[symbol], RAW),)
     if run in (OUTSIDE, AS_BREAK):
         out += ((BREAK, AS_BREAK),)
@@ -218,9 +263,13 @@ def readings(marked: str, gap: bool, run: int = OUTSIDE) -> frozenset[tuple[str,
     inside a run of marks read one way (`run`) or none, each with whether it ends at a
     break: every run of marks read both ways (`step`). A text of more than `MIXED_RUNS` runs
     of marks reads with all of them letters, or all breaks."""
-    runs = len(_RUNS.findall(marked))
+    runs = len(_RUNS.findall(marked)) + marked.count(RISE)
+    if runs > MIXED_RUNS:
+        marked = marked.replace(RISE, "")
     out: set[tuple[str, bool]] = set()
-    for excluded in [()] if runs <= MIXED_RUNS else [(AS_BREAK,), (AS_LETTERS, UNSURE, RAW)]:
+    for excluded in (
+        [()] if runs <= MIXED_RUNS else [(AS_BREAK,), (AS_LETTERS, UNSURE, RAW, BANGED)]
+    ):
         paths = {("", gap, run)}
         for symbol in marked:
             paths = {
@@ -236,6 +285,8 @@ def sure_readings(marked: str, gap: bool) -> frozenset[tuple[str, int]]:
     marks alone), each with how many of its symbols come before its first real letter: a
     name it completes there is no name (`moves`)."""
     paths = {("", gap, UNSURE, -1)}
+    if len(_RUNS.findall(marked)) + marked.count(RISE) > MIXED_RUNS:
+        marked = marked.replace(RISE, "")
     for symbol in marked:
         grown = set()
         for text, at_break, run, first in paths:
@@ -244,6 +295,31 @@ def sure_readings(marked: str, gap: bool) -> frozenset[tuple[str, int]]:
                 grown.add((after_text, after_break, after_run, len(text) if real else first))
         paths = grown
     return frozenset((text, first if first >= 0 else len(text) + 1) for text, _, _, first in paths)
+
+
+def letter_count(pattern: str) -> int:
+    """How many letters a pattern writes (its breaks and rises not counted)."""
+    return len(pattern) - pattern.count(BREAK) - pattern.count(RISE)
+
+
+def rise_patterns(phrase: str) -> list[str]:
+    """`phrase` in camel case ("iLoveHarryPotter": "^harry^potter"; initials together:
+    "^jk^rowiing"), where it is a name of two words or more that camel case would not write
+    by chance (RISE)."""
+    from wordfreq import zipf_frequency
+
+    words = [w for w in re.split(r"[^\w]+|_", phrase) if w]
+    if len(words) < 2 or not any(zipf_frequency(w, "en") < RISE_ZIPF for w in words):
+        return []
+    out = []
+    for pieces in sorted({tuple(_pieces(phrase, way)) for way in (LETTERS, RAW_DIGITS)}):
+        written = "".join(
+            piece if i and len(piece) == len(pieces[i - 1]) == 1 else RISE + piece
+            for i, piece in enumerate(pieces)
+        )
+        if letter_count(written) >= RISE_LETTERS:
+            out.append(written)
+    return out
 
 
 def words(text: str) -> list[str]:
@@ -314,9 +390,11 @@ def _pieces(phrase: str, way: int = LETTERS) -> list[str]:
             )
             current.clear()
 
-    for char in phrase:
+    for at, char in enumerate(phrase):
         kind, letters = fold_char(char)
         if kind == EITHER and way == SIGNS_BREAK and letters in LEET_SIGNS:
+            kind = SPACE
+        if letters == BANG and not (way != SIGNS_BREAK and current and _letter_at(phrase, at + 1)):
             kind = SPACE
         if kind in (LETTER, EITHER):
             current.append((kind, letters))
@@ -324,3 +402,11 @@ def _pieces(phrase: str, way: int = LETTERS) -> list[str]:
             close()
     close()
     return pieces
+
+
+def _letter_at(text: str, at: int) -> bool:
+    """Whether a letter, digit or sign other than "!" stands at `at` (what makes a "!" an "i")."""
+    if at >= len(text):
+        return False
+    kind, letters = fold_char(text[at])
+    return kind == LETTER or kind == EITHER and letters != BANG

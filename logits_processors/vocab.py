@@ -15,6 +15,8 @@ import numpy as np
 from logits_processors.fold import (
     AS_BREAK,
     AS_LETTERS,
+    BANGED,
+    BREAK,
     MARK_LETTERS,
     OUTSIDE,
     RAW,
@@ -26,7 +28,7 @@ from logits_processors.fold import (
     sure_readings,
 )
 
-FORMAT = 9  # of the saved index: bump when folding or the index changes
+FORMAT = 10  # of the saved index: bump when folding or the index changes
 
 _SENTINEL = chr(0x10FFFF)  # sorts after every folded symbol ("€" and "¥" read raw too)
 
@@ -89,6 +91,7 @@ class VocabIndex:
             self.marked.append(mark(text))
         self.partial = np.flatnonzero(~self.clean)
         self.led = np.asarray([m[:1] in MARK_LETTERS for m in self.marked], dtype=bool)
+        self.spaced = np.asarray([m[:1] == BREAK for m in self.marked], dtype=bool)
         everyone, led = range(size), np.flatnonzero(self.led).tolist()
         self.keys: list[list[str]] = []
         self.ids: list[np.ndarray] = []
@@ -98,7 +101,7 @@ class VocabIndex:
             keys, ids = self._sorted(everyone, gap, OUTSIDE)
             self.keys.append(keys)
             self.ids.append(ids)
-            runs = (AS_LETTERS, AS_BREAK, RAW)
+            runs = (AS_LETTERS, AS_BREAK, RAW, BANGED)
             self.run_keys.append({run: self._sorted(led, gap, run) for run in runs})
         self.max_len = max((len(k) for k in self.keys[0] + self.keys[1]), default=0)
 
@@ -133,7 +136,10 @@ class VocabIndex:
             )
         elif run != OUTSIDE:  # a token that begins with marks goes on with the run
             led = _slice(*self.run_keys[gap][run], prefix)
-            found = np.concatenate([found[~self.led[found]], led])
+            others = found[~self.led[found]]
+            if run == BANGED:  # after a "!" read as a letter, a word break reads nothing
+                others = others[~self.spaced[others]]
+            found = np.concatenate([others, led])
         return found if len(found) < 2 else np.unique(found)
 
     def save(self, path: Path, note: tuple[int, ...]) -> None:

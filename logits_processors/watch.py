@@ -22,22 +22,29 @@ import torch
 
 from logits_processors.automaton import EMPTY
 from logits_processors.fold import (
+    BANGED,
     BREAK,
     JOIN,
     MARK_LETTERS,
     OUTSIDE,
+    RISE,
     SPACE,
     Folder,
     fold_char,
+    letter_count,
     mark,
     phrase_patterns,
     readings,
+    rise_patterns,
     spelled_patterns,
 )
 from logits_processors.surnames import Part, folded
 from logits_processors.vocab import VocabIndex
 from logits_processors.watch_automaton import FoldedAutomaton, State, States
 
+# A token's symbols after which a pattern may begin inside it: marks, which read as a break,
+# and a rise.
+_STARTS = (*MARK_LETTERS, RISE)
 # The honest refusal. A tripped answer ends with it as a note (`TRIP_NOTE`); a server that
 # has not sent the answer yet replaces the answer whole with the refusal.
 REFUSAL = "I'm sorry, I can't share information about that."
@@ -159,12 +166,11 @@ def spare_special_token(tokenizer: Any) -> int | None:
 
 def watch_patterns(phrases: list[str], refuse: bool) -> list[tuple[str, bool]]:
     """The folded patterns of a target's names (`phrase_patterns`), spelled out too
-    (`spelled_patterns`), with its policy."""
+    (`spelled_patterns`) and in camel case (`rise_patterns`), with its policy."""
     out = []
     for phrase in phrases:
-        for pattern in phrase_patterns(phrase) + spelled_patterns(phrase):
-            letters = len(pattern.replace(BREAK, ""))
-            if letters < WHOLE_WORD_BELOW:
+        for pattern in phrase_patterns(phrase) + spelled_patterns(phrase) + rise_patterns(phrase):
+            if letter_count(pattern) < WHOLE_WORD_BELOW:
                 out += [(pattern + BREAK, refuse), (pattern + "s" + BREAK, refuse)]
             else:
                 out.append((pattern, refuse))
@@ -227,18 +233,16 @@ class Watch:
         for token_id, marked in enumerate(self.vocab.marked):
             if not any(c.isalpha() for c in marked):  # a name needs a real letter
                 continue
-            if BREAK not in marked and not any(c in marked for c in MARK_LETTERS):
+            if BREAK not in marked and not any(c in marked for c in _STARTS):
                 continue
             for text, _ in readings(marked, gap):
-                start = text.find(BREAK)
-                while start >= 0:
+                for start in (i for i, c in enumerate(text) if c in (BREAK, RISE)):
                     for end in range(start + 2, min(len(text), start + auto.max_len) + 1):
                         index = auto.index.get(text[start:end], -1)
                         if index >= 0 and not auto.contextual[index]:
                             found.append(token_id)
                             if auto.refuse[index]:
                                 refused.append(token_id)
-                    start = text.find(BREAK, start + 1)
         return np.unique(np.asarray(found, np.int64)), np.unique(np.asarray(refused, np.int64))
 
     def reread(self, row: WatchRow) -> None:
@@ -346,8 +350,8 @@ class Watch:
                 if len(rest) > self.vocab.max_len:
                     continue
                 ids = self.vocab.starting_with(gap, rest, run)
-                if rest == BREAK:  # a token that begins a character may end the word
-                    ids = np.union1d(ids, self.vocab.partial)
+                if rest == BREAK and run != BANGED:  # a token that begins a character may
+                    ids = np.union1d(ids, self.vocab.partial)  # end the word
                 if not len(ids):
                     continue
                 if auto.contextual[index]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable
 
-from logits_processors.fold import BREAK, OUTSIDE, UNSURE, moves
+from logits_processors.fold import BREAK, OUTSIDE, UNSURE, letter_count, moves
 
 # Where a reading of marked text stands: a node, whether the text read so far ends at a word
 # break, and how the run of marks it is in (if any) is read (`logits_processors.fold.step`).
@@ -38,7 +38,7 @@ class FoldedAutomaton:
         alone = set(contextual)
         self.contextual = array("b", [p in alone for p in self.patterns])
         self.max_len = max(map(len, self.patterns), default=0)
-        self.letters = array("i", [len(p.replace(BREAK, "")) for p in self.patterns])
+        self.letters = array("i", [letter_count(p) for p in self.patterns])
         self.index = {p: i for i, p in enumerate(self.patterns)}
         self.goto: dict[int, int] = {}
         # Per node: depth, first and end index of the patterns it begins, whether some
@@ -168,4 +168,4 @@ class FoldedAutomaton:
         """How many letters `node`'s path has (its word breaks not counted)."""
         if not node:
             return 0
-        return len(self.patterns[self.lo[node]][: self.depth[node]].replace(BREAK, ""))
+        return letter_count(self.patterns[self.lo[node]][: self.depth[node]])

@@ -224,6 +224,7 @@ def test_a_text_is_screened_as_it_reads(text, read):
         "What did Row1ing write?",  # leetspeak in the alias
         "What did Row|ing write?",  # look-alike signs
         "Who is Harr¥ Pott€r?",
+        "What did Row!ing write?",  # "!" for an "i" or "l" inside a word
     ],
 )
 def test_disguised_names_are_read_as_what_they_show(text):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from logits_processors.fold import fold, phrase_patterns, spelled_patterns
+from logits_processors.fold import BREAK, Folder, fold, phrase_patterns, spelled_patterns
 from logits_processors.vocab import VocabIndex, special_ids, token_bytes
 from logits_processors.watch import REFUSAL, TRIP_NOTE, TripNote, Watch, WatchRow, watch_patterns
 from logits_processors.watch_automaton import FoldedAutomaton
@@ -202,10 +202,16 @@ def test_a_restricted_name_is_banned_but_never_trips(tokenizer, watch):
         ("Ｈａｒｒｙ", "harry"),
         ("Hog\u00adwarts", "hogwarts"),
         ("Beyoncé", "beyonce"),
+        ("Ham!ll", "hamill"),
+        ("Thanks, Al! Good, Dan!! Yes!", "thanks al good dan yes"),
+        ("!ndeed!", "ndeed"),
     ],
 )
 def test_disguises_fold_to_what_they_show(disguised, plain):
     assert fold(disguised) == fold(plain)
+    # read as a stream, a character at a time, the text folds the same
+    folder = Folder()
+    assert BREAK + "".join(folder.feed(c) for c in disguised) == fold(plain)
 
 
 def test_a_phrase_is_looked_for_with_and_without_each_gap():
@@ -508,6 +514,12 @@ def test_a_surname_is_read_where_english_words_cannot_be_it(tokenizer, name, tex
         ("Florence + the Machine", "The band Florence + the Machine played"),
         ("Florence + the Machine", "The band Florence the Machine played"),
         ("A$AP Rocky", "The rapper ASAP Rocky said"),
+        # "!" for an "i" or "l" inside a word, and a name's own "!"
+        ("Mark Hamill", "The actor Mark Ham!ll said"),
+        ("J.K. Rowling", "written by J.K. Row!ing."),
+        ("Pink", "The singer P!nk said"),
+        ("P!nk", "The singer P!nk said"),
+        ("P!nk", "The singer Pink said"),
     ],
 )
 def test_a_joiner_digit_or_sign_beside_a_name_is_a_word_break(tokenizer, name, text):
@@ -522,6 +534,39 @@ def test_a_joiner_digit_or_sign_beside_a_name_is_a_word_break(tokenizer, name, t
 @pytest.mark.parametrize(
     "name, text",
     [
+        ("Harry Potter", "The tag iLoveHarryPotter trended"),
+        ("Harry Potter", "The tag #TeamHarryPotter trended"),
+        ("J.K. Rowling", "The account MrsJKRowling posted"),
+        ("Mark Hamill", "The handle TheRealMarkHamill posted"),
+    ],
+)
+def test_a_name_in_camel_case_is_read(tokenizer, name, text):
+    """A name glued to the word before it, begun with a capital ("iLoveHarryPotter"), is
+    read, however the tokenizer splits the text."""
+    watch = watch_of(tokenizer, name)
+    for ids in splits_of(tokenizer, text):
+        assert first_banned(watch, [], ids) is not None, [tokenizer.decode([t]) for t in ids]
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("Queen", "Steve McQueen wore HotPink"),
+        ("Pink", "Steve McQueen wore HotPink"),
+        ("Herman Cain", "John McCain and the MacDonald clan"),
+        ("Donald Duck", "The MacDonald clan and DonaldsonCo"),
+        ("Harry Potter", "HarryStyles and PotteryBarn, HARRY POTTS"),
+        # camel case and capitals made of common words
+        (("Al Green", "Rose Wood"), "MAX_TOTAL_GREEN, #ROYALGREEN and PRIMROSE_WOOD"),
+        (
+            ("The Who", "The Cure", "The Police"),
+            "printTheWholeList(); #FindTheCure; callThePolice()",
+        ),
+        (
+            ("Mark Down", "Journey", "America", "Madonna"),
+            "toMarkdown userJourney SOUTHAMERICA PRIMADONNA",
+        ),
+        ("Mr. T", "SingaporeMRT is"),
         ("Mark Hamill", "Alexander Hamilton's e-mail and R2-D2"),
         ("Cher", "Cherry-picked data, a cherished 2024 memory"),
         ("Marlon Brando", "Brandon-style 1990s films"),
@@ -530,7 +575,7 @@ def test_a_joiner_digit_or_sign_beside_a_name_is_a_word_break(tokenizer, name, t
     ],
 )
 def test_marks_read_as_breaks_name_no_one_new(tokenizer, name, text):
-    watch = watch_of(tokenizer, name)
+    watch = watch_of(tokenizer, *([name] if isinstance(name, str) else name))
     for ids in splits_of(tokenizer, text):
         assert first_banned(watch, [], ids) is None, [tokenizer.decode([t]) for t in ids]
 
@@ -545,6 +590,7 @@ def test_marks_read_as_breaks_name_no_one_new(tokenizer, name, text):
         (("Ian", "Tim", "Eli"), "| Name | Year |\n|---|---|\n| C++ | 5+3 |, Yahoo! I| an|"),
         (("Ian", "Ali", "Tim"), "ITALIAN KHALID, ANTIMONY; YouTube and PowerPoint on an iPhone"),
         (("Ali", "Dani"), "Thanks, Al! Good job, Dan! Yes!"),
+        (("Ali", "Dani", "Eli"), "Al!\nDan!!\nEl!"),
     ],
 )
 def test_numbers_and_contractions_name_no_one(tokenizer, names, text):
