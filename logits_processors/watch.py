@@ -317,7 +317,7 @@ class Watch:
             return bans, 0
         if self._someone_else(row, bans.words):
             return self._lift((node, gap, run), bans, True), 1
-        if len(bans.open) and self._joined(row, bans.written):
+        if len(bans.open) and self._joined(row, bans.written) and not _long(bans.words):
             return self._lift((node, gap, run), bans, False), 2
         return bans, 0
 
@@ -511,6 +511,16 @@ class Watch:
         if not row.tripped:
             return -1
         return self.note[min(len(row.output) - row.trip_from, len(self.note) - 1)]
+
+
+# A surname this long is the name even written with a joiner inside and more letters after
+# it ("Spring-steenesque"): only a shorter one's letters meet across a joiner by chance
+# ("Sage-toned" is no "Saget").
+JOINED_OPEN_LETTERS = 8
+
+
+def _long(parts: tuple[Part, ...]) -> bool:
+    return any(len(folded(part.word)) >= JOINED_OPEN_LETTERS for part in parts)
 
 
 def _union(arrays: list[np.ndarray]) -> np.ndarray:

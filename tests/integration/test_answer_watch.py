@@ -4,7 +4,10 @@ about to name a target ends with the refusal note instead."""
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
+
+import pytest
 
 from guard_server.store import SQLiteStore, TargetRow
 from logits_processors.fold import fold
@@ -43,18 +46,29 @@ def test_answers_that_name_no_target_are_bit_identical_with_every_request_watche
     assert after == before
 
 
-def test_a_grammar_that_forces_a_name_cannot_make_the_engine_complete_it(llm, compiled_db):
+@pytest.mark.parametrize(
+    "forced, written",
+    [
+        (FORCED, "Zorblax Quimby"),
+        ("The answer is iLoveHarryPotter.", "HarryPotter"),  # camel case
+        ("The answer is Zorblax Qu!mby.", "Qu!mby"),  # "!" for an "i"
+    ],
+)
+def test_a_grammar_that_forces_a_name_cannot_make_the_engine_complete_it(
+    llm, compiled_db, forced, written
+):
     from vllm import SamplingParams
     from vllm.sampling_params import StructuredOutputsParams
 
     params = SamplingParams(
         temperature=0.0,
         max_tokens=24,
-        structured_outputs=StructuredOutputsParams(regex=FORCED.replace(".", r"\.")),
+        structured_outputs=StructuredOutputsParams(regex=re.escape(forced)),
     )
     prompt = "Who is the mayor of Zorbtown?"
     plain = llm.generate([prompt], params, use_tqdm=False)[0].outputs[0].text
-    assert plain == FORCED  # the grammar leaves the model no other answer
+    assert plain == forced  # the grammar leaves the model no other answer
     with watching(compiled_db[0]):
         out = llm.generate([prompt], params, use_tqdm=False)[0].outputs[0]
+    assert written not in out.text, out.text
     assert fold("Zorblax Quimby") not in fold(out.text), out.text

@@ -375,6 +375,7 @@ def part_watch(tokenizer):
         "The singer, Bruse Springsteen, wrote",  # his own name, misspelt: not a relative
         "The Boss Springsteen wrote",
         "A Springsteen-esque anthem",
+        "A Spring-steenesque anthem",  # a long surname: a joiner inside does not make it whole
         "The singer is Springsteen\U0001f3b8 and",
         "The singer is Springstee\uff4e.",  # its last letter a character of two tokens
         "The singer is Springstee\U0001d427 and",
