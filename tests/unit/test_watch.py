@@ -527,6 +527,10 @@ def test_a_joiner_digit_or_sign_beside_a_name_is_a_word_break(tokenizer, name, t
     """A joiner, a digit or a sign glued to a name ("Mr.Hamill", "@Hamill", "Brando1924")
     reads as a word break, while one inside it ("Har-ry", "H4rry") joins its letters: the
     watch reads both ways at once, in every split of the text into tokens."""
+    assert_named_in_every_split(tokenizer, name, text)
+
+
+def assert_named_in_every_split(tokenizer, name: str, text: str) -> None:
     watch = watch_of(tokenizer, name)
     for ids in splits_of(tokenizer, text):
         assert first_banned(watch, [], ids) is not None, [tokenizer.decode([t]) for t in ids]
@@ -544,9 +548,7 @@ def test_a_joiner_digit_or_sign_beside_a_name_is_a_word_break(tokenizer, name, t
 def test_a_name_in_camel_case_is_read(tokenizer, name, text):
     """A name glued to the word before it, begun with a capital ("iLoveHarryPotter"), is
     read, however the tokenizer splits the text."""
-    watch = watch_of(tokenizer, name)
-    for ids in splits_of(tokenizer, text):
-        assert first_banned(watch, [], ids) is not None, [tokenizer.decode([t]) for t in ids]
+    assert_named_in_every_split(tokenizer, name, text)
 
 
 @pytest.mark.parametrize(
