@@ -610,6 +610,7 @@ def test_numbers_and_contractions_name_no_one(tokenizer, names, text):
         ("50 Cent", "He is 50 Cent."),
         ("50 Cent", "He is 50Cent."),
         ("50 Cent", "He is 5O Cent."),
+        ("50 Cent", "He is $0 Cent."),
         ("Blink-182", "The band Blink 182 played"),
         ("Blink-182", "The band Blink - 182 played"),
         ("Sum 41", "The band Sum 41 played"),
