@@ -36,11 +36,16 @@ def freeze_heap() -> None:
     vLLM's own) for ~0.5 s between decoding steps, several times a minute under load
     (measured with a `gc.callbacks` probe, 2-core x86 VM). Called once a heap has settled:
     after a process has loaded what it serves with, and after each rebuild of what it
-    matches against; the first call pays one full collection."""
+    matches against; the first call pays one full collection. At exit the heap is thawed,
+    so that the interpreter's last collection frees it (extension types count what it
+    leaves as leaks)."""
+    import atexit
     import gc
 
     gc.collect()
     gc.freeze()
+    atexit.unregister(gc.unfreeze)
+    atexit.register(gc.unfreeze)
 
 
 class Watcher:
