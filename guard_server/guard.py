@@ -20,7 +20,6 @@ from logits_processors.fold import (
     readings,
 )
 from logits_processors.params import ACTION_KEY, GUARD_KEYS, TARGETS_KEY
-from logits_processors.watcher import freeze_heap
 
 if TYPE_CHECKING:
     from classifiers.associations import AssociationIndex
@@ -182,7 +181,6 @@ class Guard:
                 self._sync_targets()
             self.detector.associations = self._associations(self._live)
             self._generations = generations
-            freeze_heap()
 
     def _sync_targets(self) -> None:
         assert self.store is not None and self.detector is not None

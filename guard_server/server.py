@@ -21,7 +21,6 @@ from guard_server.prompts import PromptReader
 from guard_server.registry import Registry
 from guard_server.store import open_store
 from guard_server.verify import Verifier
-from logits_processors.watcher import freeze_heap
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -126,7 +125,6 @@ async def run_server(args: argparse.Namespace) -> None:
         if args.engine_nice:
             lower_engine_priority(args.engine_nice)
         app = await build_guard_app(engine_client, args)
-        freeze_heap()  # what the API server loaded: a full collection walks none of it
         logger.info("guard server listening on %s", listen_address)
         shutdown_task = await serve_http(
             app,

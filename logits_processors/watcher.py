@@ -34,11 +34,12 @@ def freeze_heap() -> None:
     after. In an engine worker, whose heap vLLM leaves unfrozen, a full collection walked
     ~800,000 objects (the watch at 10,000 targets, its vocabulary and caches, torch's and
     vLLM's own) for ~0.5 s between decoding steps, several times a minute under load
-    (measured with a `gc.callbacks` probe, 2-core x86 VM). Called once a heap has settled:
-    after a process has loaded what it serves with, and after each rebuild of what it
-    matches against; the first call pays one full collection. At exit the heap is thawed,
-    so that the interpreter's last collection frees it (extension types count what it
-    leaves as leaks)."""
+    (measured with a `gc.callbacks` probe, 2-core x86 VM). Called after each rebuild of the
+    watch; the first call pays one full collection. At exit the heap is thawed, so that the
+    interpreter's last collection frees it (extension types count what it leaves as leaks).
+    (A frozen heap is collected in full more often, each time over what came after; in the
+    API server and the detection process, which answer requests between collections, one
+    round of `guard-bench load` did not show it helping.)"""
     import atexit
     import gc
 
