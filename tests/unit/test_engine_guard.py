@@ -377,10 +377,13 @@ def test_scoring_labels_that_write_part_of_a_name_are_refused(tokenizer, reader)
         ("a school called Mr", ".Hog", True),  # a joiner read as a break
         ("a school called Hog", "-warts", True),  # and as nothing
         ("a school called", " 4Hog", True),
+        ("the tag iLove", "HarryPot", True),  # camel case
+        ("the tag iLove", "Harry", True),
+        ("the tag", " HarryPot", True),
     ],
 )
 def test_a_continuation_begins_a_name_only_when_it_writes_part_of_it(context, candidate, begun):
-    names = ("Hogwarts", "J.K. Rowling", "Bruce Springsteen")
+    names = ("Hogwarts", "J.K. Rowling", "Bruce Springsteen", "Harry Potter")
     index = NameIndex(SimpleNamespace(spec={"name": n}) for n in names)
     assert index.begun(context, [candidate]) == [begun]
 

@@ -594,6 +594,7 @@ def test_marks_read_as_breaks_name_no_one_new(tokenizer, name, text):
         (("Ian", "Ali", "Tim"), "ITALIAN KHALID, ANTIMONY; YouTube and PowerPoint on an iPhone"),
         (("Ali", "Dani"), "Thanks, Al! Good job, Dan! Yes!"),
         (("Ali", "Dani", "Eli"), "Al!\nDan!!\nEl!"),
+        (("Ali", "Dani"), "Thanks, Al!\U0001f389 Dan!\U0001f602"),  # a character of two tokens
     ],
 )
 def test_numbers_and_contractions_name_no_one(tokenizer, names, text):
@@ -621,6 +622,15 @@ def test_numbers_and_contractions_name_no_one(tokenizer, names, text):
 def test_a_name_with_digits_keeps_them(tokenizer, name, text):
     watch = watch_of(tokenizer, name)
     assert first_banned(watch, [], tokenizer.encode(text, add_special_tokens=False)) is not None
+
+
+def test_a_text_of_many_marks_and_rises_reads_a_few_ways():
+    """Runs of marks and rises share one budget: a client's text of many of both (a scoring
+    label) reads all one way or the other, not every mix."""
+    from logits_processors.fold import MIXED_RUNS, mark, readings
+
+    text = "aB1cD2eF3gH4iJ5kL6mN7oP8q"
+    assert len(readings(mark(text), False)) <= 2**MIXED_RUNS
 
 
 def test_a_table_of_numbers_is_read_a_few_ways_at_once(tokenizer):
