@@ -257,19 +257,24 @@ def step(text: str, gap: bool, run: int, symbol: str) -> list[tuple[str, bool, i
     return out
 
 
+def _budgeted(marked: str) -> tuple[str, bool]:
+    """A marked text within the budget of readings, and whether its runs of marks may be
+    read in every mix: runs and rises count together against MIXED_RUNS, and past it the
+    rises read as nothing."""
+    if len(_RUNS.findall(marked)) + marked.count(RISE) <= MIXED_RUNS:
+        return marked, True
+    return marked.replace(RISE, ""), False
+
+
 @lru_cache(maxsize=65536)
 def readings(marked: str, gap: bool, run: int = OUTSIDE) -> frozenset[tuple[str, bool]]:
     """The folded texts a marked text reads as after a word break (`gap`) or a letter, and
     inside a run of marks read one way (`run`) or none, each with whether it ends at a
     break: every run of marks read both ways (`step`). A text of more than `MIXED_RUNS` runs
     of marks reads with all of them letters, or all breaks."""
-    runs = len(_RUNS.findall(marked)) + marked.count(RISE)
-    if runs > MIXED_RUNS:
-        marked = marked.replace(RISE, "")
+    marked, mixed = _budgeted(marked)
     out: set[tuple[str, bool]] = set()
-    for excluded in (
-        [()] if runs <= MIXED_RUNS else [(AS_BREAK,), (AS_LETTERS, UNSURE, RAW, BANGED)]
-    ):
+    for excluded in [()] if mixed else [(AS_BREAK,), (AS_LETTERS, UNSURE, RAW, BANGED)]:
         paths = {("", gap, run)}
         for symbol in marked:
             paths = {
@@ -285,8 +290,7 @@ def sure_readings(marked: str, gap: bool) -> frozenset[tuple[str, int]]:
     marks alone), each with how many of its symbols come before its first real letter: a
     name it completes there is no name (`moves`)."""
     paths = {("", gap, UNSURE, -1)}
-    if len(_RUNS.findall(marked)) + marked.count(RISE) > MIXED_RUNS:
-        marked = marked.replace(RISE, "")
+    marked, _ = _budgeted(marked)
     for symbol in marked:
         grown = set()
         for text, at_break, run, first in paths:
